@@ -1,0 +1,73 @@
+//! Every label and annotation key kvinject reads or writes, in one place.
+//!
+//! This module owns names only. Parsing the values lives in `reference` and `plan`.
+
+/// Prefix shared by every kvinject key.
+pub const PREFIX: &str = "kvinject.io/";
+
+/// Namespace label that the MutatingWebhookConfiguration's namespaceSelector matches.
+pub const NAMESPACE_INJECTION_LABEL: &str = "kvinject.io/injection";
+/// Value of [`NAMESPACE_INJECTION_LABEL`] that opts a namespace in.
+pub const NAMESPACE_INJECTION_ENABLED: &str = "enabled";
+
+/// Pod label (objectSelector) and pod annotation (`"false"` = explicit skip).
+pub const INJECT: &str = "kvinject.io/inject";
+/// Key Vault name, on the pod or on its Namespace.
+pub const VAULT: &str = "kvinject.io/vault";
+/// Azure AD tenant GUID, on the pod or on its Namespace.
+pub const TENANT_ID: &str = "kvinject.io/tenant-id";
+/// Prefix of `env.<VAR>` annotations.
+pub const ENV_PREFIX: &str = "kvinject.io/env.";
+/// Prefix of `file.<NAME>` annotations.
+pub const FILE_PREFIX: &str = "kvinject.io/file.";
+/// Directory the CSI volume is mounted at.
+pub const MOUNT_PATH: &str = "kvinject.io/mount-path";
+/// Comma list of the containers (and named init containers) to wire.
+pub const CONTAINERS: &str = "kvinject.io/containers";
+/// Workload identity client ID requested by the pod.
+pub const CLIENT_ID: &str = "kvinject.io/client-id";
+/// Reference mode: an existing SecretProviderClass in the pod's namespace.
+pub const SECRET_PROVIDER_CLASS: &str = "kvinject.io/secret-provider-class";
+/// Marker kvinject writes on every pod it mutated: the SPC the pod uses.
+pub const INJECTED: &str = "kvinject.io/injected";
+
+/// Every exact (non-prefix) kvinject key a pod may carry; anything else under [`PREFIX`] is unknown.
+pub const KNOWN_POD_KEYS: [&str; 8] = [
+    INJECT,
+    VAULT,
+    TENANT_ID,
+    MOUNT_PATH,
+    CONTAINERS,
+    CLIENT_ID,
+    SECRET_PROVIDER_CLASS,
+    INJECTED,
+];
+
+/// Default directory of the CSI volume in each target container.
+pub const DEFAULT_MOUNT_PATH: &str = "/mnt/secrets-store";
+/// Name of the CSI volume kvinject adds.
+pub const VOLUME_NAME: &str = "kvinject-secrets";
+/// Prefix of generated SecretProviderClass (and synced Secret) names.
+pub const GENERATED_NAME_PREFIX: &str = "kvinject-";
+
+/// Label kvinject puts on every SecretProviderClass it generates.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`] on generated SPCs.
+pub const MANAGED_BY_VALUE: &str = "kvinject";
+
+/// AAD Pod Identity: pod label naming an AzureIdentityBinding selector.
+pub const AAD_POD_IDENTITY_LABEL: &str = "aadpodidbinding";
+/// Azure Workload Identity: ServiceAccount annotation carrying the client ID.
+pub const WORKLOAD_IDENTITY_CLIENT_ID: &str = "azure.workload.identity/client-id";
+/// Static (mirror) pods carry this annotation; the kubelet owns them and they are never mutated.
+pub const MIRROR_POD: &str = "kubernetes.io/config.mirror";
+
+/// CSI driver name of the Secrets Store CSI driver.
+pub const CSI_DRIVER: &str = "secrets-store.csi.k8s.io";
+/// API version of SecretProviderClass.
+pub const SPC_API_VERSION: &str = "secrets-store.csi.x-k8s.io/v1";
+/// API group of AzureIdentityBinding.
+pub const AAD_POD_IDENTITY_GROUP: &str = "aadpodidentity.k8s.io";
+
+/// Longest name part (after the `/`) of a Kubernetes annotation key.
+pub const MAX_KEY_NAME_LEN: usize = 63;

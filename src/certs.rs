@@ -1,0 +1,124 @@
+//! `kvinject certs`: a CA and a serving certificate for the webhook Service.
+//!
+//! Generation only; where the files go and how `caBundle` is filled is the caller's business
+//! (see `certs/README.md`).
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+};
+use time::{Duration, OffsetDateTime};
+
+/// Why certificates could not be made or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// rcgen refused the parameters.
+    #[error("generating certificates: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// The output could not be written.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// PEM-encoded CA certificate, serving certificate and serving key.
+#[derive(Debug, Clone)]
+pub struct WebhookCerts {
+    /// The CA certificate: what goes into `caBundle`.
+    pub ca_pem: String,
+    /// The serving certificate, signed by the CA.
+    pub cert_pem: String,
+    /// The serving certificate's private key (PKCS#8).
+    pub key_pem: String,
+}
+
+/// DNS names the API server may use for `service` in `namespace`, plus loopback for local runs.
+pub fn subject_alt_names(service: &str, namespace: &str) -> Vec<String> {
+    vec![
+        service.to_owned(),
+        format!("{service}.{namespace}"),
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+    ]
+}
+
+/// Makes a CA (valid `ca_days`) and a serving certificate for the Service (valid `cert_days`).
+pub fn generate(
+    service: &str,
+    namespace: &str,
+    ca_days: i64,
+    cert_days: i64,
+) -> Result<WebhookCerts, CertError> {
+    let now = OffsetDateTime::now_utc();
+    let backdate = now - Duration::minutes(5);
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.distinguished_name = name(&format!("kvinject CA for {service}.{namespace}"));
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.not_before = backdate;
+    ca_params.not_after = now + Duration::days(ca_days);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+
+    let mut params = CertificateParams::new(subject_alt_names(service, namespace))?;
+    params.distinguished_name = name(&format!("{service}.{namespace}.svc"));
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = backdate;
+    params.not_after = now + Duration::days(cert_days);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &ca)?;
+
+    Ok(WebhookCerts {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// Writes `ca.crt`, `tls.crt` and `tls.key` (mode 0600) into `dir`, creating it.
+pub fn write(dir: &Path, certs: &WebhookCerts) -> Result<(), CertError> {
+    let fail = |path: &Path, source| CertError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
+    for (file, contents, private) in [
+        ("ca.crt", &certs.ca_pem, false),
+        ("tls.crt", &certs.cert_pem, false),
+        ("tls.key", &certs.key_pem, true),
+    ] {
+        let path = dir.join(file);
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(if private { 0o600 } else { 0o644 });
+        }
+        let mut out = options.open(&path).map_err(|e| fail(&path, e))?;
+        out.write_all(contents.as_bytes())
+            .map_err(|e| fail(&path, e))?;
+    }
+    Ok(())
+}
+
+fn name(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    dn
+}

@@ -1,0 +1,324 @@
+//! The command line: `kvinject inject`, `kvinject serve`, `kvinject certs`.
+//!
+//! Parses flags, reads and writes files, starts listeners; every decision is the library's.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio::net::TcpListener;
+
+use crate::certs::{self, CertError};
+use crate::facts::DocumentFacts;
+use crate::inject;
+use crate::manifest::{self, Format, ManifestError};
+use crate::plan::Settings;
+use crate::server::{self, AppState, Limits};
+use crate::tls::{self, TlsError};
+
+/// kvinject: Azure Key Vault objects for Kubernetes pods, through the Secrets Store CSI driver.
+#[derive(Debug, Parser)]
+#[command(name = "kvinject", version, about)]
+pub struct Cli {
+    /// Log format (logs go to standard error).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "KVINJECT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Rewrite manifests the way the webhook would mutate their pods; print them and the
+    /// SecretProviderClasses they need.
+    Inject(InjectArgs),
+    /// Run the HTTPS admission webhook.
+    Serve(ServeArgs),
+    /// Write a CA and a serving certificate for the webhook Service.
+    Certs(CertsArgs),
+}
+
+/// Flags shared by `inject` and `serve`: what the core needs besides the pod.
+#[derive(Debug, Clone, Args)]
+pub struct CoreArgs {
+    /// Key Vault name for pods whose pod and namespace name none.
+    #[arg(long, env = "KVINJECT_DEFAULT_VAULT")]
+    pub default_vault: Option<String>,
+    /// Azure AD tenant ID for pods whose pod and namespace name none.
+    #[arg(long, env = "KVINJECT_DEFAULT_TENANT_ID")]
+    pub default_tenant_id: Option<String>,
+    /// kvinject's own namespace, whose pods are never mutated.
+    #[arg(long, env = "KVINJECT_NAMESPACE", default_value = "kvinject")]
+    pub kvinject_namespace: String,
+}
+
+impl CoreArgs {
+    fn settings(self) -> Settings {
+        let Self {
+            default_vault,
+            default_tenant_id,
+            kvinject_namespace,
+        } = self;
+        Settings::new(default_vault, default_tenant_id, &kvinject_namespace)
+    }
+}
+
+/// `kvinject inject`.
+#[derive(Debug, Args)]
+pub struct InjectArgs {
+    /// A file, a directory of .yaml/.yml/.json files, or `-` for standard input.
+    #[arg(short = 'f', long = "filename")]
+    pub filename: String,
+    /// Namespace of documents that name none.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Output format (default: JSON if every input is JSON, else YAML).
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<Format>,
+    /// Core settings.
+    #[command(flatten)]
+    pub core: CoreArgs,
+}
+
+/// `kvinject serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// PEM certificate chain served on the HTTPS port.
+    #[arg(long, env = "KVINJECT_TLS_CERT_FILE")]
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of that certificate.
+    #[arg(long, env = "KVINJECT_TLS_KEY_FILE")]
+    pub tls_key_file: PathBuf,
+    /// HTTPS address for `POST /mutate`.
+    #[arg(long, env = "KVINJECT_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Plain HTTP address for `/healthz` and `/readyz`.
+    #[arg(long, env = "KVINJECT_HEALTH_LISTEN", default_value = "0.0.0.0:8080")]
+    pub health_listen: SocketAddr,
+    /// Manifests holding the cluster facts (Namespaces, ServiceAccounts, AzureIdentityBindings,
+    /// SecretProviderClasses), read once at start.
+    #[arg(long, env = "KVINJECT_FACTS")]
+    pub facts: String,
+    /// Core settings.
+    #[command(flatten)]
+    pub core: CoreArgs,
+}
+
+/// `kvinject certs`.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory to write ca.crt, tls.crt and tls.key into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The webhook's Service name.
+    #[arg(long, default_value = "kvinject")]
+    pub service: String,
+    /// The webhook's namespace.
+    #[arg(long, default_value = "kvinject")]
+    pub namespace: String,
+    /// CA validity in days.
+    #[arg(long, default_value_t = 3650)]
+    pub ca_days: i64,
+    /// Serving certificate validity in days.
+    #[arg(long, default_value_t = 365)]
+    pub cert_days: i64,
+}
+
+/// Why a command failed (denials are not errors: they are an exit code).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Manifests that cannot be read.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// Certificates that cannot be made.
+    #[error(transparent)]
+    Certs(#[from] CertError),
+    /// A serving certificate that cannot be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A listener or runtime that cannot start.
+    #[error("{what}: {source}")]
+    Io {
+        /// What failed.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Sets up logging to standard error.
+pub fn init_telemetry(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Runs the command.
+pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let Cli {
+        log_format: _,
+        command,
+    } = cli;
+    match command {
+        Command::Inject(args) => run_inject(args),
+        Command::Serve(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|source| CliError::Io {
+                    what: "starting the runtime".into(),
+                    source,
+                })?;
+            runtime.block_on(run_serve(args))
+        }
+        Command::Certs(args) => run_certs(args),
+    }
+}
+
+fn run_inject(args: InjectArgs) -> Result<ExitCode, CliError> {
+    let InjectArgs {
+        filename,
+        namespace,
+        output,
+        core,
+    } = args;
+    let input = manifest::read(&filename)?;
+    let format = output.unwrap_or(input.format);
+    let mut stderr = std::io::stderr().lock();
+    match inject::inject(input.documents, &namespace, &core.settings()) {
+        Ok(injected) => {
+            for warning in &injected.warnings {
+                let _ = writeln!(stderr, "Warning: {warning}");
+            }
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(manifest::write(&injected.documents, format).as_bytes())
+                .map_err(|source| CliError::Io {
+                    what: "writing standard output".into(),
+                    source,
+                })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(denied) => {
+            for denial in &denied.0 {
+                let _ = writeln!(stderr, "Error: {denial}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn run_certs(args: CertsArgs) -> Result<ExitCode, CliError> {
+    let CertsArgs {
+        out,
+        service,
+        namespace,
+        ca_days,
+        cert_days,
+    } = args;
+    let generated = certs::generate(&service, &namespace, ca_days, cert_days)?;
+    certs::write(&out, &generated)?;
+    eprintln!(
+        "wrote {0}/ca.crt, {0}/tls.crt, {0}/tls.key for {1}",
+        out.display(),
+        certs::subject_alt_names(&service, &namespace).join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
+    let ServeArgs {
+        tls_cert_file,
+        tls_key_file,
+        listen,
+        health_listen,
+        facts,
+        core,
+    } = args;
+    let tls = tls::server_config(&tls_cert_file, &tls_key_file)?;
+    let settings = core.settings();
+    let manifests = manifest::read(&facts)?;
+    let facts = DocumentFacts::from_documents(&manifests.documents, "default");
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| CliError::Io {
+                what: format!("listening on {addr}"),
+                source,
+            })
+    };
+    let health_listener = bind(health_listen).await?;
+    let listener = bind(listen).await?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let limits = Limits::default();
+    let app = server::admission_router(AppState::new(Arc::new(facts), settings, limits));
+    tracing::info!(
+        https = %server::local_addr(&listener),
+        health = %server::local_addr(&health_listener),
+        "serving"
+    );
+    let health = tokio::spawn(server::serve_health(
+        health_listener,
+        server::health_router(ready.clone()),
+        stopped(),
+    ));
+    let https = tokio::spawn(server::serve_tls(listener, tls, app, limits, stopped()));
+    ready.store(true, Ordering::Release);
+    shutdown_signal().await;
+    tracing::info!("shutting down: not ready, draining connections");
+    ready.store(false, Ordering::Release);
+    let _ = stop_tx.send(true);
+    let _ = https.await;
+    let _ = health.await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,275 @@
+//! What kvinject needs to know about the cluster: namespace defaults, ServiceAccount client IDs,
+//! AzureIdentityBindings and SecretProviderClasses.
+//!
+//! The core asks through the [`ClusterFacts`] trait and never learns where the answers come from.
+//! [`DocumentFacts`] answers from manifests (the `inject` input, or `serve --facts`); a live
+//! implementation over watch caches can answer the same questions.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::annotations;
+
+/// What kvinject reads from a Namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceFacts {
+    /// Whether the namespace carries `kvinject.io/injection: enabled`.
+    pub injection_enabled: bool,
+    /// `kvinject.io/vault` annotation.
+    pub vault: Option<String>,
+    /// `kvinject.io/tenant-id` annotation.
+    pub tenant_id: Option<String>,
+}
+
+/// What kvinject reads from a ServiceAccount.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceAccountFacts {
+    /// `azure.workload.identity/client-id` annotation.
+    pub client_id: Option<String>,
+}
+
+/// The identity an existing SecretProviderClass authenticates with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpcIdentity {
+    /// `usePodIdentity: "true"`.
+    PodIdentity,
+    /// `clientID: <id>` (workload identity).
+    ClientId(String),
+    /// `useVMManagedIdentity: "true"`: the node's identity, not the pod's.
+    VmManagedIdentity,
+    /// None of the above.
+    Unspecified,
+}
+
+/// One `secretObjects[*].data[*]` entry: a key of a synced Kubernetes Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncedKey {
+    /// `secretObjects[*].secretName`.
+    pub secret_name: String,
+    /// `data[*].key`.
+    pub key: String,
+}
+
+/// What kvinject reads from an existing SecretProviderClass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpcFacts {
+    /// Labelled `app.kubernetes.io/managed-by: kvinject`.
+    pub managed_by_kvinject: bool,
+    /// The identity its parameters name.
+    pub identity: SpcIdentity,
+    /// Every key it syncs into a Kubernetes Secret.
+    pub synced_keys: Vec<SyncedKey>,
+}
+
+/// Questions the core asks about the cluster. Answers must be cheap: they are asked per admission.
+pub trait ClusterFacts {
+    /// The namespace, if known.
+    fn namespace(&self, name: &str) -> Option<NamespaceFacts>;
+    /// The ServiceAccount `name` in `namespace`, if known.
+    fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccountFacts>;
+    /// Whether an AzureIdentityBinding with `spec.selector == selector` exists in `namespace`.
+    fn has_identity_binding(&self, namespace: &str, selector: &str) -> bool;
+    /// The SecretProviderClass `name` in `namespace`, if known.
+    fn secret_provider_class(&self, namespace: &str, name: &str) -> Option<SpcFacts>;
+}
+
+/// Facts read from Kubernetes manifests.
+#[derive(Debug, Clone, Default)]
+pub struct DocumentFacts {
+    namespaces: BTreeMap<String, NamespaceFacts>,
+    service_accounts: BTreeMap<(String, String), ServiceAccountFacts>,
+    identity_bindings: BTreeMap<String, Vec<String>>,
+    spcs: BTreeMap<(String, String), SpcFacts>,
+}
+
+impl DocumentFacts {
+    /// Collects the facts among `documents` (a `List` counts as its items). Objects without a
+    /// namespace belong to `default_namespace`, as `kubectl apply` would place them.
+    pub fn from_documents<'a>(
+        documents: impl IntoIterator<Item = &'a Value>,
+        default_namespace: &str,
+    ) -> Self {
+        let mut facts = Self::default();
+        for document in documents {
+            facts.add(document, default_namespace);
+        }
+        facts
+    }
+
+    /// Adds one document (or each item of a `List`); documents that are not facts are ignored.
+    pub fn add(&mut self, document: &Value, default_namespace: &str) {
+        let api_version = str_at(document, &["apiVersion"]).unwrap_or_default();
+        let kind = str_at(document, &["kind"]).unwrap_or_default();
+        let Some(name) = str_at(document, &["metadata", "name"]) else {
+            if kind == "List" || kind.ends_with("List") {
+                for item in document["items"].as_array().into_iter().flatten() {
+                    self.add(item, default_namespace);
+                }
+            }
+            return;
+        };
+        let name = name.to_owned();
+        let namespace = str_at(document, &["metadata", "namespace"])
+            .unwrap_or(default_namespace)
+            .to_owned();
+        let annotation = |key: &str| str_at(document, &["metadata", "annotations", key]);
+        match (api_version, kind) {
+            ("v1", "Namespace") => {
+                let facts = NamespaceFacts {
+                    injection_enabled: str_at(
+                        document,
+                        &["metadata", "labels", annotations::NAMESPACE_INJECTION_LABEL],
+                    ) == Some(annotations::NAMESPACE_INJECTION_ENABLED),
+                    vault: annotation(annotations::VAULT).map(str::to_owned),
+                    tenant_id: annotation(annotations::TENANT_ID).map(str::to_owned),
+                };
+                self.namespaces.insert(name, facts);
+            }
+            ("v1", "ServiceAccount") => {
+                let facts = ServiceAccountFacts {
+                    client_id: annotation(annotations::WORKLOAD_IDENTITY_CLIENT_ID)
+                        .map(str::to_owned),
+                };
+                self.service_accounts.insert((namespace, name), facts);
+            }
+            (version, "AzureIdentityBinding")
+                if version.starts_with(annotations::AAD_POD_IDENTITY_GROUP) =>
+            {
+                if let Some(selector) = str_at(document, &["spec", "selector"]) {
+                    self.identity_bindings
+                        .entry(namespace)
+                        .or_default()
+                        .push(selector.to_owned());
+                }
+            }
+            (version, "SecretProviderClass")
+                if version.starts_with("secrets-store.csi.x-k8s.io/") =>
+            {
+                self.spcs.insert((namespace, name), spc_facts(document));
+            }
+            _ => {}
+        }
+    }
+}
+
+impl ClusterFacts for DocumentFacts {
+    fn namespace(&self, name: &str) -> Option<NamespaceFacts> {
+        self.namespaces.get(name).cloned()
+    }
+
+    fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccountFacts> {
+        self.service_accounts
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    fn has_identity_binding(&self, namespace: &str, selector: &str) -> bool {
+        self.identity_bindings
+            .get(namespace)
+            .is_some_and(|selectors| selectors.iter().any(|s| s == selector))
+    }
+
+    fn secret_provider_class(&self, namespace: &str, name: &str) -> Option<SpcFacts> {
+        self.spcs
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+}
+
+/// Reads the identity and synced keys of a SecretProviderClass manifest.
+pub fn spc_facts(spc: &Value) -> SpcFacts {
+    let parameter = |key: &str| str_at(spc, &["spec", "parameters", key]);
+    let identity = if parameter("usePodIdentity").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        SpcIdentity::PodIdentity
+    } else if let Some(client_id) = parameter("clientID").filter(|v| !v.is_empty()) {
+        SpcIdentity::ClientId(client_id.to_owned())
+    } else if parameter("useVMManagedIdentity").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        SpcIdentity::VmManagedIdentity
+    } else {
+        SpcIdentity::Unspecified
+    };
+    let mut synced_keys = Vec::new();
+    for secret in spc["spec"]["secretObjects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let Some(secret_name) = secret["secretName"].as_str() else {
+            continue;
+        };
+        for entry in secret["data"].as_array().into_iter().flatten() {
+            if let Some(key) = entry["key"].as_str() {
+                synced_keys.push(SyncedKey {
+                    secret_name: secret_name.to_owned(),
+                    key: key.to_owned(),
+                });
+            }
+        }
+    }
+    SpcFacts {
+        managed_by_kvinject: str_at(spc, &["metadata", "labels", annotations::MANAGED_BY_LABEL])
+            == Some(annotations::MANAGED_BY_VALUE),
+        identity,
+        synced_keys,
+    }
+}
+
+/// The string at `path` in `value`, if every step exists and the leaf is a string.
+pub fn str_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter()
+        .try_fold(value, |node, key| node.get(key))
+        .and_then(Value::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_every_kind_of_fact_and_list_items() {
+        let documents = [
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop",
+                "labels": {"kvinject.io/injection": "enabled"},
+                "annotations": {"kvinject.io/vault": "shop-kv", "kvinject.io/tenant-id": "t"}}}),
+            json!({"apiVersion": "v1", "kind": "List", "items": [
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "api",
+                    "annotations": {"azure.workload.identity/client-id": "c"}}},
+                {"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentityBinding",
+                    "metadata": {"name": "b", "namespace": "legacy"}, "spec": {"selector": "sel",
+                    "azureIdentity": "id"}},
+            ]}),
+            json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+                "metadata": {"name": "hand", "namespace": "shop"},
+                "spec": {"provider": "azure", "parameters": {"clientID": "c"},
+                    "secretObjects": [{"secretName": "s", "type": "Opaque",
+                        "data": [{"objectName": "o", "key": "k"}]}]}}),
+        ];
+        let facts = DocumentFacts::from_documents(&documents, "apps");
+        let shop = facts.namespace("shop").unwrap();
+        assert!(shop.injection_enabled);
+        assert_eq!(shop.vault.as_deref(), Some("shop-kv"));
+        assert_eq!(
+            facts
+                .service_account("apps", "api")
+                .unwrap()
+                .client_id
+                .as_deref(),
+            Some("c"),
+            "a ServiceAccount without namespace lands in the default namespace"
+        );
+        assert!(facts.has_identity_binding("legacy", "sel"));
+        assert!(!facts.has_identity_binding("apps", "sel"));
+        let spc = facts.secret_provider_class("shop", "hand").unwrap();
+        assert_eq!(spc.identity, SpcIdentity::ClientId("c".into()));
+        assert!(!spc.managed_by_kvinject);
+        assert_eq!(
+            spc.synced_keys,
+            vec![SyncedKey {
+                secret_name: "s".into(),
+                key: "k".into()
+            }]
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! The pod's Azure identity, checked as a chain (contract section 5).
+//!
+//! Exactly one identity: AAD Pod Identity through a bound selector, or Workload Identity through
+//! the pod's own ServiceAccount. A pod can never claim an identity its namespace or ServiceAccount
+//! does not grant it.
+
+use std::fmt;
+
+use crate::annotations::{AAD_POD_IDENTITY_LABEL, CLIENT_ID, WORKLOAD_IDENTITY_CLIENT_ID};
+use crate::denial::Denial;
+use crate::facts::{ClusterFacts, SpcIdentity};
+use crate::pod::PodView;
+
+/// The identity a pod authenticates to Key Vault with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodIdentity {
+    /// AAD Pod Identity: the pod's `aadpodidbinding` label matches an AzureIdentityBinding.
+    AadPodIdentity {
+        /// The label value (the binding's selector).
+        selector: String,
+    },
+    /// Azure Workload Identity through the pod's ServiceAccount.
+    WorkloadIdentity {
+        /// The application (client) ID.
+        client_id: String,
+        /// The ServiceAccount that carries it.
+        service_account: String,
+    },
+}
+
+impl fmt::Display for PodIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AadPodIdentity { selector } => {
+                write!(f, "AAD Pod Identity (aadpodidbinding: {selector})")
+            }
+            Self::WorkloadIdentity {
+                client_id,
+                service_account,
+            } => write!(
+                f,
+                "workload identity {client_id} (ServiceAccount {service_account})"
+            ),
+        }
+    }
+}
+
+/// Warning returned with every pod that uses AAD Pod Identity.
+pub const AAD_POD_IDENTITY_DEPRECATED: &str = "kvinject: AAD Pod Identity (label aadpodidbinding) is deprecated since 2022-10; \
+migrate to Azure Workload Identity: annotate the pod's ServiceAccount with azure.workload.identity/client-id \
+and remove the aadpodidbinding label";
+
+/// Resolves the pod's identity; `requested_client_id` is its `kvinject.io/client-id` annotation.
+pub fn resolve(
+    pod: &PodView<'_>,
+    namespace: &str,
+    requested_client_id: Option<&str>,
+    facts: &dyn ClusterFacts,
+) -> Result<PodIdentity, Denial> {
+    let selector = pod.label(AAD_POD_IDENTITY_LABEL).filter(|s| !s.is_empty());
+    let service_account = pod.service_account_name();
+    let account_client_id = facts
+        .service_account(namespace, service_account)
+        .and_then(|sa| sa.client_id)
+        .filter(|id| !id.is_empty());
+    if let Some(id) = &account_client_id
+        && !is_guid(id)
+    {
+        return Err(Denial::new(format!(
+            "ServiceAccount {service_account} in namespace {namespace} has annotation \
+                 {WORKLOAD_IDENTITY_CLIENT_ID}: {id:?}, which is not a client ID (GUID); fix the ServiceAccount's annotation"
+        )));
+    }
+    let workload_client_id = match (requested_client_id, account_client_id) {
+        (Some(requested), _) if !is_guid(requested) => {
+            return Err(Denial::annotation(
+                CLIENT_ID,
+                format!(
+                    "{requested:?} is not a client ID (GUID such as 00000000-0000-0000-0000-000000000000)"
+                ),
+            ));
+        }
+        (Some(requested), None) => {
+            return Err(Denial::annotation(
+                CLIENT_ID,
+                format!(
+                    "names client ID {requested}, but the pod's ServiceAccount {service_account} in namespace \
+                     {namespace} carries no {WORKLOAD_IDENTITY_CLIENT_ID}; a pod cannot name a client ID its \
+                     ServiceAccount does not carry: annotate the ServiceAccount, or run the pod as one that has it"
+                ),
+            ));
+        }
+        (Some(requested), Some(account)) if !requested.eq_ignore_ascii_case(&account) => {
+            return Err(Denial::annotation(
+                CLIENT_ID,
+                format!(
+                    "names client ID {requested}, but the pod's ServiceAccount {service_account} carries {account}; \
+                     a pod cannot name a client ID its ServiceAccount does not carry: remove the annotation \
+                     or set it to {account}"
+                ),
+            ));
+        }
+        (_, account) => account,
+    };
+    match (selector, workload_client_id) {
+        (Some(selector), Some(client_id)) => Err(Denial::new(format!(
+            "pod has two Azure identities: label {AAD_POD_IDENTITY_LABEL}: {selector} (AAD Pod Identity) and \
+             client ID {client_id} from ServiceAccount {service_account} (workload identity); keep exactly one: \
+             remove the {AAD_POD_IDENTITY_LABEL} label, or run the pod as a ServiceAccount without \
+             {WORKLOAD_IDENTITY_CLIENT_ID}"
+        ))),
+        (Some(selector), None) => {
+            if facts.has_identity_binding(namespace, selector) {
+                Ok(PodIdentity::AadPodIdentity {
+                    selector: selector.to_owned(),
+                })
+            } else {
+                Err(Denial::new(format!(
+                    "label {AAD_POD_IDENTITY_LABEL}: {selector} matches no AzureIdentityBinding in namespace \
+                     {namespace}; create an AzureIdentityBinding with spec.selector: {selector} there, or fix the label"
+                )))
+            }
+        }
+        (None, Some(client_id)) => Ok(PodIdentity::WorkloadIdentity {
+            client_id,
+            service_account: service_account.to_owned(),
+        }),
+        (None, None) => Err(Denial::new(format!(
+            "pod asks for Key Vault objects but has no Azure identity: annotate its ServiceAccount \
+             {service_account} in namespace {namespace} with {WORKLOAD_IDENTITY_CLIENT_ID}: <client-id> \
+             (workload identity), or label the pod {AAD_POD_IDENTITY_LABEL}: <selector> with a matching \
+             AzureIdentityBinding (AAD Pod Identity, deprecated)"
+        ))),
+    }
+}
+
+/// Whether an existing SPC's identity is the pod's own.
+pub fn matches_spc(pod: &PodIdentity, spc: &SpcIdentity) -> bool {
+    match (pod, spc) {
+        (PodIdentity::AadPodIdentity { .. }, SpcIdentity::PodIdentity) => true,
+        (PodIdentity::WorkloadIdentity { client_id, .. }, SpcIdentity::ClientId(spc_id)) => {
+            client_id.eq_ignore_ascii_case(spc_id)
+        }
+        _ => false,
+    }
+}
+
+/// Whether `s` is a GUID (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, hex).
+pub fn is_guid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()))
+}

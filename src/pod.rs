@@ -1,0 +1,131 @@
+//! A small borrowed view of the pod fields kvinject reads.
+//!
+//! The pod stays the JSON it arrived as; nothing here copies or re-serialises it, so fields
+//! kvinject does not know are never touched.
+
+use serde_json::{Map, Value};
+
+use crate::denial::Denial;
+
+/// Which list of the pod spec a container sits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerList {
+    /// `spec.containers`.
+    Containers,
+    /// `spec.initContainers` (including native sidecars).
+    InitContainers,
+}
+
+impl ContainerList {
+    /// The pod spec field name.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Containers => "containers",
+            Self::InitContainers => "initContainers",
+        }
+    }
+}
+
+/// One container of the pod, with where it sits.
+#[derive(Debug, Clone, Copy)]
+pub struct ContainerView<'a> {
+    /// The list it belongs to.
+    pub list: ContainerList,
+    /// Its index in that list.
+    pub index: usize,
+    /// Its `name`.
+    pub name: &'a str,
+    /// The container object.
+    pub value: &'a Value,
+}
+
+/// Borrowed view of a Pod, or of a pod template (`metadata` + `spec`).
+#[derive(Debug, Clone, Copy)]
+pub struct PodView<'a> {
+    pod: &'a Value,
+}
+
+static EMPTY: Vec<Value> = Vec::new();
+
+impl<'a> PodView<'a> {
+    /// Wraps a pod; refuses JSON that is not a pod-shaped object.
+    pub fn new(pod: &'a Value) -> Result<Self, Denial> {
+        if !pod.is_object() {
+            return Err(Denial::new("the pod is not a JSON object"));
+        }
+        for field in ["metadata", "spec"] {
+            if !matches!(pod.get(field), None | Some(Value::Object(_))) {
+                return Err(Denial::new(format!("pod field `{field}` is not an object")));
+            }
+        }
+        Ok(Self { pod })
+    }
+
+    /// The whole pod.
+    pub fn value(&self) -> &'a Value {
+        self.pod
+    }
+
+    /// `metadata.labels[key]` when it is a string.
+    pub fn label(&self, key: &str) -> Option<&'a str> {
+        self.pod.get("metadata")?.get("labels")?.get(key)?.as_str()
+    }
+
+    /// `metadata.annotations`, if present.
+    pub fn annotations(&self) -> Option<&'a Map<String, Value>> {
+        self.pod.get("metadata")?.get("annotations")?.as_object()
+    }
+
+    /// `metadata.annotations[key]` when it is a string.
+    pub fn annotation(&self, key: &str) -> Option<&'a str> {
+        self.annotations()?.get(key)?.as_str()
+    }
+
+    /// `metadata.name`, else `metadata.generateName` (controller-made pods have no name yet).
+    pub fn display_name(&self) -> &'a str {
+        let metadata = &self.pod["metadata"];
+        metadata["name"]
+            .as_str()
+            .or_else(|| metadata["generateName"].as_str())
+            .unwrap_or("")
+    }
+
+    /// `metadata.namespace`, if set.
+    pub fn namespace(&self) -> Option<&'a str> {
+        self.pod.get("metadata")?.get("namespace")?.as_str()
+    }
+
+    /// The ServiceAccount the pod runs as (`default` when unset, as the API server defaults it).
+    pub fn service_account_name(&self) -> &'a str {
+        let spec = &self.pod["spec"];
+        spec["serviceAccountName"]
+            .as_str()
+            .or_else(|| spec["serviceAccount"].as_str())
+            .filter(|name| !name.is_empty())
+            .unwrap_or("default")
+    }
+
+    /// `spec.volumes`, if present.
+    pub fn volumes(&self) -> Option<&'a Vec<Value>> {
+        self.pod.get("spec")?.get("volumes")?.as_array()
+    }
+
+    /// Every container of one list, in order.
+    pub fn containers(&self, list: ContainerList) -> impl Iterator<Item = ContainerView<'a>> {
+        let items = self
+            .pod
+            .get("spec")
+            .and_then(|spec| spec.get(list.field()))
+            .and_then(Value::as_array)
+            .unwrap_or(&EMPTY);
+        items
+            .iter()
+            .enumerate()
+            .map(move |(index, value)| ContainerView {
+                list,
+                index,
+                name: value["name"].as_str().unwrap_or(""),
+                value,
+            })
+    }
+}

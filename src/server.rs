@@ -1,0 +1,301 @@
+//! The HTTP side of the webhook: `POST /mutate` over HTTPS, `/healthz` and `/readyz` over plain
+//! HTTP, and the limits that keep bad clients from hurting good ones.
+//!
+//! Translates HTTP to and from the admission adapter; every HTTP error is mapped in one place
+//! ([`HttpError`]). Decisions about pods are never made here.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::admission::{self, Outcome, ReviewError};
+use crate::facts::ClusterFacts;
+use crate::plan::Settings;
+
+/// Largest AdmissionReview body accepted.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Time limits of the HTTPS listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A TLS handshake must finish within this.
+    pub handshake_timeout: Duration,
+    /// A request's headers must arrive within this.
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this.
+    pub body_timeout: Duration,
+    /// After shutdown is asked, open connections get this long to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Everything a request handler reads.
+#[derive(Clone)]
+pub struct AppState {
+    facts: Arc<dyn ClusterFacts + Send + Sync>,
+    settings: Arc<Settings>,
+    body_timeout: Duration,
+}
+
+impl AppState {
+    /// State over `facts` and `settings`.
+    pub fn new(
+        facts: Arc<dyn ClusterFacts + Send + Sync>,
+        settings: Settings,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            facts,
+            settings: Arc::new(settings),
+            body_timeout: limits.body_timeout,
+        }
+    }
+}
+
+/// The HTTPS router: `POST /mutate`.
+pub fn admission_router(state: AppState) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .with_state(state)
+}
+
+/// The health router: `GET /healthz` (alive) and `GET /readyz` (serving admissions).
+pub fn health_router(ready: Arc<AtomicBool>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.load(Ordering::Acquire);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: the HTTPS listener is not serving yet\n",
+                        )
+                    }
+                }
+            }),
+        )
+}
+
+/// An HTTP-level failure: the request never reached the core.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// Content-Type missing or not JSON.
+    #[error("Content-Type must be application/json, got {0:?}")]
+    UnsupportedMediaType(String),
+    /// Body larger than [`MAX_BODY_BYTES`].
+    #[error("body is larger than {MAX_BODY_BYTES} bytes")]
+    PayloadTooLarge,
+    /// Body did not arrive in time.
+    #[error("body did not arrive within {0:?}")]
+    BodyTimeout(Duration),
+    /// Body could not be read.
+    #[error("reading body: {0}")]
+    BodyRead(String),
+    /// Not an admission request kvinject can answer.
+    #[error(transparent)]
+    Review(#[from] ReviewError),
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let (status, close) = match &self {
+            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, true),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, true),
+            Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, true),
+            Self::BodyRead(_) => (StatusCode::BAD_REQUEST, true),
+            Self::Review(_) => (StatusCode::BAD_REQUEST, false),
+        };
+        tracing::warn!(status = status.as_u16(), error = %self, "rejected request");
+        let mut response = (status, format!("kvinject: {self}\n")).into_response();
+        if close {
+            // The rest of the body may still be on the wire: the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+async fn mutate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
+    let started = Instant::now();
+    check_content_type(&headers)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return Err(HttpError::PayloadTooLarge);
+    }
+    let body = read_body(body, state.body_timeout).await?;
+    let mut reviewed = admission::review(&body, state.facts.as_ref(), &state.settings)?;
+    if let Some(spc) = &reviewed.generated_spc
+        && state
+            .facts
+            .secret_provider_class(&reviewed.namespace, &spc.name)
+            .is_none()
+        && let Some(response) = reviewed.response.response.as_mut()
+    {
+        response.warnings.get_or_insert_with(Vec::new).push(format!(
+                    "kvinject: SecretProviderClass {} does not exist in namespace {}; this server reads its facts \
+                     from a file and does not write it: apply the output of `kvinject inject`",
+                    spc.name, reviewed.namespace
+                ));
+    }
+    let encoded = admission::encode(&reviewed.response);
+    let message = reviewed
+        .response
+        .response
+        .as_ref()
+        .map(|r| r.result.message.as_str())
+        .unwrap_or_default();
+    tracing::info!(
+        namespace = %reviewed.namespace,
+        name = %reviewed.name,
+        outcome = reviewed.outcome.as_str(),
+        skipped = reviewed.skipped.map(|r| r.as_str()),
+        dry_run = reviewed.dry_run,
+        duration_us = started.elapsed().as_micros() as u64,
+        message = (reviewed.outcome == Outcome::Denied).then_some(message),
+        "admission"
+    );
+    Ok(([(header::CONTENT_TYPE, "application/json")], encoded).into_response())
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), HttpError> {
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let essence = value.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(HttpError::UnsupportedMediaType(value))
+    }
+}
+
+async fn read_body(body: Body, limit: Duration) -> Result<Bytes, HttpError> {
+    let collected = tokio::time::timeout(limit, Limited::new(body, MAX_BODY_BYTES).collect())
+        .await
+        .map_err(|_| HttpError::BodyTimeout(limit))?;
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(HttpError::PayloadTooLarge),
+        Err(error) => Err(HttpError::BodyRead(error.to_string())),
+    }
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown` resolves, then drains open connections
+/// for at most `limits.drain_timeout`.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let acceptor = acceptor.clone();
+        let builder = builder.clone();
+        let service = TowerToHyperService::new(app.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream))
+                .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            let connection = builder
+                .serve_connection(TokioIo::new(tls), service)
+                .into_owned();
+            if let Err(error) = watcher.watch(connection).await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timed out; closing remaining connections");
+    }
+}
+
+/// Serves the health router over plain HTTP until `shutdown` resolves.
+pub async fn serve_health(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The address a listener is bound to, for logs (`0.0.0.0:0` when unknown).
+pub fn local_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}

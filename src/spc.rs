@@ -1,0 +1,206 @@
+//! The SecretProviderClass kvinject generates (contract section 4, generate mode).
+//!
+//! Content-addressed: the name is `kvinject-` + the first 10 hex chars of SHA-256 over the
+//! canonical spec, so the same annotations always give the same SPC and rollouts never race on
+//! one mutable object. Pure: nothing is written anywhere from here.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::annotations::{
+    GENERATED_NAME_PREFIX, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPC_API_VERSION,
+};
+use crate::identity::PodIdentity;
+use crate::reference::ObjectRef;
+
+/// One env var synced from a mounted object into the Secret named like the SPC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncedVar {
+    /// The mounted file (alias) the provider syncs from.
+    pub alias: String,
+    /// The env var name, also the Secret key.
+    pub var: String,
+}
+
+/// What a generated SPC holds, before it is named.
+#[derive(Debug, Clone)]
+pub struct SpcContent<'a> {
+    /// Key Vault name.
+    pub vault: &'a str,
+    /// Tenant GUID.
+    pub tenant_id: &'a str,
+    /// The identity the provider authenticates with.
+    pub identity: &'a PodIdentity,
+    /// Mounted files by alias (sorted: the map's order is the `objects` order).
+    pub files: &'a BTreeMap<String, ObjectRef>,
+    /// Env vars synced into the Secret, sorted by var.
+    pub synced: &'a [SyncedVar],
+}
+
+/// A generated SecretProviderClass, named and ready to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratedSpc {
+    /// `kvinject-<h>`; also the name of the synced Secret.
+    pub name: String,
+    /// The full manifest.
+    pub manifest: Value,
+}
+
+/// Builds the SPC for `content` in `namespace`.
+pub fn generate(namespace: &str, content: &SpcContent<'_>) -> GeneratedSpc {
+    let mut spec = canonical_spec(content);
+    let digest = Sha256::digest(spec.to_string().as_bytes());
+    let name = format!("{GENERATED_NAME_PREFIX}{}", &hex(&digest)[..10]);
+    if let Some(secret_name) = spec.pointer_mut("/secretObjects/0/secretName") {
+        *secret_name = Value::String(name.clone());
+    }
+    let manifest = json!({
+        "apiVersion": SPC_API_VERSION,
+        "kind": "SecretProviderClass",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": { MANAGED_BY_LABEL: MANAGED_BY_VALUE },
+        },
+        "spec": spec,
+    });
+    GeneratedSpc { name, manifest }
+}
+
+/// The spec whose compact JSON is hashed; the Secret's name (which is the hash) is left empty.
+fn canonical_spec(content: &SpcContent<'_>) -> Value {
+    let mut parameters = serde_json::Map::new();
+    parameters.insert("keyvaultName".into(), content.vault.into());
+    parameters.insert("tenantId".into(), content.tenant_id.into());
+    match content.identity {
+        PodIdentity::AadPodIdentity { .. } => {
+            parameters.insert("usePodIdentity".into(), "true".into());
+        }
+        PodIdentity::WorkloadIdentity { client_id, .. } => {
+            parameters.insert("clientID".into(), client_id.as_str().into());
+        }
+    }
+    parameters.insert("objects".into(), objects_parameter(content.files).into());
+    let mut spec = json!({ "provider": "azure", "parameters": parameters });
+    if !content.synced.is_empty() {
+        let data: Vec<Value> = content
+            .synced
+            .iter()
+            .map(|s| json!({ "objectName": s.alias, "key": s.var }))
+            .collect();
+        spec["secretObjects"] = json!([{ "secretName": "", "type": "Opaque", "data": data }]);
+    }
+    spec
+}
+
+/// The provider's `objects` parameter: YAML `array:` of YAML strings, one per file, by alias.
+/// Values are written as double-quoted scalars (JSON strings are valid YAML), so no name can be
+/// read back as a number, boolean or null.
+pub fn objects_parameter(files: &BTreeMap<String, ObjectRef>) -> String {
+    let mut out = String::from("array:\n");
+    for (alias, object) in files {
+        let mut fields: Vec<(&str, &str)> = vec![
+            ("objectName", &object.name),
+            ("objectType", object.object_type.as_str()),
+        ];
+        if let Some(version) = &object.version {
+            fields.push(("objectVersion", version));
+        }
+        fields.push(("objectAlias", alias));
+        if let Some(format) = object.format {
+            fields.push(("objectFormat", format.as_str()));
+        }
+        if let Some(encoding) = object.encoding {
+            fields.push(("objectEncoding", encoding.as_str()));
+        }
+        if let Some(mode) = &object.mode {
+            fields.push(("filePermission", mode));
+        }
+        out.push_str("  - |\n");
+        for (key, value) in fields {
+            out.push_str(&format!("    {key}: {}\n", Value::from(value)));
+        }
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(entries: &[(&str, &str)]) -> BTreeMap<String, ObjectRef> {
+        entries
+            .iter()
+            .map(|(alias, reference)| (alias.to_string(), ObjectRef::parse(reference).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn objects_are_sorted_by_alias_and_quoted() {
+        let rendered = objects_parameter(&files(&[
+            ("true", "db"),
+            (
+                "0440",
+                "cert/tls@0123456789abcdef0123456789abcdef?format=pem&mode=0400",
+            ),
+        ]));
+        assert_eq!(
+            rendered,
+            "array:\n  - |\n    objectName: \"tls\"\n    objectType: \"cert\"\n    objectVersion: \
+             \"0123456789abcdef0123456789abcdef\"\n    objectAlias: \"0440\"\n    objectFormat: \"pem\"\n    \
+             filePermission: \"0400\"\n  - |\n    objectName: \"db\"\n    objectType: \"secret\"\n    \
+             objectAlias: \"true\"\n"
+        );
+    }
+
+    #[test]
+    fn same_content_same_name_any_change_new_name() {
+        let identity = PodIdentity::WorkloadIdentity {
+            client_id: "11111111-1111-1111-1111-111111111111".into(),
+            service_account: "api".into(),
+        };
+        let f = files(&[("DB", "db")]);
+        let synced = [SyncedVar {
+            alias: "DB".into(),
+            var: "DB".into(),
+        }];
+        let content = SpcContent {
+            vault: "kv",
+            tenant_id: "t",
+            identity: &identity,
+            files: &f,
+            synced: &synced,
+        };
+        let a = generate("ns1", &content);
+        let b = generate("ns2", &content);
+        assert_eq!(a.name, b.name, "the namespace is not part of the content");
+        assert!(a.name.starts_with("kvinject-") && a.name.len() == "kvinject-".len() + 10);
+        assert_eq!(
+            a.manifest["spec"]["secretObjects"][0]["secretName"],
+            a.name.as_str()
+        );
+        let other_vault = generate(
+            "ns1",
+            &SpcContent {
+                vault: "kv2",
+                ..content.clone()
+            },
+        );
+        let no_sync = generate(
+            "ns1",
+            &SpcContent {
+                synced: &[],
+                ..content
+            },
+        );
+        assert_ne!(a.name, other_vault.name);
+        assert_ne!(a.name, no_sync.name);
+        assert!(no_sync.manifest["spec"].get("secretObjects").is_none());
+    }
+}
