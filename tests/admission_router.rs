@@ -1,0 +1,330 @@
+//! Full AdmissionReview fixtures through the HTTP router, as the API server sends them.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use base64::Engine;
+use http_body_util::BodyExt;
+use kvinject::facts::DocumentFacts;
+use kvinject::plan::Settings;
+use kvinject::server::{self, AppState, Limits};
+use serde_json::Value;
+use tower::ServiceExt;
+
+fn fixtures(dir: &str) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(Path::new("tests/fixtures").join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty());
+    paths
+}
+
+fn router() -> axum::Router {
+    let text = std::fs::read("tests/fixtures/facts.yaml").unwrap();
+    let documents =
+        kvinject::manifest::parse(&text, kvinject::manifest::Format::Yaml, "facts").unwrap();
+    let facts = DocumentFacts::from_documents(&documents, "default");
+    server::admission_router(AppState::new(
+        Arc::new(facts),
+        Settings::new(None, None, "kvinject"),
+        Limits::default(),
+    ))
+}
+
+async fn send(request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let response = router().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, headers, body)
+}
+
+fn post(body: impl Into<Body>) -> Request<Body> {
+    Request::post("/mutate")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.into())
+        .unwrap()
+}
+
+/// The response, with the patch decoded from base64 (after checking it is a base64 string).
+async fn review(body: &Value) -> Value {
+    let (status, headers, bytes) = send(post(serde_json::to_vec(body).unwrap())).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let mut answer: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(answer["kind"], "AdmissionReview");
+    assert_eq!(
+        answer["response"]["uid"], body["request"]["uid"],
+        "uid echoed"
+    );
+    if let Some(patch) = answer["response"].get("patch") {
+        let text = patch
+            .as_str()
+            .expect("patch is a base64 string on the wire, as the API server reads []byte");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap();
+        answer["response"]["patch"] = serde_json::from_slice(&decoded).unwrap();
+        assert_eq!(answer["response"]["patchType"], "JSONPatch");
+    }
+    answer
+}
+
+fn apply(object: &Value, patch: &Value) -> Value {
+    let patch: json_patch::Patch = serde_json::from_value(patch.clone()).unwrap();
+    let mut out = object.clone();
+    json_patch::patch(&mut out, &patch).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn every_fixture_answers_as_its_name_says() {
+    for path in fixtures("reviews") {
+        let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        let request: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let answer = review(&request).await;
+        let response = &answer["response"];
+        match name.split('-').next().unwrap() {
+            "patch" => {
+                assert_eq!(response["allowed"], true, "{name}");
+                let ops = response["patch"].as_array().expect(&name);
+                assert!(!ops.is_empty(), "{name}");
+                assert!(
+                    ops.iter().all(|op| op["op"] == "add"),
+                    "{name}: only add, never remove"
+                );
+                // Reinvocation sends kvinject its own output: nothing more to do.
+                let patched = apply(&request["request"]["object"], &response["patch"]);
+                let mut again = request.clone();
+                again["request"]["object"] = patched;
+                let second = review(&again).await;
+                assert_eq!(second["response"]["allowed"], true, "{name}");
+                assert!(
+                    second["response"].get("patch").is_none(),
+                    "{name}: second pass patched {}",
+                    second["response"]
+                );
+            }
+            "allow" => {
+                assert_eq!(response["allowed"], true, "{name}");
+                assert!(
+                    response.get("patch").is_none() && response.get("patchType").is_none(),
+                    "{name}"
+                );
+            }
+            "deny" => {
+                assert_eq!(response["allowed"], false, "{name}");
+                assert_eq!(response["status"]["code"], 403, "{name}");
+                assert_eq!(response["status"]["status"], "Failure", "{name}");
+                let message = response["status"]["message"].as_str().unwrap();
+                assert!(message.starts_with("kvinject: "), "{name}: {message}");
+                assert!(response.get("patch").is_none(), "{name}");
+            }
+            other => panic!("fixture {name}: unknown prefix {other}"),
+        }
+        insta::assert_json_snapshot!(name.clone(), response);
+    }
+}
+
+#[tokio::test]
+async fn deny_messages_name_the_annotation_and_the_fix() {
+    let cases = [
+        (
+            "deny-env-conflict",
+            "annotation kvinject.io/env.LOG_LEVEL: container app already defines env var LOG_LEVEL",
+        ),
+        (
+            "deny-bad-reference",
+            "annotation kvinject.io/env.DB_PASSWORD: reference",
+        ),
+        (
+            "deny-no-identity",
+            "has no Azure identity: annotate its ServiceAccount default",
+        ),
+        (
+            "deny-stolen-client-id",
+            "a pod cannot name a client ID its ServiceAccount does not carry",
+        ),
+        ("deny-both-identities", "two Azure identities"),
+    ];
+    for (fixture, expected) in cases {
+        let request: Value = serde_json::from_slice(
+            &std::fs::read(format!("tests/fixtures/reviews/{fixture}.json")).unwrap(),
+        )
+        .unwrap();
+        let answer = review(&request).await;
+        let message = answer["response"]["status"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{fixture}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn dry_run_gets_the_same_answer() {
+    let read = |name: &str| -> Value {
+        serde_json::from_slice(
+            &std::fs::read(format!("tests/fixtures/reviews/{name}.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    let wet = review(&read("patch-workload-identity")).await;
+    let dry = review(&read("patch-dry-run")).await;
+    for field in ["allowed", "patch", "patchType", "warnings"] {
+        assert_eq!(wet["response"][field], dry["response"][field], "{field}");
+    }
+}
+
+#[tokio::test]
+async fn controller_made_pods_use_the_request_namespace() {
+    let request: Value = serde_json::from_slice(
+        &std::fs::read("tests/fixtures/reviews/patch-workload-identity.json").unwrap(),
+    )
+    .unwrap();
+    assert!(
+        request["request"]["object"]["metadata"]
+            .get("namespace")
+            .is_none()
+    );
+    assert!(
+        request["request"]["object"]["metadata"]
+            .get("name")
+            .is_none()
+    );
+    let answer = review(&request).await;
+    // The vault comes from namespace shop's annotation: only found through request.namespace.
+    assert_eq!(
+        answer["response"]["allowed"], true,
+        "{}",
+        answer["response"]
+    );
+}
+
+#[tokio::test]
+async fn invalid_bodies_get_400_with_a_reason() {
+    let expected = [
+        ("array", "not a JSON object"),
+        ("deep-nesting", "recursion limit"),
+        ("empty-uid", "empty uid"),
+        ("empty", "body is not JSON"),
+        ("invalid-utf8", "body is not JSON"),
+        ("no-request", "has no request"),
+        ("no-uid", "missing field `uid`"),
+        ("not-a-review", "kind is \"Pod\", not AdmissionReview"),
+        ("not-json", "body is not JSON"),
+        ("truncated", "body is not JSON"),
+        (
+            "v1beta1",
+            "apiVersion \"admission.k8s.io/v1beta1\" is not supported",
+        ),
+    ];
+    let paths = fixtures("invalid");
+    assert_eq!(paths.len(), expected.len());
+    for (path, (name, reason)) in paths.iter().zip(expected) {
+        assert_eq!(path.file_stem().unwrap(), name);
+        let (status, _, body) = send(post(std::fs::read(path).unwrap())).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {body}");
+        assert!(
+            body.starts_with("kvinject: ") && body.contains(reason),
+            "{name}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn wrong_method_and_content_type() {
+    for method in [Method::GET, Method::PUT, Method::DELETE] {
+        let (status, _, _) = send(
+            Request::builder()
+                .method(method.clone())
+                .uri("/mutate")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+    }
+    for content_type in [Some("text/plain"), Some("application/yaml"), None] {
+        let mut request = Request::post("/mutate");
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        let (status, headers, body) = send(request.body(Body::from("{}")).unwrap()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}"
+        );
+        assert_eq!(headers[header::CONNECTION], "close");
+        assert!(String::from_utf8_lossy(&body).contains("Content-Type must be application/json"));
+    }
+    let request = Request::post("/mutate")
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(Body::from(
+            std::fs::read("tests/fixtures/reviews/allow-update.json").unwrap(),
+        ))
+        .unwrap();
+    assert_eq!(
+        send(request).await.0,
+        StatusCode::OK,
+        "charset parameter accepted"
+    );
+    let (status, _, _) = send(Request::get("/elsewhere").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    // Declared too large: refused before reading.
+    let request = Request::post("/mutate")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(
+            header::CONTENT_LENGTH,
+            (server::MAX_BODY_BYTES + 1).to_string(),
+        )
+        .body(Body::from("{}"))
+        .unwrap();
+    let (status, headers, _) = send(request).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(headers[header::CONNECTION], "close");
+    // Streamed with no length: cut off at the limit.
+    let chunks = (0..9).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024 * 1024]));
+    let request = Request::post("/mutate")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(futures_util::stream::iter(chunks)))
+        .unwrap();
+    assert_eq!(send(request).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn warnings_reach_the_user() {
+    let request: Value = serde_json::from_slice(
+        &std::fs::read("tests/fixtures/reviews/patch-aad-pod-identity.json").unwrap(),
+    )
+    .unwrap();
+    let answer = review(&request).await;
+    let warnings = answer["response"]["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("deprecated")),
+        "{warnings:?}"
+    );
+}
