@@ -743,7 +743,7 @@ fn a_second_pass_is_empty_and_later_containers_still_get_wired() {
         .unwrap()
         .push(json!({"name": "late", "image": "x"}));
     let third = inject(&grown, &facts);
-    let paths: Vec<String> = third.patch.iter().map(|op| path_of(op)).collect();
+    let paths: Vec<String> = third.patch.iter().map(path_of).collect();
     assert_eq!(
         paths,
         ["/spec/containers/1/volumeMounts", "/spec/containers/1/env"]
