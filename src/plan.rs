@@ -174,12 +174,23 @@ pub fn plan_pod(
     }
     let targets = target_containers(&view, request.containers)?;
     let mount_path = request.mount_path()?;
+    // Everything the annotations say is checked before the cluster is asked about identity.
+    let mode = match request.spc {
+        None => Mode::Generate(mounted_objects(&request)?),
+        Some(spc_name) => {
+            refuse_files_in_reference_mode(&request, spc_name)?;
+            Mode::Reference(spc_name)
+        }
+    };
     let identity = identity::resolve(&view, namespace, request.client_id, facts)?;
     if matches!(identity, PodIdentity::AadPodIdentity { .. }) {
         warnings.push(AAD_POD_IDENTITY_DEPRECATED.to_owned());
     }
-    let wired = match request.spc {
-        Some(spc_name) => reference_mode(
+    let wired = match mode {
+        Mode::Generate(mounted) => {
+            generate_mode(&request, mounted, namespace, &identity, facts, settings)?
+        }
+        Mode::Reference(spc_name) => reference_mode(
             &request,
             spc_name,
             namespace,
@@ -187,7 +198,6 @@ pub fn plan_pod(
             facts,
             &mut warnings,
         )?,
-        None => generate_mode(&request, namespace, &identity, facts, settings)?,
     };
     let patch = patch::operations(
         &view,
@@ -321,6 +331,14 @@ impl<'a> Request<'a> {
     }
 }
 
+/// Where the pod's SecretProviderClass comes from.
+enum Mode<'a> {
+    /// kvinject generates it from these files and synced vars.
+    Generate(Mounted),
+    /// The pod names an existing one.
+    Reference(&'a str),
+}
+
 /// What the pod's volume and env point at.
 struct Wired {
     spc_name: String,
@@ -330,6 +348,7 @@ struct Wired {
 
 fn generate_mode(
     request: &Request<'_>,
+    mounted: Mounted,
     namespace: &str,
     identity: &PodIdentity,
     facts: &dyn ClusterFacts,
@@ -359,43 +378,7 @@ fn generate_mode(
         },
     )?;
 
-    let mut files: BTreeMap<String, ObjectRef> = BTreeMap::new();
-    for (name, value) in &request.files {
-        files.insert(
-            (*name).to_owned(),
-            parse_reference(&format!("{FILE_PREFIX}{name}"), value)?,
-        );
-    }
-    let mut synced = Vec::new();
-    let mut env_only: BTreeMap<ObjectRef, String> = BTreeMap::new();
-    for (var, value) in &request.env {
-        let key = format!("{ENV_PREFIX}{var}");
-        let object = parse_reference(&key, value)?;
-        let alias = match files.iter().find(|(_, o)| **o == object) {
-            Some((alias, _)) => alias.clone(),
-            None => match env_only.get(&object) {
-                Some(alias) => alias.clone(),
-                None => {
-                    if let Some(other) = files.get(*var) {
-                        return Err(Denial::annotation(
-                            &key,
-                            format!(
-                                "mounts {object} as file {var}, but annotation {FILE_PREFIX}{var} mounts {other} \
-                                 under that name; rename one of the two, or point both at the same object"
-                            ),
-                        ));
-                    }
-                    files.insert((*var).to_owned(), object.clone());
-                    env_only.insert(object, (*var).to_owned());
-                    (*var).to_owned()
-                }
-            },
-        };
-        synced.push(SyncedVar {
-            alias,
-            var: (*var).to_owned(),
-        });
-    }
+    let (files, synced) = mounted;
     let generated = spc::generate(
         namespace,
         &SpcContent {
@@ -433,14 +416,54 @@ fn generate_mode(
     })
 }
 
-fn reference_mode(
-    request: &Request<'_>,
-    spc_name: &str,
-    namespace: &str,
-    identity: &PodIdentity,
-    facts: &dyn ClusterFacts,
-    warnings: &mut Vec<String>,
-) -> Result<Wired, Denial> {
+/// Generate mode's files by alias, and the env vars synced from them.
+type Mounted = (BTreeMap<String, ObjectRef>, Vec<SyncedVar>);
+
+/// Every object of the request as a file: `file.<NAME>` names its file; an object only used by
+/// `env.<VAR>` becomes the file `<VAR>`; one name for two objects is a conflict.
+fn mounted_objects(request: &Request<'_>) -> Result<Mounted, Denial> {
+    let mut files: BTreeMap<String, ObjectRef> = BTreeMap::new();
+    for (name, value) in &request.files {
+        files.insert(
+            (*name).to_owned(),
+            parse_reference(&format!("{FILE_PREFIX}{name}"), value)?,
+        );
+    }
+    let mut synced = Vec::new();
+    let mut env_only: BTreeMap<ObjectRef, String> = BTreeMap::new();
+    for (var, value) in &request.env {
+        let key = format!("{ENV_PREFIX}{var}");
+        let object = parse_reference(&key, value)?;
+        let alias = match files.iter().find(|(_, o)| **o == object) {
+            Some((alias, _)) => alias.clone(),
+            None => match env_only.get(&object) {
+                Some(alias) => alias.clone(),
+                None => {
+                    if let Some(other) = files.get(*var) {
+                        return Err(Denial::annotation(
+                            &key,
+                            format!(
+                                "mounts {object} as file {var}, but annotation {FILE_PREFIX}{var} mounts {other} \
+                                 under that name; rename one of the two, or point both at the same object"
+                            ),
+                        ));
+                    }
+                    files.insert((*var).to_owned(), object.clone());
+                    env_only.insert(object, (*var).to_owned());
+                    (*var).to_owned()
+                }
+            },
+        };
+        synced.push(SyncedVar {
+            alias,
+            var: (*var).to_owned(),
+        });
+    }
+    Ok((files, synced))
+}
+
+/// Reference mode's checks on the annotations alone: a valid SPC name and no `file.` annotations.
+fn refuse_files_in_reference_mode(request: &Request<'_>, spc_name: &str) -> Result<(), Denial> {
     if let Some(file) = request.files.keys().next() {
         return Err(Denial::annotation(
             &format!("{FILE_PREFIX}{file}"),
@@ -459,6 +482,17 @@ fn reference_mode(
             ),
         ));
     }
+    Ok(())
+}
+
+fn reference_mode(
+    request: &Request<'_>,
+    spc_name: &str,
+    namespace: &str,
+    identity: &PodIdentity,
+    facts: &dyn ClusterFacts,
+    warnings: &mut Vec<String>,
+) -> Result<Wired, Denial> {
     let Some(spc) = facts.secret_provider_class(namespace, spc_name) else {
         return Err(Denial::annotation(
             SECRET_PROVIDER_CLASS,

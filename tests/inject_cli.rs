@@ -1,0 +1,323 @@
+//! `kvinject inject` and `kvinject certs` as a user runs them, and the promise that `inject` and
+//! the webhook give the same answer for the same input.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use kvinject::admission;
+use kvinject::facts::DocumentFacts;
+use kvinject::manifest::{self, Format};
+use kvinject::plan::Settings;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kvinject");
+const EXAMPLES: [&str; 4] = [
+    "aad-pod-identity",
+    "cronjob",
+    "reference-mode",
+    "workload-identity",
+];
+
+fn kvinject(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(bytes) = stdin {
+        input.write_all(bytes).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+#[test]
+fn examples_inject_and_reinjecting_changes_nothing() {
+    for example in EXAMPLES {
+        let path = format!("examples/{example}.yaml");
+        let first = stdout(&kvinject(&["inject", "-f", &path], None));
+        insta::assert_snapshot!(format!("inject-{example}"), first);
+        let second = stdout(&kvinject(&["inject", "-f", "-"], Some(first.as_bytes())));
+        assert_eq!(
+            first, second,
+            "{example}: inject on its own output must print it unchanged"
+        );
+
+        let input = manifest::parse(&std::fs::read(&path).unwrap(), Format::Yaml, &path).unwrap();
+        let output = manifest::parse(first.as_bytes(), Format::Yaml, "output").unwrap();
+        let generated = output.len() - input.len();
+        let spcs = output
+            .iter()
+            .filter(|d| d["kind"] == "SecretProviderClass")
+            .count()
+            - input
+                .iter()
+                .filter(|d| d["kind"] == "SecretProviderClass")
+                .count();
+        assert_eq!(generated, spcs, "{example}: only SPCs are added");
+        let expected_generated = usize::from(example != "reference-mode");
+        assert_eq!(generated, expected_generated, "{example}");
+        for (before, after) in input.iter().zip(&output) {
+            let mutated =
+                ["Pod", "Deployment", "CronJob"].contains(&before["kind"].as_str().unwrap());
+            assert_eq!(
+                before == after,
+                !mutated,
+                "{example}: {} changed iff it holds a pod",
+                before["kind"]
+            );
+        }
+    }
+}
+
+#[test]
+fn warnings_go_to_stderr_and_manifests_to_stdout() {
+    let output = kvinject(&["inject", "-f", "examples/aad-pod-identity.yaml"], None);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Warning: Pod/invoice-worker: kvinject: AAD Pod Identity"),
+        "{stderr}"
+    );
+    assert!(!stdout(&output).contains("Warning"));
+}
+
+#[test]
+fn a_directory_reads_every_manifest_in_name_order() {
+    let all = stdout(&kvinject(&["inject", "-f", "examples"], None));
+    let mut concatenated = String::new();
+    for example in EXAMPLES {
+        concatenated
+            .push_str(&std::fs::read_to_string(format!("examples/{example}.yaml")).unwrap());
+        concatenated.push_str("\n---\n");
+    }
+    let from_stdin = stdout(&kvinject(
+        &["inject", "-f", "-"],
+        Some(concatenated.as_bytes()),
+    ));
+    assert_eq!(all, from_stdin);
+}
+
+#[test]
+fn json_in_json_out_and_lists() {
+    let documents = manifest::parse(
+        &std::fs::read("examples/workload-identity.yaml").unwrap(),
+        Format::Yaml,
+        "x",
+    )
+    .unwrap();
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": documents});
+    let output = stdout(&kvinject(
+        &["inject", "-f", "-"],
+        Some(list.to_string().as_bytes()),
+    ));
+    let values = manifest::parse(output.as_bytes(), Format::Json, "output").unwrap();
+    assert_eq!(values.len(), 2, "the List, then the generated SPC");
+    assert_eq!(values[0]["kind"], "List");
+    let deployment = &values[0]["items"][2];
+    assert_eq!(
+        deployment["spec"]["template"]["metadata"]["annotations"]["kvinject.io/injected"],
+        values[1]["metadata"]["name"]
+    );
+    // And back again: the generated SPC is recognised in the input, nothing is added.
+    let again = stdout(&kvinject(&["inject", "-f", "-"], Some(output.as_bytes())));
+    assert_eq!(output, again);
+    // YAML on request.
+    let yaml = stdout(&kvinject(
+        &["inject", "-f", "-", "-o", "yaml"],
+        Some(list.to_string().as_bytes()),
+    ));
+    assert!(yaml.starts_with("apiVersion: v1\nkind: List\n"), "{yaml}");
+}
+
+#[test]
+fn other_documents_come_back_equal() {
+    let input = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: \"0440\"\n  b: \"yes\"\n  c: \"1e3\"\n---\n\
+                 apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  anything: [1, 2.5, null, true]\n";
+    let output = stdout(&kvinject(&["inject", "-f", "-"], Some(input.as_bytes())));
+    let before = manifest::parse(input.as_bytes(), Format::Yaml, "in").unwrap();
+    let after = manifest::parse(output.as_bytes(), Format::Yaml, "out").unwrap();
+    assert_eq!(before, after, "{output}");
+}
+
+#[test]
+fn a_denial_prints_the_webhook_message_and_exits_non_zero() {
+    let input = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  labels:\n    kvinject.io/inject: \"true\"\n  annotations:\n    \
+                 kvinject.io/env.DB: \"../../etc/shadow\"\nspec:\n  containers:\n  - name: app\n    image: x\n";
+    let output = kvinject(&["inject", "-f", "-"], Some(input.as_bytes()));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty(), "nothing half-done on stdout");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("Error: Pod/p: kvinject: annotation kvinject.io/env.DB: reference"),
+        "{stderr}"
+    );
+
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": "default",
+        "operation": "CREATE", "userInfo": {}, "object": manifest::parse(input.as_bytes(), Format::Yaml, "x").unwrap()[0]}});
+    let answered = admission::review(
+        review.to_string().as_bytes(),
+        &DocumentFacts::default(),
+        &Settings::new(None, None, "kvinject"),
+    )
+    .unwrap();
+    let message = answered.response.response.unwrap().result.message;
+    assert!(
+        stderr.contains(&message),
+        "same message as the webhook: {message}"
+    );
+}
+
+#[test]
+fn flags_give_defaults_and_the_namespace() {
+    let input = "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: default\n  annotations:\n    \
+                 azure.workload.identity/client-id: 5e2c6f4a-9d1b-4c3e-8a7f-0b1c2d3e4f50\n---\napiVersion: v1\nkind: Pod\n\
+                 metadata:\n  name: p\n  labels:\n    kvinject.io/inject: \"true\"\n  annotations:\n    kvinject.io/env.A: a\n\
+                 spec:\n  containers:\n  - name: app\n    image: x\n";
+    let output = kvinject(&["inject", "-f", "-"], Some(input.as_bytes()));
+    assert_eq!(output.status.code(), Some(1), "no vault anywhere");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no kvinject.io/vault"));
+    let output = stdout(&kvinject(
+        &[
+            "inject",
+            "-f",
+            "-",
+            "-n",
+            "team-a",
+            "--default-vault",
+            "flag-kv",
+            "--default-tenant-id",
+            "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        ],
+        Some(input.as_bytes()),
+    ));
+    let documents = manifest::parse(output.as_bytes(), Format::Yaml, "out").unwrap();
+    let spc = documents.last().unwrap();
+    assert_eq!(
+        spc["metadata"]["namespace"], "team-a",
+        "documents without a namespace land in --namespace"
+    );
+    assert_eq!(spc["spec"]["parameters"]["keyvaultName"], "flag-kv");
+}
+
+#[test]
+fn unreadable_input_is_a_clear_error() {
+    let output = kvinject(&["inject", "-f", "does/not/exist.yaml"], None);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("does/not/exist.yaml"));
+    let output = kvinject(&["inject", "-f", "-"], Some(b"a: [unclosed\n"));
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("standard input: document 1"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The webhook's answer for every pod and pod template in the examples, applied, equals what
+/// `inject` prints: one core, two adapters.
+#[test]
+fn inject_and_the_webhook_agree() {
+    let settings = Settings::new(None, None, "kvinject");
+    for example in EXAMPLES {
+        let path = format!("examples/{example}.yaml");
+        let input = manifest::parse(&std::fs::read(&path).unwrap(), Format::Yaml, &path).unwrap();
+        let facts = DocumentFacts::from_documents(&input, "default");
+        let injected = kvinject::inject::inject(input.clone(), "default", &settings).unwrap();
+        for (before, after) in input.iter().zip(&injected.documents) {
+            let pointer = match before["kind"].as_str().unwrap() {
+                "Pod" => "",
+                "Deployment" => "/spec/template",
+                "CronJob" => "/spec/jobTemplate/spec/template",
+                _ => continue,
+            };
+            let namespace = before["metadata"]["namespace"].as_str().unwrap();
+            let mut pod = before.pointer(pointer).unwrap().clone();
+            pod["apiVersion"] = json!("v1");
+            pod["kind"] = json!("Pod");
+            let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+                "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": namespace,
+                "operation": "CREATE", "userInfo": {}, "object": pod}});
+            let answered =
+                admission::review(review.to_string().as_bytes(), &facts, &settings).unwrap();
+            let encoded: Value =
+                serde_json::from_slice(&admission::encode(&answered.response)).unwrap();
+            let patch = base64_patch(&encoded["response"]["patch"]);
+            let mut patched = pod.clone();
+            json_patch::patch(&mut patched, &patch).unwrap();
+            let mut expected = after.pointer(pointer).unwrap().clone();
+            expected["apiVersion"] = json!("v1");
+            expected["kind"] = json!("Pod");
+            assert_eq!(patched, expected, "{example}: {}", before["kind"]);
+        }
+    }
+}
+
+fn base64_patch(value: &Value) -> json_patch::Patch {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.as_str().unwrap())
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn certs_writes_a_ca_and_a_serving_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    let output = kvinject(
+        &[
+            "certs",
+            "--out",
+            out.to_str().unwrap(),
+            "--service",
+            "hook",
+            "--namespace",
+            "infra",
+        ],
+        None,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("hook.infra.svc.cluster.local"));
+    for file in ["ca.crt", "tls.crt"] {
+        assert!(
+            std::fs::read_to_string(out.join(file))
+                .unwrap()
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
+    }
+    assert!(
+        std::fs::read_to_string(out.join("tls.key"))
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(out.join("tls.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    kvinject::tls::server_config(&out.join("tls.crt"), &out.join("tls.key"))
+        .expect("the pair loads");
+}
