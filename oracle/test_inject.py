@@ -1,0 +1,65 @@
+"""`kvinject inject` over every example: every output document valid against the Kubernetes
+schema (native kinds) or the upstream CRD schema (SecretProviderClass, AAD Pod Identity), and the
+generated SecretProviderClasses follow the Azure provider's rules."""
+
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import BIN, ROOT, validate
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def inject(path) -> list:
+    result = subprocess.run([BIN, "inject", "-f", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_output_document_is_valid(path):
+    documents = inject(path)
+    assert documents
+    for document in documents:
+        validate(document)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_input_examples_are_valid_too(path):
+    # The examples teach users: they must be valid before kvinject touches them.
+    for document in yaml.safe_load_all(path.read_text()):
+        validate(document)
+
+
+def test_generated_spc_is_what_the_pods_reference():
+    documents = inject(ROOT / "examples" / "workload-identity.yaml")
+    spcs = {d["metadata"]["name"]: d for d in documents if d["kind"] == "SecretProviderClass"}
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    template = deployment["spec"]["template"]
+    volume = next(v for v in template["spec"]["volumes"] if v["name"] == "kvinject-secrets")
+    name = volume["csi"]["volumeAttributes"]["secretProviderClass"]
+    assert name in spcs
+    assert template["metadata"]["annotations"]["kvinject.io/injected"] == name
+    synced = {d["key"] for s in spcs[name]["spec"]["secretObjects"] for d in s["data"]}
+    for container in template["spec"]["containers"]:
+        for env in container.get("env", []):
+            ref = env.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                assert ref["name"] == spcs[name]["spec"]["secretObjects"][0]["secretName"]
+                assert ref["key"] in synced
+
+
+def test_the_validator_can_fail():
+    # A guard against an oracle that accepts everything.
+    with pytest.raises(Exception):
+        validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "imagee": "x"}]}})
+    spc = {"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass", "metadata": {"name": "s"},
+           "spec": {"provider": "azure", "parameters": {"objects": "array:\n  - |\n    objectName: a\n    objectType: blob\n"}}}
+    with pytest.raises(AssertionError):
+        validate(spc)
+    spc["spec"]["parameters"]["objects"] = "array:\n  - |\n    objectName: a\n    objectType: secret\n"
+    spc["spec"]["unknownField"] = 1
+    with pytest.raises(Exception):
+        validate(spc)

@@ -1,0 +1,57 @@
+"""Every admission fixture through a running `kvinject serve` over TLS; each patch applied by
+kubectl and by Python jsonpatch; every result validated against the Kubernetes schema."""
+
+import json
+import pathlib
+
+import jsonpatch
+import pytest
+
+from conftest import ROOT, kubectl_patch, validate
+
+REVIEWS = sorted((ROOT / "tests" / "fixtures" / "reviews").glob("*.json"))
+INVALID = sorted((ROOT / "tests" / "fixtures" / "invalid").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", REVIEWS, ids=lambda p: p.stem)
+def test_review(webhook, path: pathlib.Path, tmp_path):
+    review = json.loads(path.read_text())
+    response = webhook.review(review)
+    kind = path.stem.split("-")[0]
+    if kind == "deny":
+        assert response["allowed"] is False
+        assert response["status"]["code"] == 403
+        assert response["status"]["message"].startswith("kvinject: ")
+        assert "patch" not in response
+        return
+    assert response["allowed"] is True
+    if kind == "allow":
+        assert "patch" not in response
+        return
+    patch = response["patch"]
+    assert response["patchType"] == "JSONPatch"
+    assert all(op["op"] == "add" for op in patch), "kvinject never removes or replaces"
+    pod = review["request"]["object"]
+    by_python = jsonpatch.apply_patch(pod, patch)
+    by_kubectl = kubectl_patch(pod, patch, tmp_path)
+    assert by_python == by_kubectl, "the two RFC 6902 implementations disagree"
+    # As stored: the API server fills in the namespace of controller-made pods.
+    stored = dict(by_python, metadata=dict(by_python["metadata"], namespace=review["request"]["namespace"]))
+    validate(stored)
+    again = dict(review, request=dict(review["request"], object=by_python))
+    second = webhook.review(again)
+    assert second["allowed"] is True and "patch" not in second, "second pass must be empty"
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_body_is_400_and_the_server_keeps_serving(webhook, path: pathlib.Path):
+    status, body = webhook.post(path.read_bytes())
+    assert status == 400, body
+    assert body.startswith(b"kvinject: ")
+    status, _ = webhook.post((ROOT / "tests" / "fixtures" / "reviews" / "allow-update.json").read_bytes())
+    assert status == 200
+
+
+def test_wrong_content_type_is_415(webhook):
+    status, _ = webhook.post(b"{}", content_type="text/plain")
+    assert status == 415
