@@ -2,6 +2,7 @@
 schema (native kinds) or the upstream CRD schema (SecretProviderClass, AAD Pod Identity), and the
 generated SecretProviderClasses follow the Azure provider's rules."""
 
+import json
 import subprocess
 
 import pytest
@@ -9,13 +10,31 @@ import yaml
 
 from conftest import BIN, ROOT, validate
 
-EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml")) + sorted((ROOT / "tests" / "fixtures" / "manifests").glob("*.yaml"))
 
 
-def inject(path) -> list:
-    result = subprocess.run([BIN, "inject", "-f", str(path)], capture_output=True, text=True)
+def inject(path, output="yaml") -> list:
+    result = subprocess.run([BIN, "inject", "-f", str(path), "-o", output], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    if output == "json":
+        decoder, text, documents, index = json.JSONDecoder(), result.stdout, [], 0
+        while text[index:].strip():
+            document, index = decoder.raw_decode(text, index + len(text[index:]) - len(text[index:].lstrip()))
+            documents.append(document)
+        return documents
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_yaml_output_reads_back_the_same_under_yaml_1_1(path):
+    # PyYAML reads YAML 1.1, as Kubernetes' YAML decoder does: `yes`, `0440`, dates written plain
+    # would come back as booleans, numbers, timestamps.
+    assert inject(path, "yaml") == inject(path, "json")
+    before = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+    after = inject(path)
+    for original in before:
+        if original["kind"] in ("ConfigMap", "Service", "Namespace", "ServiceAccount"):
+            assert original in after, f"{original['kind']}/{original['metadata']['name']} changed"
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)

@@ -83,6 +83,47 @@ fn examples_inject_and_reinjecting_changes_nothing() {
 }
 
 #[test]
+fn every_workload_kind_is_mutated_through_its_pod_template() {
+    let path = "tests/fixtures/manifests/all-kinds.yaml";
+    let output = stdout(&kvinject(&["inject", "-f", path], None));
+    let input = manifest::parse(&std::fs::read(path).unwrap(), Format::Yaml, path).unwrap();
+    let documents = manifest::parse(output.as_bytes(), Format::Yaml, "output").unwrap();
+    assert_eq!(
+        documents.len(),
+        input.len() + 1,
+        "one SPC shared by every workload"
+    );
+    let spc = documents.last().unwrap();
+    assert_eq!(spc["kind"], "SecretProviderClass");
+    let name = spc["metadata"]["name"].as_str().unwrap();
+    for (before, after) in input.iter().zip(&documents) {
+        let kind = before["kind"].as_str().unwrap();
+        let template = match kind {
+            "Pod" => "",
+            "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => "/spec/template",
+            "CronJob" => "/spec/jobTemplate/spec/template",
+            _ => {
+                assert_eq!(before, after, "{kind} left alone");
+                continue;
+            }
+        };
+        let pod = after.pointer(template).unwrap();
+        assert_eq!(
+            pod["metadata"]["annotations"]["kvinject.io/injected"], name,
+            "{kind}"
+        );
+        assert_eq!(
+            pod["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"], name,
+            "{kind}"
+        );
+        assert_eq!(
+            pod["spec"]["volumes"][0]["name"], "kvinject-secrets",
+            "{kind}"
+        );
+    }
+}
+
+#[test]
 fn warnings_go_to_stderr_and_manifests_to_stdout() {
     let output = kvinject(&["inject", "-f", "examples/aad-pod-identity.yaml"], None);
     let stderr = String::from_utf8_lossy(&output.stderr);
