@@ -57,6 +57,11 @@ pub const MANAGED_BY_VALUE: &str = "kvinject";
 
 /// AAD Pod Identity: pod label naming an AzureIdentityBinding selector.
 pub const AAD_POD_IDENTITY_LABEL: &str = "aadpodidbinding";
+/// AzureIdentityBinding annotation: comma list of the ServiceAccounts whose pods may claim it.
+pub const ALLOWED_SERVICE_ACCOUNTS: &str = "kvinject.io/allowed-service-accounts";
+/// Annotation on generated SPCs: when an admission last needed it (RFC 3339). The collector
+/// never deletes an SPC used within the grace period.
+pub const LAST_USED: &str = "kvinject.io/last-used";
 /// Azure Workload Identity: ServiceAccount annotation carrying the client ID.
 pub const WORKLOAD_IDENTITY_CLIENT_ID: &str = "azure.workload.identity/client-id";
 /// Static (mirror) pods carry this annotation; the kubelet owns them and they are never mutated.

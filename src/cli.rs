@@ -7,14 +7,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 
 use crate::certs::{self, CertError};
+use crate::cluster::{Cluster, Readiness};
+use crate::collector::{self, Collector};
 use crate::facts::DocumentFacts;
 use crate::inject;
+use crate::lease::LeaseLock;
 use crate::manifest::{self, Format, ManifestError};
 use crate::plan::Settings;
 use crate::server::{self, AppState, Limits};
@@ -110,10 +113,25 @@ pub struct ServeArgs {
     /// Plain HTTP address for `/healthz` and `/readyz`.
     #[arg(long, env = "KVINJECT_HEALTH_LISTEN", default_value = "0.0.0.0:8080")]
     pub health_listen: SocketAddr,
-    /// Manifests holding the cluster facts (Namespaces, ServiceAccounts, AzureIdentityBindings,
-    /// SecretProviderClasses), read once at start.
-    #[arg(long, env = "KVINJECT_FACTS")]
-    pub facts: String,
+    /// Offline mode: manifests holding the cluster facts (Namespaces, ServiceAccounts,
+    /// AzureIdentityBindings, SecretProviderClasses), read once at start; nothing is written.
+    /// Without it, kvinject reads and writes the cluster it runs in (or --kubeconfig's).
+    #[arg(long, env = "KVINJECT_FACTS", conflicts_with = "kubeconfig")]
+    pub facts: Option<String>,
+    /// Kubeconfig to reach the API server when running outside the cluster (default: in-cluster
+    /// configuration, then KUBECONFIG, then ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// This replica's name, the holder identity of the collector Lease.
+    #[arg(long, env = "POD_NAME", default_value = "kvinject")]
+    pub pod_name: String,
+    /// How long a generated SecretProviderClass stays unreferenced before it is deleted
+    /// (e.g. 90s, 10m, 1h).
+    #[arg(long, env = "KVINJECT_GC_GRACE_PERIOD", default_value = "10m", value_parser = parse_duration)]
+    pub gc_grace_period: Duration,
+    /// Deadline for the direct look-ups of one admission (objects too new for the caches).
+    #[arg(long, env = "KVINJECT_LOOKUP_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub lookup_timeout: Duration,
     /// Core settings.
     #[command(flatten)]
     pub core: CoreArgs,
@@ -151,6 +169,11 @@ pub enum CliError {
     /// A serving certificate that cannot be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// No way to reach the API server.
+    #[error(
+        "cannot reach the cluster: {0}; run inside a cluster, pass --kubeconfig, or use --facts FILE for offline facts"
+    )]
+    Kube(String),
     /// A listener or runtime that cannot start.
     #[error("{what}: {source}")]
     Io {
@@ -254,12 +277,54 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         listen,
         health_listen,
         facts,
+        kubeconfig,
+        pod_name,
+        gc_grace_period,
+        lookup_timeout,
         core,
     } = args;
+    let own_namespace = core.kvinject_namespace.clone();
     let tls = tls::server_config(&tls_cert_file, &tls_key_file)?;
     let settings = core.settings();
-    let manifests = manifest::read(&facts)?;
-    let facts = DocumentFacts::from_documents(&manifests.documents, "default");
+    let limits = Limits::default();
+    let readiness = Arc::new(Readiness::default());
+    readiness.expect("https");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let mut background = Vec::new();
+    let state = match facts {
+        Some(facts) => {
+            let manifests = manifest::read(&facts)?;
+            let facts = DocumentFacts::from_documents(&manifests.documents, "default");
+            AppState::new(Arc::new(facts), settings, limits)
+        }
+        None => {
+            let client = kube_client(kubeconfig).await?;
+            let cluster = Cluster::start(client.clone(), readiness.clone(), lookup_timeout).await;
+            let lease = LeaseLock::new(
+                client,
+                &own_namespace,
+                "kvinject-collector",
+                &pod_name,
+                Duration::from_secs(15),
+            );
+            let collector = Collector::new(cluster.clone(), gc_grace_period);
+            let interval =
+                (gc_grace_period / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+            background.push(tokio::spawn(collector::run(
+                collector,
+                lease,
+                interval,
+                stopped(),
+            )));
+            AppState::live(cluster, settings, limits, gc_grace_period / 4)
+        }
+    };
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -270,35 +335,69 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     };
     let health_listener = bind(health_listen).await?;
     let listener = bind(listen).await?;
-    let ready = Arc::new(AtomicBool::new(false));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
-    let limits = Limits::default();
-    let app = server::admission_router(AppState::new(Arc::new(facts), settings, limits));
     tracing::info!(
         https = %server::local_addr(&listener),
         health = %server::local_addr(&health_listener),
         "serving"
     );
+    let app = server::admission_router(state);
     let health = tokio::spawn(server::serve_health(
         health_listener,
-        server::health_router(ready.clone()),
+        server::health_router(readiness.clone()),
         stopped(),
     ));
     let https = tokio::spawn(server::serve_tls(listener, tls, app, limits, stopped()));
-    ready.store(true, Ordering::Release);
+    readiness.set_ready("https");
     shutdown_signal().await;
     tracing::info!("shutting down: not ready, draining connections");
-    ready.store(false, Ordering::Release);
+    readiness.stop();
     let _ = stop_tx.send(true);
     let _ = https.await;
     let _ = health.await;
+    for task in background {
+        let _ = task.await;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn kube_client(kubeconfig: Option<PathBuf>) -> Result<kube::Client, CliError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(&path)
+                .map_err(|e| CliError::Kube(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| CliError::Kube(e.to_string()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| CliError::Kube(e.to_string()))?,
+    };
+    kube::Client::try_from(config).map_err(|e| CliError::Kube(e.to_string()))
+}
+
+/// Parses `90s`, `10m`, `1h`, `500ms` or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 90s, 10m or 1h"))?;
+    let seconds = match unit {
+        "ms" => return Ok(Duration::from_millis(number)),
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?}; use ms, s, m or h"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(number * seconds))
 }
 
 async fn shutdown_signal() {

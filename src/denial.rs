@@ -6,6 +6,7 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
     message: String,
+    missing_fact: bool,
 }
 
 impl Denial {
@@ -13,7 +14,22 @@ impl Denial {
     pub fn new(what: impl fmt::Display) -> Self {
         Self {
             message: format!("kvinject: {what}"),
+            missing_fact: false,
         }
+    }
+
+    /// A denial for an object kvinject could not find (a ServiceAccount, a binding, an SPC):
+    /// one that may exist but not be known yet, worth one direct look-up before it stands.
+    pub fn missing(what: impl fmt::Display) -> Self {
+        Self {
+            missing_fact: true,
+            ..Self::new(what)
+        }
+    }
+
+    /// Whether this denial is for an object kvinject could not find.
+    pub fn is_missing_fact(&self) -> bool {
+        self.missing_fact
     }
 
     /// A denial about one annotation: `kvinject: annotation <key>: <what>`.

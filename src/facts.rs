@@ -29,6 +29,42 @@ pub struct ServiceAccountFacts {
     pub client_id: Option<String>,
 }
 
+/// What kvinject reads from an AzureIdentityBinding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityBindingFacts {
+    /// Its name.
+    pub name: String,
+    /// `spec.selector`: the `aadpodidbinding` label value that claims it.
+    pub selector: String,
+    /// `kvinject.io/allowed-service-accounts`, when the binding opts into the identity policy.
+    pub allowed_service_accounts: Option<Vec<String>>,
+}
+
+impl IdentityBindingFacts {
+    /// Reads a binding manifest; `None` without a name or selector.
+    pub fn from_manifest(binding: &Value) -> Option<Self> {
+        Some(Self {
+            name: str_at(binding, &["metadata", "name"])?.to_owned(),
+            selector: str_at(binding, &["spec", "selector"])?.to_owned(),
+            allowed_service_accounts: str_at(
+                binding,
+                &[
+                    "metadata",
+                    "annotations",
+                    annotations::ALLOWED_SERVICE_ACCOUNTS,
+                ],
+            )
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
+        })
+    }
+}
+
 /// The identity an existing SecretProviderClass authenticates with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpcIdentity {
@@ -68,8 +104,12 @@ pub trait ClusterFacts {
     fn namespace(&self, name: &str) -> Option<NamespaceFacts>;
     /// The ServiceAccount `name` in `namespace`, if known.
     fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccountFacts>;
-    /// Whether an AzureIdentityBinding with `spec.selector == selector` exists in `namespace`.
-    fn has_identity_binding(&self, namespace: &str, selector: &str) -> bool;
+    /// The AzureIdentityBindings in `namespace` whose `spec.selector` is `selector`.
+    fn identity_bindings(&self, namespace: &str, selector: &str) -> Vec<IdentityBindingFacts>;
+    /// Whether the cluster serves the AzureIdentityBinding API at all (AAD Pod Identity installed).
+    fn identity_bindings_available(&self) -> bool {
+        true
+    }
     /// The SecretProviderClass `name` in `namespace`, if known.
     fn secret_provider_class(&self, namespace: &str, name: &str) -> Option<SpcFacts>;
 }
@@ -79,7 +119,7 @@ pub trait ClusterFacts {
 pub struct DocumentFacts {
     namespaces: BTreeMap<String, NamespaceFacts>,
     service_accounts: BTreeMap<(String, String), ServiceAccountFacts>,
-    identity_bindings: BTreeMap<String, Vec<String>>,
+    identity_bindings: BTreeMap<String, Vec<IdentityBindingFacts>>,
     spcs: BTreeMap<(String, String), SpcFacts>,
 }
 
@@ -136,11 +176,10 @@ impl DocumentFacts {
             (version, "AzureIdentityBinding")
                 if version.starts_with(annotations::AAD_POD_IDENTITY_GROUP) =>
             {
-                if let Some(selector) = str_at(document, &["spec", "selector"]) {
-                    self.identity_bindings
-                        .entry(namespace)
-                        .or_default()
-                        .push(selector.to_owned());
+                if let Some(binding) = IdentityBindingFacts::from_manifest(document) {
+                    let bindings = self.identity_bindings.entry(namespace).or_default();
+                    bindings.retain(|b| b.name != binding.name);
+                    bindings.push(binding);
                 }
             }
             (version, "SecretProviderClass")
@@ -164,16 +203,141 @@ impl ClusterFacts for DocumentFacts {
             .cloned()
     }
 
-    fn has_identity_binding(&self, namespace: &str, selector: &str) -> bool {
+    fn identity_bindings(&self, namespace: &str, selector: &str) -> Vec<IdentityBindingFacts> {
         self.identity_bindings
             .get(namespace)
-            .is_some_and(|selectors| selectors.iter().any(|s| s == selector))
+            .into_iter()
+            .flatten()
+            .filter(|b| b.selector == selector)
+            .cloned()
+            .collect()
     }
 
     fn secret_provider_class(&self, namespace: &str, name: &str) -> Option<SpcFacts> {
         self.spcs
             .get(&(namespace.to_owned(), name.to_owned()))
             .cloned()
+    }
+}
+
+/// A question [`ClusterFacts`] could not answer: the object may exist but not be known yet.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Miss {
+    /// An unknown Namespace.
+    Namespace(String),
+    /// An unknown ServiceAccount (namespace, name).
+    ServiceAccount(String, String),
+    /// No AzureIdentityBinding with a selector (namespace, selector).
+    IdentityBinding(String, String),
+    /// An unknown SecretProviderClass (namespace, name).
+    SecretProviderClass(String, String),
+}
+
+/// Answers from `inner`, remembering every question it had no answer for.
+pub struct RecordingFacts<'a> {
+    inner: &'a dyn ClusterFacts,
+    misses: std::sync::Mutex<Vec<Miss>>,
+}
+
+impl<'a> RecordingFacts<'a> {
+    /// Wraps `inner`.
+    pub fn new(inner: &'a dyn ClusterFacts) -> Self {
+        Self {
+            inner,
+            misses: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The questions without an answer, each once, in order.
+    pub fn misses(&self) -> Vec<Miss> {
+        let mut misses = self.misses.lock().map(|m| m.clone()).unwrap_or_default();
+        misses.sort();
+        misses.dedup();
+        misses
+    }
+
+    fn record<T>(&self, answer: Option<T>, miss: impl FnOnce() -> Miss) -> Option<T> {
+        if answer.is_none()
+            && let Ok(mut misses) = self.misses.lock()
+        {
+            misses.push(miss());
+        }
+        answer
+    }
+}
+
+impl ClusterFacts for RecordingFacts<'_> {
+    fn namespace(&self, name: &str) -> Option<NamespaceFacts> {
+        self.record(self.inner.namespace(name), || {
+            Miss::Namespace(name.to_owned())
+        })
+    }
+
+    fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccountFacts> {
+        self.record(self.inner.service_account(namespace, name), || {
+            Miss::ServiceAccount(namespace.to_owned(), name.to_owned())
+        })
+    }
+
+    fn identity_bindings(&self, namespace: &str, selector: &str) -> Vec<IdentityBindingFacts> {
+        let found = self.inner.identity_bindings(namespace, selector);
+        let found = (!found.is_empty()).then_some(found);
+        self.record(found, || {
+            Miss::IdentityBinding(namespace.to_owned(), selector.to_owned())
+        })
+        .unwrap_or_default()
+    }
+
+    fn identity_bindings_available(&self) -> bool {
+        self.inner.identity_bindings_available()
+    }
+
+    fn secret_provider_class(&self, namespace: &str, name: &str) -> Option<SpcFacts> {
+        self.record(self.inner.secret_provider_class(namespace, name), || {
+            Miss::SecretProviderClass(namespace.to_owned(), name.to_owned())
+        })
+    }
+}
+
+/// Answers from `overlay` first (objects just looked up), then from `base`.
+pub struct LayeredFacts<'a> {
+    /// Objects fetched directly.
+    pub overlay: &'a DocumentFacts,
+    /// The usual source.
+    pub base: &'a dyn ClusterFacts,
+}
+
+impl ClusterFacts for LayeredFacts<'_> {
+    fn namespace(&self, name: &str) -> Option<NamespaceFacts> {
+        self.overlay
+            .namespace(name)
+            .or_else(|| self.base.namespace(name))
+    }
+
+    fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccountFacts> {
+        self.overlay
+            .service_account(namespace, name)
+            .or_else(|| self.base.service_account(namespace, name))
+    }
+
+    fn identity_bindings(&self, namespace: &str, selector: &str) -> Vec<IdentityBindingFacts> {
+        let mut bindings = self.overlay.identity_bindings(namespace, selector);
+        for binding in self.base.identity_bindings(namespace, selector) {
+            if !bindings.iter().any(|b| b.name == binding.name) {
+                bindings.push(binding);
+            }
+        }
+        bindings
+    }
+
+    fn identity_bindings_available(&self) -> bool {
+        self.base.identity_bindings_available()
+    }
+
+    fn secret_provider_class(&self, namespace: &str, name: &str) -> Option<SpcFacts> {
+        self.overlay
+            .secret_provider_class(namespace, name)
+            .or_else(|| self.base.secret_provider_class(namespace, name))
     }
 }
 
@@ -259,8 +423,8 @@ mod tests {
             Some("c"),
             "a ServiceAccount without namespace lands in the default namespace"
         );
-        assert!(facts.has_identity_binding("legacy", "sel"));
-        assert!(!facts.has_identity_binding("apps", "sel"));
+        assert_eq!(facts.identity_bindings("legacy", "sel")[0].name, "b");
+        assert!(facts.identity_bindings("apps", "sel").is_empty());
         let spc = facts.secret_provider_class("shop", "hand").unwrap();
         assert_eq!(spc.identity, SpcIdentity::ClientId("c".into()));
         assert!(!spc.managed_by_kvinject);

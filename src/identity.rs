@@ -6,9 +6,11 @@
 
 use std::fmt;
 
-use crate::annotations::{AAD_POD_IDENTITY_LABEL, CLIENT_ID, WORKLOAD_IDENTITY_CLIENT_ID};
+use crate::annotations::{
+    AAD_POD_IDENTITY_LABEL, ALLOWED_SERVICE_ACCOUNTS, CLIENT_ID, WORKLOAD_IDENTITY_CLIENT_ID,
+};
 use crate::denial::Denial;
-use crate::facts::{ClusterFacts, SpcIdentity};
+use crate::facts::{ClusterFacts, IdentityBindingFacts, SpcIdentity};
 use crate::pod::PodView;
 
 /// The identity a pod authenticates to Key Vault with.
@@ -59,8 +61,9 @@ pub fn resolve(
 ) -> Result<PodIdentity, Denial> {
     let selector = pod.label(AAD_POD_IDENTITY_LABEL).filter(|s| !s.is_empty());
     let service_account = pod.service_account_name();
-    let account_client_id = facts
-        .service_account(namespace, service_account)
+    let account = facts.service_account(namespace, service_account);
+    let account_known = account.is_some();
+    let account_client_id = account
         .and_then(|sa| sa.client_id)
         .filter(|id| !id.is_empty());
     if let Some(id) = &account_client_id
@@ -79,6 +82,13 @@ pub fn resolve(
                     "{requested:?} is not a client ID (GUID such as 00000000-0000-0000-0000-000000000000)"
                 ),
             ));
+        }
+        (Some(requested), None) if !account_known => {
+            return Err(Denial::missing(format!(
+                "annotation {CLIENT_ID}: names client ID {requested}, but the pod's ServiceAccount \
+                 {service_account} does not exist in namespace {namespace}; create it with \
+                 {WORKLOAD_IDENTITY_CLIENT_ID}: {requested}"
+            )));
         }
         (Some(requested), None) => {
             return Err(Denial::annotation(
@@ -110,21 +120,34 @@ pub fn resolve(
              {WORKLOAD_IDENTITY_CLIENT_ID}"
         ))),
         (Some(selector), None) => {
-            if facts.has_identity_binding(namespace, selector) {
-                Ok(PodIdentity::AadPodIdentity {
-                    selector: selector.to_owned(),
-                })
-            } else {
-                Err(Denial::new(format!(
-                    "label {AAD_POD_IDENTITY_LABEL}: {selector} matches no AzureIdentityBinding in namespace \
-                     {namespace}; create an AzureIdentityBinding with spec.selector: {selector} there, or fix the label"
-                )))
+            let bindings = facts.identity_bindings(namespace, selector);
+            if bindings.is_empty() {
+                let fix = if facts.identity_bindings_available() {
+                    format!(
+                        "create an AzureIdentityBinding with spec.selector: {selector} there, or fix the label"
+                    )
+                } else {
+                    "AAD Pod Identity is not installed in this cluster (no AzureIdentityBinding API): use workload identity".to_owned()
+                };
+                return Err(Denial::missing(format!(
+                    "label {AAD_POD_IDENTITY_LABEL}: {selector} matches no AzureIdentityBinding in namespace {namespace}; {fix}"
+                )));
             }
+            check_binding_policy(&bindings, selector, service_account)?;
+            Ok(PodIdentity::AadPodIdentity {
+                selector: selector.to_owned(),
+            })
         }
         (None, Some(client_id)) => Ok(PodIdentity::WorkloadIdentity {
             client_id,
             service_account: service_account.to_owned(),
         }),
+        (None, None) if !account_known => Err(Denial::missing(format!(
+            "pod asks for Key Vault objects but has no Azure identity: its ServiceAccount {service_account} \
+             does not exist in namespace {namespace}; create it annotated with {WORKLOAD_IDENTITY_CLIENT_ID}: \
+             <client-id> (workload identity), or label the pod {AAD_POD_IDENTITY_LABEL}: <selector> with a \
+             matching AzureIdentityBinding (AAD Pod Identity, deprecated)"
+        ))),
         (None, None) => Err(Denial::new(format!(
             "pod asks for Key Vault objects but has no Azure identity: annotate its ServiceAccount \
              {service_account} in namespace {namespace} with {WORKLOAD_IDENTITY_CLIENT_ID}: <client-id> \
@@ -132,6 +155,43 @@ pub fn resolve(
              AzureIdentityBinding (AAD Pod Identity, deprecated)"
         ))),
     }
+}
+
+/// The identity policy for every pod that carries `aadpodidbinding`, injected or not: each
+/// matching binding that lists `kvinject.io/allowed-service-accounts` must list the pod's
+/// ServiceAccount. A label alone must not be enough to take an identity.
+pub fn check_pod_identity_policy(
+    pod: &PodView<'_>,
+    namespace: &str,
+    facts: &dyn ClusterFacts,
+) -> Result<(), Denial> {
+    let Some(selector) = pod.label(AAD_POD_IDENTITY_LABEL).filter(|s| !s.is_empty()) else {
+        return Ok(());
+    };
+    let bindings = facts.identity_bindings(namespace, selector);
+    check_binding_policy(&bindings, selector, pod.service_account_name())
+}
+
+fn check_binding_policy(
+    bindings: &[IdentityBindingFacts],
+    selector: &str,
+    service_account: &str,
+) -> Result<(), Denial> {
+    for binding in bindings {
+        let Some(allowed) = &binding.allowed_service_accounts else {
+            continue;
+        };
+        if !allowed.iter().any(|sa| sa == service_account) {
+            return Err(Denial::new(format!(
+                "label {AAD_POD_IDENTITY_LABEL}: {selector} claims AzureIdentityBinding {}, whose \
+                 {ALLOWED_SERVICE_ACCOUNTS} is [{}], but the pod runs as ServiceAccount {service_account}; run the \
+                 pod as one of those ServiceAccounts, or ask the binding's owner to add {service_account}",
+                binding.name,
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Whether an existing SPC's identity is the pod's own.

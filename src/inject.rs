@@ -10,17 +10,7 @@ use serde_json::Value;
 
 use crate::facts::{ClusterFacts, DocumentFacts, str_at};
 use crate::plan::{self, Decision, Settings};
-
-/// Where a kind keeps its pod template.
-fn template_path(api_version: &str, kind: &str) -> Option<&'static [&'static str]> {
-    match (api_version, kind) {
-        ("v1", "Pod") => Some(&[]),
-        ("apps/v1", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
-        | ("batch/v1", "Job") => Some(&["spec", "template"]),
-        ("batch/v1", "CronJob") => Some(&["spec", "jobTemplate", "spec", "template"]),
-        _ => None,
-    }
-}
+use crate::pod::template_path;
 
 /// The result of injecting a set of documents.
 #[derive(Debug, Clone, Default)]

@@ -494,12 +494,10 @@ fn reference_mode(
     warnings: &mut Vec<String>,
 ) -> Result<Wired, Denial> {
     let Some(spc) = facts.secret_provider_class(namespace, spc_name) else {
-        return Err(Denial::annotation(
-            SECRET_PROVIDER_CLASS,
-            format!(
-                "SecretProviderClass {spc_name} does not exist in namespace {namespace}; create it first, or fix the name"
-            ),
-        ));
+        return Err(Denial::missing(format!(
+            "annotation {SECRET_PROVIDER_CLASS}: SecretProviderClass {spc_name} does not exist in namespace \
+             {namespace}; create it first, or fix the name"
+        )));
     };
     if !identity::matches_spc(identity, &spc.identity) {
         return Err(Denial::annotation(

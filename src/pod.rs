@@ -7,6 +7,18 @@ use serde_json::{Map, Value};
 
 use crate::denial::Denial;
 
+/// Where a kind keeps its pod template, as JSON pointer tokens (empty for a Pod); `None` for kinds
+/// without one.
+pub fn template_path(api_version: &str, kind: &str) -> Option<&'static [&'static str]> {
+    match (api_version, kind) {
+        ("v1", "Pod") => Some(&[]),
+        ("apps/v1", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
+        | ("batch/v1", "Job") => Some(&["spec", "template"]),
+        ("batch/v1", "CronJob") => Some(&["spec", "jobTemplate", "spec", "template"]),
+        _ => None,
+    }
+}
+
 /// Which list of the pod spec a container sits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContainerList {

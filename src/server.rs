@@ -7,7 +7,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -24,8 +23,10 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admission::{self, Outcome, ReviewError};
-use crate::facts::ClusterFacts;
+use crate::admission::{self, Answer, Decoded, ReviewError, Route};
+use crate::cluster::{Cluster, Readiness};
+use crate::denial::Denial;
+use crate::facts::{ClusterFacts, LayeredFacts, RecordingFacts};
 use crate::plan::Settings;
 
 /// Largest AdmissionReview body accepted.
@@ -59,12 +60,14 @@ impl Default for Limits {
 #[derive(Clone)]
 pub struct AppState {
     facts: Arc<dyn ClusterFacts + Send + Sync>,
+    cluster: Option<Cluster>,
     settings: Arc<Settings>,
     body_timeout: Duration,
+    spc_refresh: Duration,
 }
 
 impl AppState {
-    /// State over `facts` and `settings`.
+    /// State over fixed `facts` (manifests): nothing is looked up or written.
     pub fn new(
         facts: Arc<dyn ClusterFacts + Send + Sync>,
         settings: Settings,
@@ -72,35 +75,117 @@ impl AppState {
     ) -> Self {
         Self {
             facts,
+            cluster: None,
             settings: Arc::new(settings),
             body_timeout: limits.body_timeout,
+            spc_refresh: Duration::ZERO,
         }
+    }
+
+    /// State over a live cluster: facts from its caches, missing ones looked up, generated SPCs
+    /// written (and marked used at most once per `spc_refresh`).
+    pub fn live(
+        cluster: Cluster,
+        settings: Settings,
+        limits: Limits,
+        spc_refresh: Duration,
+    ) -> Self {
+        Self {
+            facts: Arc::new(cluster.clone()),
+            cluster: Some(cluster),
+            settings: Arc::new(settings),
+            body_timeout: limits.body_timeout,
+            spc_refresh,
+        }
+    }
+
+    /// Answers a decoded request: the core over the caches; one direct look-up round when the
+    /// answer is a denial for a missing object; then the SPC the pod needs, written before the
+    /// answer so no pod is admitted pointing at an SPC that does not exist.
+    async fn answer(&self, route: Route, decoded: &Decoded) -> Result<Answer, ReviewError> {
+        let facts = self.facts.as_ref();
+        let (mut answer, misses) = {
+            let recording = RecordingFacts::new(facts);
+            let answer = admission::answer(route, decoded, &recording, &self.settings)?;
+            (answer, recording.misses())
+        };
+        if let (true, Some(cluster)) = (answer.missing_fact, &self.cluster) {
+            let overlay = cluster.fetch(&misses).await;
+            let layered = LayeredFacts {
+                overlay: &overlay,
+                base: facts,
+            };
+            answer = admission::answer(route, decoded, &layered, &self.settings)?;
+        }
+        if route == Route::ValidateWorkloads && answer.missing_fact {
+            // The ServiceAccount or SPC may be applied right after the workload: the pods are
+            // checked again when they are created.
+            answer = answer.softened();
+        }
+        let Some(spc) = answer.generated_spc.clone() else {
+            return Ok(answer);
+        };
+        let namespace = decoded.namespace();
+        match &self.cluster {
+            Some(_) if decoded.request.dry_run => {}
+            Some(cluster) => {
+                if let Err(error) = cluster.ensure_spc(&spc, &namespace, self.spc_refresh).await {
+                    let reason = match &error {
+                        kube::Error::Api(status) => status.message.clone(),
+                        other => other.to_string(),
+                    };
+                    answer = answer.deny(&Denial::new(format!(
+                        "could not write SecretProviderClass {} in namespace {namespace}: {reason}; the pod \
+                         cannot start without it, so it is not admitted: retry, or check kvinject's RBAC",
+                        spc.name
+                    )));
+                }
+            }
+            None => {
+                if facts.secret_provider_class(&namespace, &spc.name).is_none() {
+                    answer.push_warning(format!(
+                        "kvinject: SecretProviderClass {} does not exist in namespace {namespace}; this server \
+                         reads its facts from a file and does not write it: apply the output of `kvinject inject`",
+                        spc.name
+                    ));
+                }
+            }
+        }
+        Ok(answer)
     }
 }
 
-/// The HTTPS router: `POST /mutate`.
+/// The HTTPS router: `POST /mutate`, `/validate-workloads`, `/validate-pod-identity`.
 pub fn admission_router(state: AppState) -> Router {
     Router::new()
-        .route("/mutate", post(mutate))
+        .route("/mutate", post(|s, h, b| handle(Route::Mutate, s, h, b)))
+        .route(
+            "/validate-workloads",
+            post(|s, h, b| handle(Route::ValidateWorkloads, s, h, b)),
+        )
+        .route(
+            "/validate-pod-identity",
+            post(|s, h, b| handle(Route::ValidatePodIdentity, s, h, b)),
+        )
         .with_state(state)
 }
 
-/// The health router: `GET /healthz` (alive) and `GET /readyz` (serving admissions).
-pub fn health_router(ready: Arc<AtomicBool>) -> Router {
+/// The health router: `GET /healthz` (alive) and `GET /readyz` (serving admissions: listener up
+/// and every cache synced; otherwise 503 saying what is missing).
+pub fn health_router(readiness: Arc<Readiness>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
             get(move || {
-                let ready = ready.load(Ordering::Acquire);
+                let state = readiness.check();
                 async move {
-                    if ready {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (
+                    match state {
+                        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+                        Err(reason) => (
                             StatusCode::SERVICE_UNAVAILABLE,
-                            "not ready: the HTTPS listener is not serving yet\n",
-                        )
+                            format!("not ready: {reason}\n"),
+                        ),
                     }
                 }
             }),
@@ -148,7 +233,8 @@ impl IntoResponse for HttpError {
     }
 }
 
-async fn mutate(
+async fn handle(
+    route: Route,
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
@@ -163,37 +249,22 @@ async fn mutate(
         return Err(HttpError::PayloadTooLarge);
     }
     let body = read_body(body, state.body_timeout).await?;
-    let mut reviewed = admission::review(&body, state.facts.as_ref(), &state.settings)?;
-    if let Some(spc) = &reviewed.generated_spc
-        && state
-            .facts
-            .secret_provider_class(&reviewed.namespace, &spc.name)
-            .is_none()
-        && let Some(response) = reviewed.response.response.as_mut()
-    {
-        response.warnings.get_or_insert_with(Vec::new).push(format!(
-                    "kvinject: SecretProviderClass {} does not exist in namespace {}; this server reads its facts \
-                     from a file and does not write it: apply the output of `kvinject inject`",
-                    spc.name, reviewed.namespace
-                ));
-    }
-    let encoded = admission::encode(&reviewed.response);
-    let message = reviewed
-        .response
-        .response
-        .as_ref()
-        .map(|r| r.result.message.as_str())
-        .unwrap_or_default();
+    let decoded = admission::decode(&body)?;
+    let answer = state.answer(route, &decoded).await?;
     tracing::info!(
-        namespace = %reviewed.namespace,
-        name = %reviewed.name,
-        outcome = reviewed.outcome.as_str(),
-        skipped = reviewed.skipped.map(|r| r.as_str()),
-        dry_run = reviewed.dry_run,
+        route = route.as_str(),
+        kind = %decoded.request.kind.kind,
+        operation = ?decoded.request.operation,
+        namespace = %decoded.namespace(),
+        name = %decoded.name(),
+        outcome = answer.outcome.as_str(),
+        skipped = answer.skipped.map(|r| r.as_str()),
+        dry_run = decoded.request.dry_run,
         duration_us = started.elapsed().as_micros() as u64,
-        message = (reviewed.outcome == Outcome::Denied).then_some(message),
+        message = answer.denial_message(),
         "admission"
     );
+    let encoded = admission::encode(&answer.into_review());
     Ok(([(header::CONTENT_TYPE, "application/json")], encoded).into_response())
 }
 

@@ -664,7 +664,7 @@ fn identity_chain() {
             "unknown sa",
             base.clone().service_account("ghost").build(),
             vec![],
-            "has no Azure identity: annotate its ServiceAccount ghost",
+            "has no Azure identity: its ServiceAccount ghost does not exist in namespace shop",
         ),
         (
             "client-id not carried",

@@ -1,0 +1,147 @@
+//! Garbage collection of generated SecretProviderClasses that no pod uses any more.
+//!
+//! One replica collects at a time (a Lease); admission never depends on it. An SPC is deleted
+//! only when it carries kvinject's label, no labelled pod's `kvinject.io/injected` marker names
+//! it, that has been so for the whole grace period as seen by this collector, and no admission
+//! marked it used (`kvinject.io/last-used`) within the grace period. The delete is conditioned on
+//! the resourceVersion seen, so an admission that touches the SPC meanwhile wins.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Preconditions};
+use kube::core::DynamicObject;
+
+use crate::annotations::LAST_USED;
+use crate::cluster::{Cluster, spc_resource};
+use crate::lease::LeaseLock;
+
+/// The collector's state between passes.
+pub struct Collector {
+    cluster: Cluster,
+    grace: Duration,
+    unreferenced_since: BTreeMap<(String, String), Instant>,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pass {
+    /// SPCs deleted, as (namespace, name).
+    pub deleted: Vec<(String, String)>,
+    /// SPCs unreferenced but still within the grace period.
+    pub waiting: usize,
+}
+
+impl Collector {
+    /// A collector over `cluster`'s caches.
+    pub fn new(cluster: Cluster, grace: Duration) -> Self {
+        Self {
+            cluster,
+            grace,
+            unreferenced_since: BTreeMap::new(),
+        }
+    }
+
+    /// Looks at every generated SPC once and deletes the expired ones.
+    pub async fn pass(&mut self) -> Pass {
+        let now = Instant::now();
+        let wall = Timestamp::now();
+        let referenced = self.cluster.referenced_spcs();
+        let mut pass = Pass::default();
+        let mut seen = BTreeMap::new();
+        for spc in self.cluster.generated_spcs() {
+            let key = (spc.namespace().unwrap_or_default(), spc.name_any());
+            if referenced.contains(&key) {
+                continue;
+            }
+            let since = *self.unreferenced_since.get(&key).unwrap_or(&now);
+            seen.insert(key.clone(), since);
+            let last_used = spc
+                .annotations()
+                .get(LAST_USED)
+                .and_then(|t| t.parse::<Timestamp>().ok());
+            let used_recently =
+                last_used.is_some_and(|t| wall.duration_since(t).unsigned_abs() < self.grace);
+            if now.duration_since(since) < self.grace || used_recently {
+                pass.waiting += 1;
+                continue;
+            }
+            match self.delete(&spc).await {
+                Ok(()) => {
+                    tracing::info!(namespace = %key.0, name = %key.1, "deleted unused SecretProviderClass");
+                    seen.remove(&key);
+                    pass.deleted.push(key);
+                }
+                Err(error) => {
+                    tracing::warn!(namespace = %key.0, name = %key.1, %error, "could not delete SecretProviderClass")
+                }
+            }
+        }
+        self.unreferenced_since = seen;
+        pass
+    }
+
+    async fn delete(&self, spc: &DynamicObject) -> Result<(), kube::Error> {
+        let api = Api::<DynamicObject>::namespaced_with(
+            self.cluster.client().clone(),
+            &spc.namespace().unwrap_or_default(),
+            &spc_resource(),
+        );
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: spc.resource_version(),
+                uid: spc.uid(),
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&spc.name_any(), &params).await {
+            Ok(_) => Ok(()),
+            // Already gone, or changed since the cache saw it: either way, not ours to delete now.
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// Runs the collector while this replica holds `lease`, until `shutdown` resolves. Passes run
+/// every `interval`; the Lease is renewed at least three times per its duration.
+pub async fn run(
+    mut collector: Collector,
+    lease: LeaseLock,
+    interval: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let tick = interval
+        .min(lease.duration() / 3)
+        .max(Duration::from_millis(100));
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_pass: Option<Instant> = None;
+    let mut leading = false;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = &mut shutdown => return,
+        }
+        let held = match lease.acquire_or_renew().await {
+            Ok(held) => held,
+            Err(error) => {
+                tracing::warn!(%error, "lease request failed");
+                false
+            }
+        };
+        if held != leading {
+            tracing::info!(leading = held, "collector lease");
+            leading = held;
+            // A new leader starts its grace clocks afresh.
+            collector.unreferenced_since.clear();
+        }
+        if held && last_pass.is_none_or(|t| t.elapsed() >= interval) {
+            collector.pass().await;
+            last_pass = Some(Instant::now());
+        }
+    }
+}
