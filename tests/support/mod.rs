@@ -177,3 +177,4 @@ pub fn apply(pod: &Value, patch: &[PatchOperation]) -> Value {
     json_patch::patch(&mut patched, patch).expect("patch applies to the pod it was made for");
     patched
 }
+pub mod apiserver;

@@ -1,0 +1,858 @@
+//! kvinject against a Kubernetes API server double: caches and readiness, direct look-ups, SPC
+//! writes before the answer, the collector and its Lease, workload validation and the identity
+//! policy. Assertions are on the exact requests kvinject sends.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, header};
+use base64::Engine;
+use http_body_util::BodyExt;
+use kvinject::cluster::{Cluster, Readiness};
+use kvinject::collector::Collector;
+use kvinject::lease::LeaseLock;
+use kvinject::plan::Settings;
+use kvinject::server::{self, AppState, Limits};
+use serde_json::{Value, json};
+use support::apiserver::ApiServer;
+use tower::ServiceExt;
+
+const CLIENT: &str = "5e2c6f4a-9d1b-4c3e-8a7f-0b1c2d3e4f50";
+
+fn seed(api: &ApiServer) {
+    api.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop",
+        "labels": {"kvinject.io/injection": "enabled"},
+        "annotations": {"kvinject.io/vault": "shop-prod-kv", "kvinject.io/tenant-id": "72f988bf-86f1-41af-91ab-2d7cd011db47"}}}));
+    api.put(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "checkout", "namespace": "shop",
+        "annotations": {"azure.workload.identity/client-id": CLIENT}}}));
+    api.put(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": "shop"}}));
+}
+
+async fn start(api: &ApiServer) -> (Cluster, Arc<Readiness>) {
+    let readiness = Arc::new(Readiness::default());
+    let cluster = Cluster::start(api.client(), readiness.clone(), Duration::from_millis(500)).await;
+    wait_for(|| readiness.check().is_ok(), "caches to sync").await;
+    (cluster, readiness)
+}
+
+async fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn state(cluster: &Cluster) -> AppState {
+    AppState::live(
+        cluster.clone(),
+        Settings::new(None, None, "kvinject"),
+        Limits::default(),
+        Duration::from_secs(150),
+    )
+}
+
+fn fixture(name: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(format!("tests/fixtures/reviews/{name}.json")).unwrap())
+        .unwrap()
+}
+
+async fn admit(state: &AppState, path: &str, review: &Value) -> Value {
+    let request = Request::post(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(review.to_string()))
+        .unwrap();
+    let response = server::admission_router(state.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let mut answer: Value = serde_json::from_slice(&body).unwrap();
+    if let Some(patch) = answer["response"]["patch"].as_str() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(patch)
+            .unwrap();
+        answer["response"]["patch"] = serde_json::from_slice(&bytes).unwrap();
+    }
+    answer["response"].take()
+}
+
+fn spc_name_of(response: &Value) -> String {
+    response["patch"].as_array().unwrap().last().unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn readiness_waits_for_every_cache_and_says_which() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    api.hold("secretproviderclasses");
+    let readiness = Arc::new(Readiness::default());
+    let _cluster =
+        Cluster::start(api.client(), readiness.clone(), Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let health = server::health_router(readiness.clone());
+    let response = health
+        .clone()
+        .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert_eq!(text, "not ready: waiting for: secretproviderclasses\n");
+    api.release("secretproviderclasses");
+    wait_for(|| readiness.check().is_ok(), "ready").await;
+    let response = health
+        .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    readiness.stop();
+    assert_eq!(readiness.check(), Err("shutting down".to_owned()));
+}
+
+#[tokio::test]
+async fn caches_use_metadata_only_watches_and_labelled_pods() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    let _ = start(&api).await;
+    let requests = api.requests();
+    let pods = requests
+        .iter()
+        .find(|r| r.path == "/api/v1/pods")
+        .expect("pods are listed");
+    assert_eq!(
+        pods.param("labelSelector").as_deref(),
+        Some("kvinject.io/inject=true")
+    );
+    for path in [
+        "/api/v1/namespaces",
+        "/api/v1/serviceaccounts",
+        "/apis/secrets-store.csi.x-k8s.io/v1/secretproviderclasses",
+        "/apis/aadpodidentity.k8s.io/v1/azureidentitybindings",
+    ] {
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.path == path && r.param("watch").as_deref() == Some("true")),
+            "{path} is watched"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_compacted_watch_relists_and_misses_nothing() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    let (cluster, _) = start(&api).await;
+    api.clear_requests();
+    api.compact();
+    api.put(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "after-compaction", "namespace": "shop"}}));
+    let relisted = || {
+        api.requests()
+            .iter()
+            .any(|r| r.path == "/api/v1/serviceaccounts" && r.param("watch").is_none())
+    };
+    wait_for(relisted, "410 Gone to make the watcher list again").await;
+    use kvinject::facts::ClusterFacts;
+    wait_for(
+        || {
+            cluster
+                .service_account("shop", "after-compaction")
+                .is_some()
+        },
+        "the object written after compaction",
+    )
+    .await;
+    let resumed = api
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/api/v1/serviceaccounts" && r.param("watch").is_some())
+        .expect("the watch resumed");
+    assert!(
+        resumed.param("resourceVersion").is_some_and(|rv| rv != "0"),
+        "resumed from its last version: {resumed:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_spc_is_applied_before_the_answer_and_not_again() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    let (cluster, _) = start(&api).await;
+    let state = state(&cluster);
+    api.clear_requests();
+    let response = admit(&state, "/mutate", &fixture("patch-workload-identity")).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert!(
+        response.get("warnings").is_none(),
+        "no warning: the SPC exists: {response}"
+    );
+    let name = spc_name_of(&response);
+    let writes = api.writes_and_gets();
+    assert_eq!(writes.len(), 1, "exactly one request: {writes:?}");
+    let apply = &writes[0];
+    assert_eq!(apply.method, "PATCH");
+    assert_eq!(
+        apply.path,
+        format!("/apis/secrets-store.csi.x-k8s.io/v1/namespaces/shop/secretproviderclasses/{name}")
+    );
+    assert_eq!(apply.content_type, "application/apply-patch+yaml");
+    assert_eq!(apply.param("fieldManager").as_deref(), Some("kvinject"));
+    assert_eq!(
+        apply.param("force"),
+        None,
+        "never forced over an SPC the cache does not show as ours"
+    );
+    let stored = api
+        .get("secretproviderclasses", "shop", &name)
+        .expect("SPC written");
+    assert_eq!(
+        stored["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "kvinject"
+    );
+    assert!(stored["metadata"]["annotations"]["kvinject.io/last-used"].is_string());
+
+    // Once the cache has it, the same pod costs no request at all.
+    wait_for(|| cluster_has(&cluster, &name), "the SPC in the cache").await;
+    api.clear_requests();
+    let again = admit(&state, "/mutate", &fixture("patch-workload-identity")).await;
+    assert_eq!(again["allowed"], true);
+    assert_eq!(
+        api.writes_and_gets().len(),
+        0,
+        "{:?}",
+        api.writes_and_gets()
+    );
+}
+
+fn cluster_has(cluster: &Cluster, name: &str) -> bool {
+    use kvinject::facts::ClusterFacts;
+    cluster.secret_provider_class("shop", name).is_some()
+}
+
+#[tokio::test]
+async fn dry_run_writes_nothing() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    let (cluster, _) = start(&api).await;
+    api.clear_requests();
+    let response = admit(&state(&cluster), "/mutate", &fixture("patch-dry-run")).await;
+    assert_eq!(response["allowed"], true);
+    assert!(
+        response["patch"].is_array(),
+        "same answer as without dryRun"
+    );
+    assert!(
+        api.writes_and_gets().is_empty(),
+        "{:?}",
+        api.writes_and_gets()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_apply_denies_the_pod_with_the_api_server_reason() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    let (cluster, _) = start(&api).await;
+    api.fail_next("PATCH", "secretproviderclasses", 403, "secretproviderclasses is forbidden: User \"system:serviceaccount:kvinject:kvinject\" cannot patch");
+    let response = admit(
+        &state(&cluster),
+        "/mutate",
+        &fixture("patch-workload-identity"),
+    )
+    .await;
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["code"], 403);
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("kvinject: could not write SecretProviderClass kvinject-"),
+        "{message}"
+    );
+    assert!(message.contains("cannot patch"), "{message}");
+    assert!(
+        response.get("patch").is_none() && response.get("patchType").is_none(),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn a_hand_edited_spc_is_restored_and_a_foreign_one_never_overwritten() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    let (cluster, _) = start(&api).await;
+    let state = state(&cluster);
+    let name = spc_name_of(&admit(&state, "/mutate", &fixture("patch-workload-identity")).await);
+    let mut edited = api.get("secretproviderclasses", "shop", &name).unwrap();
+    let original_spec = edited["spec"].clone();
+    edited["spec"]["parameters"]["keyvaultName"] = json!("someone-elses-kv");
+    api.put(edited);
+    wait_for(
+        || {
+            cluster
+                .generated_spcs()
+                .iter()
+                .any(|s| s.data["spec"]["parameters"]["keyvaultName"] == "someone-elses-kv")
+        },
+        "edit seen",
+    )
+    .await;
+    api.clear_requests();
+    assert_eq!(
+        admit(&state, "/mutate", &fixture("patch-workload-identity")).await["allowed"],
+        true
+    );
+    let apply = api
+        .writes_and_gets()
+        .into_iter()
+        .find(|r| r.method == "PATCH")
+        .expect("re-applied");
+    assert_eq!(apply.param("force").as_deref(), Some("true"));
+    assert_eq!(
+        api.get("secretproviderclasses", "shop", &name).unwrap()["spec"],
+        original_spec
+    );
+
+    // Same name, not kvinject's label: a conflict, denied, nothing written.
+    let mut foreign = api.get("secretproviderclasses", "shop", &name).unwrap();
+    foreign["metadata"]["labels"] = json!({});
+    api.put(foreign);
+    wait_for(|| cluster.generated_spcs().is_empty(), "label removal seen").await;
+    api.clear_requests();
+    let response = admit(&state, "/mutate", &fixture("patch-workload-identity")).await;
+    assert_eq!(response["allowed"], false);
+    assert!(
+        response["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not labelled app.kubernetes.io/managed-by: kvinject")
+    );
+    assert!(api.writes_and_gets().iter().all(|r| r.method != "PATCH"));
+}
+
+#[tokio::test]
+async fn a_fact_created_a_moment_ago_is_looked_up_once() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    let (cluster, _) = start(&api).await;
+    let state = state(&cluster);
+    // A ServiceAccount the caches have not seen yet.
+    let mut review = fixture("patch-workload-identity");
+    review["request"]["object"]["spec"]["serviceAccountName"] = json!("fresh");
+    api.put_unseen(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "fresh", "namespace": "shop",
+        "annotations": {"azure.workload.identity/client-id": CLIENT}}}));
+    api.clear_requests();
+    let response = admit(&state, "/mutate", &review).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    let gets: Vec<_> = api
+        .writes_and_gets()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .collect();
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    assert_eq!(
+        gets[0].path,
+        "/api/v1/namespaces/shop/serviceaccounts/fresh"
+    );
+
+    // Truly absent: still denied, after one look-up.
+    review["request"]["object"]["spec"]["serviceAccountName"] = json!("ghost");
+    api.clear_requests();
+    let response = admit(&state, "/mutate", &review).await;
+    assert_eq!(response["allowed"], false);
+    assert!(
+        response["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ServiceAccount ghost does not exist")
+    );
+    assert_eq!(
+        api.writes_and_gets()
+            .iter()
+            .filter(|r| r.method == "GET")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn without_the_aad_pod_identity_api_the_denial_says_so() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    api.set_bindings_api(false);
+    let (cluster, _) = start(&api).await;
+    let response = admit(
+        &state(&cluster),
+        "/mutate",
+        &fixture("patch-aad-pod-identity"),
+    )
+    .await;
+    assert_eq!(response["allowed"], false);
+    assert!(
+        response["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("AAD Pod Identity is not installed in this cluster"),
+        "{response}"
+    );
+    assert!(
+        !api.requests()
+            .iter()
+            .any(|r| r.path.ends_with("/azureidentitybindings")),
+        "no watch on an API that is not served"
+    );
+}
+
+#[tokio::test]
+async fn the_collector_deletes_only_unreferenced_expired_kvinject_spcs() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    let spc = |name: &str, labelled: bool, last_used: &str| {
+        let mut spc = json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+            "metadata": {"name": name, "namespace": "shop", "annotations": {"kvinject.io/last-used": last_used}},
+            "spec": {"provider": "azure", "parameters": {}}});
+        if labelled {
+            spc["metadata"]["labels"] = json!({"app.kubernetes.io/managed-by": "kvinject"});
+        }
+        spc
+    };
+    let long_ago = "2026-01-01T00:00:00Z";
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    api.put(spc("kvinject-unused0001", true, long_ago));
+    api.put(spc("kvinject-inuse00002", true, long_ago));
+    api.put(spc("kvinject-usednow003", true, &now));
+    api.put(spc("kvinject-foreign004", false, long_ago));
+    api.put(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "shop",
+        "labels": {"kvinject.io/inject": "true"}, "annotations": {"kvinject.io/injected": "kvinject-inuse00002"}}, "spec": {}}));
+    let (cluster, _) = start(&api).await;
+    let mut collector = Collector::new(cluster.clone(), Duration::from_millis(300));
+    let first = collector.pass().await;
+    assert!(
+        first.deleted.is_empty(),
+        "nothing within the grace period: {first:?}"
+    );
+    assert_eq!(first.waiting, 2);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    // An admission marks usednow003 used again just before the pass.
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    api.put(spc("kvinject-usednow003", true, &now));
+    wait_for(
+        || {
+            cluster.generated_spcs().iter().any(|s| {
+                s.metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a["kvinject.io/last-used"] == now)
+            })
+        },
+        "the refreshed mark in the cache",
+    )
+    .await;
+    api.clear_requests();
+    let second = collector.pass().await;
+    assert_eq!(
+        second.deleted,
+        vec![("shop".to_owned(), "kvinject-unused0001".to_owned())]
+    );
+    let deletes: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(
+        deletes[0].path,
+        "/apis/secrets-store.csi.x-k8s.io/v1/namespaces/shop/secretproviderclasses/kvinject-unused0001"
+    );
+    let options: Value = serde_json::from_str(&deletes[0].body).unwrap();
+    assert!(
+        options["preconditions"]["resourceVersion"].is_string(),
+        "delete is conditioned: {options}"
+    );
+    for kept in [
+        "kvinject-inuse00002",
+        "kvinject-usednow003",
+        "kvinject-foreign004",
+    ] {
+        assert!(
+            api.get("secretproviderclasses", "shop", kept).is_some(),
+            "{kept} kept"
+        );
+    }
+
+    // A pod that stops referencing an SPC starts its clock; a new reference stops it.
+    api.remove("pods", "shop", "p");
+    wait_for(|| cluster.referenced_spcs().is_empty(), "pod deletion seen").await;
+    let pass = collector.pass().await;
+    assert!(pass.deleted.is_empty(), "a fresh grace period: {pass:?}");
+}
+
+#[tokio::test]
+async fn one_collector_at_a_time_and_a_hand_over_when_the_holder_stops() {
+    let api = ApiServer::start().await;
+    let a = LeaseLock::new(
+        api.client(),
+        "kvinject",
+        "kvinject-collector",
+        "replica-a",
+        Duration::from_secs(1),
+    );
+    let b = LeaseLock::new(
+        api.client(),
+        "kvinject",
+        "kvinject-collector",
+        "replica-b",
+        Duration::from_secs(1),
+    );
+    assert!(
+        a.acquire_or_renew().await.unwrap(),
+        "a takes the free Lease"
+    );
+    assert!(
+        !b.acquire_or_renew().await.unwrap(),
+        "b waits while a holds it"
+    );
+    assert!(a.acquire_or_renew().await.unwrap(), "a renews");
+    let lease = api.get("leases", "kvinject", "kvinject-collector").unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 1);
+    // a stops renewing (its replica died); after the duration b takes over.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(
+        b.acquire_or_renew().await.unwrap(),
+        "b takes the expired Lease"
+    );
+    let lease = api.get("leases", "kvinject", "kvinject-collector").unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-b");
+    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+    assert!(
+        !a.acquire_or_renew().await.unwrap(),
+        "a, back, does not steal it"
+    );
+    let writes: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .collect();
+    assert_eq!(writes[0].method, "POST");
+    assert!(writes[1..].iter().all(|r| r.method == "PUT"), "{writes:?}");
+    for put in &writes[1..] {
+        let body: Value = serde_json::from_str(&put.body).unwrap();
+        assert!(
+            body["metadata"]["resourceVersion"].is_string(),
+            "optimistic concurrency: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_racing_for_the_lease_never_both_hold_it() {
+    let api = ApiServer::start().await;
+    let locks: Vec<_> = (0..4)
+        .map(|i| {
+            LeaseLock::new(
+                api.client(),
+                "kvinject",
+                "race",
+                &format!("r{i}"),
+                Duration::from_secs(30),
+            )
+        })
+        .collect();
+    let results = futures_util::future::join_all(locks.iter().map(|l| l.acquire_or_renew())).await;
+    let holders = results.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+    assert_eq!(holders, 1);
+}
+
+fn workload_review(
+    annotations: Value,
+    metadata_annotations: Value,
+    labels: Value,
+    operation: &str,
+) -> Value {
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "w-1", "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+        "resource": {"group": "apps", "version": "v1", "resource": "deployments"}, "namespace": "shop", "name": "api",
+        "operation": operation, "userInfo": {"username": "alice"},
+        "object": {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api", "namespace": "shop", "annotations": metadata_annotations},
+            "spec": {"selector": {"matchLabels": {"app": "api"}}, "template": {"metadata": {"labels": labels, "annotations": annotations},
+                "spec": {"serviceAccountName": "checkout", "containers": [{"name": "app", "image": "x"}]}}}}}})
+}
+
+#[tokio::test]
+async fn workloads_are_validated_never_patched() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    let (cluster, _) = start(&api).await;
+    let state = state(&cluster);
+    let labels = json!({"app": "api", "kvinject.io/inject": "true"});
+    api.clear_requests();
+    for operation in ["CREATE", "UPDATE"] {
+        let bad = workload_review(
+            json!({"kvinject.io/env.DB": "secret/../x"}),
+            json!({}),
+            labels.clone(),
+            operation,
+        );
+        let response = admit(&state, "/validate-workloads", &bad).await;
+        assert_eq!(response["allowed"], false, "{operation}");
+        let message = response["status"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(
+                "kvinject: Deployment.spec.template api: annotation kvinject.io/env.DB"
+            ),
+            "{message}"
+        );
+    }
+    let good = workload_review(
+        json!({"kvinject.io/env.DB": "db"}),
+        json!({}),
+        labels.clone(),
+        "CREATE",
+    );
+    let response = admit(&state, "/validate-workloads", &good).await;
+    assert_eq!(response["allowed"], true);
+    assert!(response.get("patch").is_none(), "validation never patches");
+    assert!(
+        api.writes_and_gets().is_empty(),
+        "validation writes nothing: {:?}",
+        api.writes_and_gets()
+    );
+
+    let misplaced = workload_review(
+        json!({}),
+        json!({"kvinject.io/env.DB": "db"}),
+        json!({"app": "api"}),
+        "CREATE",
+    );
+    let warnings = admit(&state, "/validate-workloads", &misplaced).await["warnings"].clone();
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .contains("on the Deployment itself are ignored"),
+        "{warnings}"
+    );
+    let unlabelled = workload_review(
+        json!({"kvinject.io/env.DB": "db"}),
+        json!({}),
+        json!({"app": "api"}),
+        "CREATE",
+    );
+    let warnings = admit(&state, "/validate-workloads", &unlabelled).await["warnings"].clone();
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .contains("not the label kvinject.io/inject: \"true\""),
+        "{warnings}"
+    );
+
+    // A ServiceAccount applied after the Deployment is not an error yet: a warning.
+    let mut early = good.clone();
+    early["request"]["object"]["spec"]["template"]["spec"]["serviceAccountName"] = json!("later");
+    let response = admit(&state, "/validate-workloads", &early).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert!(
+        response["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("checked again when its pods are created")
+    );
+}
+
+fn legacy_pod_review(service_account: &str, operation: &str) -> Value {
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "p-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": "shop",
+        "operation": operation, "userInfo": {"username": "alice"},
+        "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "thief", "namespace": "shop",
+            "labels": {"aadpodidbinding": "payments"}},
+            "spec": {"serviceAccountName": service_account, "containers": [{"name": "app", "image": "x"}]}}}})
+}
+
+#[tokio::test]
+async fn the_identity_policy_allows_listed_service_accounts_only() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    api.put(
+        json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentityBinding",
+        "metadata": {"name": "payments-binding", "namespace": "shop",
+            "annotations": {"kvinject.io/allowed-service-accounts": "payments, payments-batch"}},
+        "spec": {"azureIdentity": "payments-identity", "selector": "payments"}}),
+    );
+    let (cluster, _) = start(&api).await;
+    let state = state(&cluster);
+    for operation in ["CREATE", "UPDATE"] {
+        let response = admit(
+            &state,
+            "/validate-pod-identity",
+            &legacy_pod_review("checkout", operation),
+        )
+        .await;
+        assert_eq!(response["allowed"], false, "{operation}");
+        let message = response["status"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("claims AzureIdentityBinding payments-binding"),
+            "{message}"
+        );
+        assert!(
+            message.contains("[payments, payments-batch]")
+                && message.contains("ServiceAccount checkout"),
+            "{message}"
+        );
+    }
+    let response = admit(
+        &state,
+        "/validate-pod-identity",
+        &legacy_pod_review("payments-batch", "CREATE"),
+    )
+    .await;
+    assert_eq!(response["allowed"], true);
+    // A binding without the annotation has not opted in.
+    api.put(json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentityBinding",
+        "metadata": {"name": "open-binding", "namespace": "shop"}, "spec": {"azureIdentity": "open", "selector": "open"}}));
+    wait_for(
+        || {
+            use kvinject::facts::ClusterFacts;
+            !cluster.identity_bindings("shop", "open").is_empty()
+        },
+        "binding",
+    )
+    .await;
+    let mut open = legacy_pod_review("checkout", "CREATE");
+    open["request"]["object"]["metadata"]["labels"]["aadpodidbinding"] = json!("open");
+    assert_eq!(
+        admit(&state, "/validate-pod-identity", &open).await["allowed"],
+        true
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn serve_runs_against_the_cluster_with_a_kubeconfig() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: {}\ncontexts:\n- name: double\n  \
+             context:\n    cluster: double\n    user: nobody\ncurrent-context: double\nusers:\n- name: nobody\n  user: {{}}\n",
+            api.url
+        ),
+    )
+    .unwrap();
+    let certs = kvinject::certs::generate("kvinject", "kvinject", 30, 7).unwrap();
+    kvinject::certs::write(dir.path(), &certs).unwrap();
+    let (https, health) = (free_port(), free_port());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kvinject"))
+        .args(["serve", "--kubeconfig", kubeconfig.to_str().unwrap()])
+        .args([
+            "--tls-cert-file",
+            dir.path().join("tls.crt").to_str().unwrap(),
+        ])
+        .args([
+            "--tls-key-file",
+            dir.path().join("tls.key").to_str().unwrap(),
+        ])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{https}"),
+            "--health-listen",
+            &format!("127.0.0.1:{health}"),
+        ])
+        .args([
+            "--pod-name",
+            "replica-x",
+            "--kvinject-namespace",
+            "kvinject",
+        ])
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .kill_on_drop(true)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = || async {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", health)).await else {
+            return false;
+        };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _ = stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer).await;
+        answer.starts_with("HTTP/1.1 200")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready().await {
+        assert!(Instant::now() < deadline, "serve never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The collector took the Lease in kvinject's namespace under this replica's name.
+    wait_for(
+        || {
+            api.get("leases", "kvinject", "kvinject-collector")
+                .is_some()
+        },
+        "the collector Lease",
+    )
+    .await;
+    assert_eq!(
+        api.get("leases", "kvinject", "kvinject-collector").unwrap()["spec"]["holderIdentity"],
+        "replica-x"
+    );
+    child.kill().await.unwrap();
+}
+
+#[test]
+fn serve_without_facts_or_a_cluster_refuses_to_start_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = kvinject::certs::generate("kvinject", "kvinject", 30, 7).unwrap();
+    kvinject::certs::write(dir.path(), &certs).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kvinject"))
+        .args([
+            "serve",
+            "--tls-cert-file",
+            dir.path().join("tls.crt").to_str().unwrap(),
+        ])
+        .args([
+            "--tls-key-file",
+            dir.path().join("tls.key").to_str().unwrap(),
+        ])
+        .args(["--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"])
+        .env("KUBECONFIG", dir.path().join("absent"))
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot reach the cluster"), "{stderr}");
+    assert!(stderr.contains("--facts FILE"), "{stderr}");
+}

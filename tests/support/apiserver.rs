@@ -1,0 +1,778 @@
+//! An in-process Kubernetes API server double: the real REST paths and verbs kvinject uses, over
+//! plain HTTP on loopback. List and watch (resourceVersion, bookmarks, 410 for a compacted
+//! version, metadata-only lists), get, create, replace with optimistic concurrency, server-side
+//! apply (`application/apply-patch+yaml`, fieldManager, force, dryRun), delete with
+//! preconditions. Every request is recorded so tests can assert exactly what kvinject sent.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
+
+/// One request as kvinject sent it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl Recorded {
+    pub fn param(&self, key: &str) -> Option<String> {
+        self.query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == key).then(|| v.replace("%2F", "/").replace("%3D", "="))
+        })
+    }
+}
+
+#[derive(Clone)]
+struct Resource {
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+}
+
+const RESOURCES: [Resource; 6] = [
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "namespaces",
+        kind: "Namespace",
+        namespaced: false,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "serviceaccounts",
+        kind: "ServiceAccount",
+        namespaced: true,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "pods",
+        kind: "Pod",
+        namespaced: true,
+    },
+    Resource {
+        group: "coordination.k8s.io",
+        version: "v1",
+        plural: "leases",
+        kind: "Lease",
+        namespaced: true,
+    },
+    Resource {
+        group: "secrets-store.csi.x-k8s.io",
+        version: "v1",
+        plural: "secretproviderclasses",
+        kind: "SecretProviderClass",
+        namespaced: true,
+    },
+    Resource {
+        group: "aadpodidentity.k8s.io",
+        version: "v1",
+        plural: "azureidentitybindings",
+        kind: "AzureIdentityBinding",
+        namespaced: true,
+    },
+];
+
+impl Resource {
+    fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+}
+
+type Key = (String, String, String); // plural, namespace, name
+
+#[derive(Clone)]
+struct Event {
+    rv: u64,
+    plural: String,
+    kind: &'static str,
+    object: Value,
+}
+
+struct Inner {
+    objects: BTreeMap<Key, Value>,
+    owners: BTreeMap<Key, String>,
+    rv: u64,
+    compacted: u64,
+    history: Vec<Event>,
+    requests: Vec<Recorded>,
+    failures: Vec<(String, String, u16, String)>,
+    bindings_api: bool,
+}
+
+/// The double; clones share state.
+#[derive(Clone)]
+pub struct ApiServer {
+    inner: Arc<Mutex<Inner>>,
+    events: broadcast::Sender<Event>,
+    held: Arc<watch::Sender<Vec<String>>>,
+    disconnect: Arc<watch::Sender<u64>>,
+    pub url: String,
+}
+
+impl ApiServer {
+    /// Starts the double on a loopback port.
+    pub async fn start() -> Self {
+        let (events, _) = broadcast::channel(1024);
+        let (held, _) = watch::channel(Vec::new());
+        let (disconnect, _) = watch::channel(0);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = Self {
+            inner: Arc::new(Mutex::new(Inner {
+                objects: BTreeMap::new(),
+                owners: BTreeMap::new(),
+                rv: 100,
+                compacted: 0,
+                history: Vec::new(),
+                requests: Vec::new(),
+                failures: Vec::new(),
+                bindings_api: true,
+            })),
+            events,
+            held: Arc::new(held),
+            disconnect: Arc::new(disconnect),
+            url,
+        };
+        let app = Router::new().fallback(dispatch).with_state(server.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        server
+    }
+
+    /// A kube client for the double.
+    pub fn client(&self) -> kube::Client {
+        let config = kube::Config::new(self.url.parse().unwrap());
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// Whether the AzureIdentityBinding API is served (AAD Pod Identity installed).
+    pub fn set_bindings_api(&self, served: bool) {
+        self.inner.lock().unwrap().bindings_api = served;
+    }
+
+    /// Lists of `plural` wait until [`ApiServer::release`].
+    pub fn hold(&self, plural: &str) {
+        self.held.send_modify(|held| held.push(plural.to_owned()));
+    }
+
+    pub fn release(&self, plural: &str) {
+        self.held.send_modify(|held| held.retain(|p| p != plural));
+    }
+
+    /// Stores an object as another client would (manager `kubectl`), and tells watchers.
+    pub fn put(&self, object: Value) {
+        self.store(object, "kubectl", true);
+    }
+
+    /// Stores an object without telling watchers: a write the caches have not seen yet.
+    pub fn put_unseen(&self, object: Value) {
+        self.store(object, "kubectl", false);
+    }
+
+    pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.inner
+            .lock()
+            .unwrap()
+            .objects
+            .get(&(plural.into(), namespace.into(), name.into()))
+            .cloned()
+    }
+
+    pub fn remove(&self, plural: &str, namespace: &str, name: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(mut object) =
+            inner
+                .objects
+                .remove(&(plural.into(), namespace.into(), name.into()))
+        {
+            // As the API server does, the deletion is a new resourceVersion.
+            inner.rv += 1;
+            object["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+            self.emit(&mut inner, plural, "DELETED", object);
+        }
+    }
+
+    /// Compacts history and ends every open watch: a watch resumed from before now gets 410 Gone.
+    pub fn compact(&self) {
+        {
+            let mut inner = self.inner.lock().unwrap();
+            inner.compacted = inner.rv + 1;
+            inner.history.clear();
+        }
+        self.disconnect.send_modify(|generation| *generation += 1);
+    }
+
+    /// The next `method` request on `plural` fails with `code` and `message`.
+    pub fn fail_next(&self, method: &str, plural: &str, code: u16, message: &str) {
+        self.inner.lock().unwrap().failures.push((
+            method.into(),
+            plural.into(),
+            code,
+            message.into(),
+        ));
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.inner.lock().unwrap().requests.clone()
+    }
+
+    /// Requests other than list/watch (the caches' own traffic).
+    pub fn writes_and_gets(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| {
+                !(r.method == "GET" && (r.param("watch").is_some() || is_collection(&r.path)))
+            })
+            .collect()
+    }
+
+    pub fn clear_requests(&self) {
+        self.inner.lock().unwrap().requests.clear();
+    }
+
+    fn store(&self, mut object: Value, manager: &str, announce: bool) {
+        let resource = resource_for_kind(object["kind"].as_str().unwrap()).unwrap();
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        let key = (resource.plural.to_owned(), namespace, name);
+        let mut inner = self.inner.lock().unwrap();
+        inner.rv += 1;
+        let rv = inner.rv;
+        let existed = inner.objects.contains_key(&key);
+        stamp(&mut object, rv, inner.objects.get(&key));
+        inner.objects.insert(key.clone(), object.clone());
+        inner.owners.insert(key, manager.to_owned());
+        if announce {
+            self.emit(
+                &mut inner,
+                resource.plural,
+                if existed { "MODIFIED" } else { "ADDED" },
+                object,
+            );
+        }
+    }
+
+    fn emit(&self, inner: &mut Inner, plural: &str, kind: &'static str, object: Value) {
+        let rv = object["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(inner.rv);
+        let event = Event {
+            rv,
+            plural: plural.to_owned(),
+            kind,
+            object,
+        };
+        inner.history.push(event.clone());
+        let _ = self.events.send(event);
+    }
+}
+
+fn stamp(object: &mut Value, rv: u64, previous: Option<&Value>) {
+    let metadata = object["metadata"].as_object_mut().unwrap();
+    metadata.insert("resourceVersion".into(), json!(rv.to_string()));
+    let uid = previous
+        .and_then(|p| p["metadata"]["uid"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("uid-{rv}"));
+    metadata.insert("uid".into(), json!(uid));
+    metadata
+        .entry("creationTimestamp")
+        .or_insert(json!("2026-11-28T10:00:00Z"));
+}
+
+fn resource_for_kind(kind: &str) -> Option<Resource> {
+    RESOURCES.iter().find(|r| r.kind == kind).cloned()
+}
+
+fn is_collection(path: &str) -> bool {
+    parse_path(path).is_some_and(|(_, _, name)| name.is_none())
+}
+
+/// (resource, namespace, name) from a REST path.
+fn parse_path(path: &str) -> Option<(Resource, Option<String>, Option<String>)> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let rest: &[&str] = match parts.as_slice() {
+        ["api", "v1", rest @ ..] => rest,
+        ["apis", _group, _version, rest @ ..] => rest,
+        _ => return None,
+    };
+    let (group, version) = match parts.as_slice() {
+        ["api", "v1", ..] => ("", "v1"),
+        ["apis", group, version, ..] => (*group, *version),
+        _ => return None,
+    };
+    let find = |plural: &str| {
+        RESOURCES
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+            .cloned()
+    };
+    match rest {
+        ["namespaces", ns, plural] => Some((find(plural)?, Some((*ns).to_owned()), None)),
+        ["namespaces", ns, plural, name] => Some((
+            find(plural)?,
+            Some((*ns).to_owned()),
+            Some((*name).to_owned()),
+        )),
+        [plural] => Some((find(plural)?, None, None)),
+        [plural, name] if *plural == "namespaces" => {
+            Some((find(plural)?, None, Some((*name).to_owned())))
+        }
+        _ => None,
+    }
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Response {
+    let body = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": code, "reason": reason, "message": message});
+    (
+        StatusCode::from_u16(code).unwrap(),
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn ok(code: StatusCode, body: &Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn query_map(query: &str) -> BTreeMap<String, String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                v.replace("%2F", "/")
+                    .replace("%3D", "=")
+                    .replace("%2C", ","),
+            )
+        })
+        .collect()
+}
+
+fn matches_selector(object: &Value, selector: Option<&String>) -> bool {
+    let Some(selector) = selector.filter(|s| !s.is_empty()) else {
+        return true;
+    };
+    selector.split(',').all(|term| match term.split_once('=') {
+        Some((k, v)) => object["metadata"]["labels"][k] == v,
+        None => object["metadata"]["labels"].get(term).is_some(),
+    })
+}
+
+fn metadata_only(object: &Value) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": object["metadata"]})
+}
+
+async fn dispatch(State(server): State<ApiServer>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    server.inner.lock().unwrap().requests.push(Recorded {
+        method: parts.method.to_string(),
+        path: path.clone(),
+        query: query.clone(),
+        content_type: content_type.clone(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
+    if path == "/apis/aadpodidentity.k8s.io/v1" {
+        return if server.inner.lock().unwrap().bindings_api {
+            ok(
+                StatusCode::OK,
+                &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "aadpodidentity.k8s.io/v1",
+                "resources": [{"name": "azureidentitybindings", "singularName": "azureidentitybinding", "namespaced": true,
+                    "kind": "AzureIdentityBinding", "verbs": ["get", "list", "watch"]}]}),
+            )
+        } else {
+            status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
+        };
+    }
+    let Some((resource, namespace, name)) = parse_path(&path) else {
+        return status(404, "NotFound", &format!("no route {path}"));
+    };
+    if resource.plural == "azureidentitybindings" && !server.inner.lock().unwrap().bindings_api {
+        return status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
+    }
+    {
+        let mut inner = server.inner.lock().unwrap();
+        if let Some(i) = inner
+            .failures
+            .iter()
+            .position(|(m, p, ..)| *m == parts.method.as_str() && p == resource.plural)
+        {
+            let (_, _, code, message) = inner.failures.remove(i);
+            return status(code, "Injected", &message);
+        }
+    }
+    let params = query_map(&query);
+    let metadata_list = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("PartialObjectMetadata"));
+    match (&parts.method, name) {
+        (&Method::GET, None) => {
+            let mut held = server.held.subscribe();
+            let _ = held
+                .wait_for(|held| !held.iter().any(|p| p == resource.plural))
+                .await;
+            if params.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                watch_stream(server, resource, namespace, params, metadata_list)
+            } else {
+                list(
+                    &server,
+                    &resource,
+                    namespace.as_deref(),
+                    &params,
+                    metadata_list,
+                )
+            }
+        }
+        (&Method::GET, Some(name)) => {
+            let key = (
+                resource.plural.to_owned(),
+                namespace.unwrap_or_default(),
+                name.clone(),
+            );
+            match server.inner.lock().unwrap().objects.get(&key) {
+                Some(object) => ok(StatusCode::OK, object),
+                None => status(
+                    404,
+                    "NotFound",
+                    &format!("{} \"{name}\" not found", resource.plural),
+                ),
+            }
+        }
+        (&Method::POST, None) => {
+            let mut object: Value = serde_json::from_slice(&body).unwrap();
+            object["apiVersion"] = json!(resource.api_version());
+            object["kind"] = json!(resource.kind);
+            if let Some(ns) = &namespace {
+                object["metadata"]["namespace"] = json!(ns);
+            }
+            let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+            let key = (
+                resource.plural.to_owned(),
+                namespace.unwrap_or_default(),
+                name.clone(),
+            );
+            if server.inner.lock().unwrap().objects.contains_key(&key) {
+                return status(
+                    409,
+                    "AlreadyExists",
+                    &format!("{} \"{name}\" already exists", resource.plural),
+                );
+            }
+            server.store(object, "kvinject", true);
+            ok(
+                StatusCode::CREATED,
+                &server.inner.lock().unwrap().objects[&key],
+            )
+        }
+        (&Method::PUT, Some(name)) => {
+            let mut object: Value = serde_json::from_slice(&body).unwrap();
+            let key = (
+                resource.plural.to_owned(),
+                namespace.clone().unwrap_or_default(),
+                name.clone(),
+            );
+            let current = server.inner.lock().unwrap().objects.get(&key).cloned();
+            let Some(current) = current else {
+                return status(404, "NotFound", "not found");
+            };
+            if object["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
+                return status(
+                    409,
+                    "Conflict",
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                );
+            }
+            object["apiVersion"] = json!(resource.api_version());
+            object["kind"] = json!(resource.kind);
+            server.store(object, "kvinject", true);
+            ok(StatusCode::OK, &server.inner.lock().unwrap().objects[&key])
+        }
+        (&Method::PATCH, Some(name)) => apply(
+            &server,
+            &resource,
+            namespace.unwrap_or_default(),
+            name,
+            &params,
+            &content_type,
+            &body,
+        ),
+        (&Method::DELETE, Some(name)) => {
+            let key = (
+                resource.plural.to_owned(),
+                namespace.clone().unwrap_or_default(),
+                name.clone(),
+            );
+            let options: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
+            let current = server.inner.lock().unwrap().objects.get(&key).cloned();
+            let Some(current) = current else {
+                return status(404, "NotFound", "not found");
+            };
+            for field in ["resourceVersion", "uid"] {
+                let wanted = &options["preconditions"][field];
+                if !wanted.is_null() && *wanted != current["metadata"][field] {
+                    return status(409, "Conflict", &format!("Precondition failed: {field}"));
+                }
+            }
+            server.remove(resource.plural, &key.1, &key.2);
+            ok(StatusCode::OK, &current)
+        }
+        _ => status(405, "MethodNotAllowed", "method not allowed"),
+    }
+}
+
+fn list(
+    server: &ApiServer,
+    resource: &Resource,
+    namespace: Option<&str>,
+    params: &BTreeMap<String, String>,
+    metadata: bool,
+) -> Response {
+    let inner = server.inner.lock().unwrap();
+    let items: Vec<Value> = inner
+        .objects
+        .iter()
+        .filter(|((plural, ns, _), _)| {
+            plural == resource.plural && namespace.is_none_or(|n| n == ns)
+        })
+        .map(|(_, o)| o)
+        .filter(|o| matches_selector(o, params.get("labelSelector")))
+        .map(|o| {
+            if metadata {
+                metadata_only(o)
+            } else {
+                o.clone()
+            }
+        })
+        .collect();
+    let (api_version, kind) = if metadata {
+        (
+            "meta.k8s.io/v1".to_owned(),
+            "PartialObjectMetadataList".to_owned(),
+        )
+    } else {
+        (resource.api_version(), format!("{}List", resource.kind))
+    };
+    ok(
+        StatusCode::OK,
+        &json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": inner.rv.to_string()}, "items": items}),
+    )
+}
+
+fn watch_stream(
+    server: ApiServer,
+    resource: Resource,
+    namespace: Option<String>,
+    params: BTreeMap<String, String>,
+    metadata: bool,
+) -> Response {
+    let from: u64 = params
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let bookmarks = params
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true");
+    let timeout = Duration::from_secs(
+        params
+            .get("timeoutSeconds")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(290)
+            .min(30),
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let mut live = server.events.subscribe();
+    let mut disconnect = server.disconnect.subscribe();
+    let (backlog, compacted, current) = {
+        let inner = server.inner.lock().unwrap();
+        (
+            inner
+                .history
+                .iter()
+                .filter(|e| e.rv > from)
+                .cloned()
+                .collect::<Vec<_>>(),
+            inner.compacted,
+            inner.rv,
+        )
+    };
+    let selector = params.get("labelSelector").cloned();
+    let wanted = move |event: &Event| {
+        event.plural == resource.plural
+            && namespace
+                .as_deref()
+                .is_none_or(|ns| event.object["metadata"]["namespace"] == ns)
+            && matches_selector(&event.object, selector.as_ref())
+    };
+    let frame = move |event: &Event| {
+        let object = if metadata {
+            metadata_only(&event.object)
+        } else {
+            event.object.clone()
+        };
+        Bytes::from(format!(
+            "{}\n",
+            json!({"type": event.kind, "object": object})
+        ))
+    };
+    let bookmark_kind = if metadata {
+        (
+            "meta.k8s.io/v1".to_owned(),
+            "PartialObjectMetadata".to_owned(),
+        )
+    } else {
+        (resource.api_version(), resource.kind.to_owned())
+    };
+    tokio::spawn(async move {
+        if from != 0 && from < compacted {
+            let gone = json!({"type": "ERROR", "object": {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 410, "reason": "Expired", "message": format!("too old resource version: {from} ({compacted})")}});
+            let _ = tx.send(Bytes::from(format!("{gone}\n"))).await;
+            return;
+        }
+        let mut last = from.max(current);
+        for event in backlog.iter().filter(|e| wanted(e)) {
+            last = last.max(event.rv);
+            if tx.send(frame(event)).await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut ticker = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                biased;
+                _ = disconnect.changed() => return,
+                event = live.recv() => match event {
+                    Ok(event) if event.rv > from && wanted(&event) => {
+                        last = last.max(event.rv);
+                        if tx.send(frame(&event)).await.is_err() { return; }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                },
+                _ = ticker.tick(), if bookmarks => {
+                    let bookmark = json!({"type": "BOOKMARK", "object": {"apiVersion": bookmark_kind.0, "kind": bookmark_kind.1, "metadata": {"resourceVersion": last.to_string()}}});
+                    if tx.send(Bytes::from(format!("{bookmark}\n"))).await.is_err() { return; }
+                }
+                () = &mut deadline => return,
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Server-side apply, simplified to what kvinject relies on: create when absent; conflict when
+/// another manager owns the object and `force` is not set; otherwise the applied fields win.
+fn apply(
+    server: &ApiServer,
+    resource: &Resource,
+    namespace: String,
+    name: String,
+    params: &BTreeMap<String, String>,
+    content_type: &str,
+    body: &[u8],
+) -> Response {
+    if content_type != "application/apply-patch+yaml" {
+        return status(
+            415,
+            "UnsupportedMediaType",
+            &format!("only server-side apply is served, not {content_type}"),
+        );
+    }
+    let Some(manager) = params.get("fieldManager") else {
+        return status(422, "Invalid", "fieldManager is required for apply patch");
+    };
+    let mut object: Value = serde_json::from_slice(body).unwrap();
+    let key = (resource.plural.to_owned(), namespace, name);
+    let (current, owner) = {
+        let inner = server.inner.lock().unwrap();
+        (
+            inner.objects.get(&key).cloned(),
+            inner.owners.get(&key).cloned(),
+        )
+    };
+    let force = params.get("force").is_some_and(|f| f == "true");
+    if let (Some(current), Some(owner)) = (&current, &owner)
+        && owner != manager
+        && !force
+        && current["spec"] != object["spec"]
+    {
+        return status(
+            409,
+            "Conflict",
+            &format!("Apply failed with 1 conflict: conflict with \"{owner}\": .spec"),
+        );
+    }
+    if let Some(current) = &current {
+        object["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+    }
+    if params.get("dryRun").is_some() {
+        return ok(StatusCode::OK, &object);
+    }
+    server.store(object, manager, true);
+    ok(StatusCode::OK, &server.inner.lock().unwrap().objects[&key])
+}
