@@ -37,19 +37,19 @@ class Webhook:
         self.context = ssl.create_default_context(cafile=str(ca_file))
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
 
-    def post(self, body: bytes, content_type="application/json"):
+    def post(self, body: bytes, content_type="application/json", path="/mutate"):
         raw = socket.create_connection(("127.0.0.1", self.port), timeout=10)
         tls = self.context.wrap_socket(raw, server_hostname=SNI)
         connection = http.client.HTTPConnection(SNI, self.port, timeout=10)
         connection.sock = tls
-        connection.request("POST", "/mutate", body=body, headers={"Content-Type": content_type})
+        connection.request("POST", path, body=body, headers={"Content-Type": content_type})
         response = connection.getresponse()
         data = response.read()
         connection.close()
         return response.status, data
 
-    def review(self, review: dict) -> dict:
-        status, data = self.post(json.dumps(review).encode())
+    def review(self, review: dict, path="/mutate") -> dict:
+        status, data = self.post(json.dumps(review).encode(), path=path)
         assert status == 200, data
         answer = json.loads(data)
         response = answer["response"]

@@ -10,6 +10,11 @@ import pytest
 from conftest import ROOT, kubectl_patch, validate
 
 REVIEWS = sorted((ROOT / "tests" / "fixtures" / "reviews").glob("*.json"))
+VALIDATIONS = [
+    (path, route)
+    for directory, route in (("workloads", "/validate-workloads"), ("pod-identity", "/validate-pod-identity"))
+    for path in sorted((ROOT / "tests" / "fixtures" / directory).glob("*.json"))
+]
 INVALID = sorted((ROOT / "tests" / "fixtures" / "invalid").glob("*.json"))
 
 
@@ -41,6 +46,21 @@ def test_review(webhook, path: pathlib.Path, tmp_path):
     again = dict(review, request=dict(review["request"], object=by_python))
     second = webhook.review(again)
     assert second["allowed"] is True and "patch" not in second, "second pass must be empty"
+
+
+@pytest.mark.parametrize("path,route", VALIDATIONS, ids=lambda v: v.stem if hasattr(v, "stem") else v)
+def test_validation(webhook, path: pathlib.Path, route: str):
+    review = json.loads(path.read_text())
+    # The object under review is itself valid: kvinject judges only what is its business.
+    validate(dict(review["request"]["object"], metadata=dict(review["request"]["object"]["metadata"], namespace="shop")))
+    response = webhook.review(review, path=route)
+    assert "patch" not in response and "patchType" not in response, "validation never patches"
+    kind = path.stem.split("-")[0]
+    assert response["allowed"] is (kind != "deny")
+    if kind == "deny":
+        assert response["status"]["code"] == 403
+        assert response["status"]["message"].startswith("kvinject: ")
+    assert ("warnings" in response) is (kind == "warn")
 
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)

@@ -230,7 +230,7 @@ pub fn workload_warnings(workload: &Value, template_path: &str) -> Vec<String> {
         return Vec::new();
     }
     vec![format!(
-        "kvinject: {} on the {} itself are ignored; move them to {template_path}.metadata",
+        "kvinject: {} on the {}'s own metadata have no effect; move them to {template_path}.metadata",
         misplaced.join(", "),
         workload["kind"].as_str().unwrap_or("workload")
     )]

@@ -60,7 +60,15 @@ fn post(body: impl Into<Body>) -> Request<Body> {
 
 /// The response, with the patch decoded from base64 (after checking it is a base64 string).
 async fn review(body: &Value) -> Value {
-    let (status, headers, bytes) = send(post(serde_json::to_vec(body).unwrap())).await;
+    review_at("/mutate", body).await
+}
+
+async fn review_at(path: &str, body: &Value) -> Value {
+    let request = Request::post(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(serde_json::to_vec(body).unwrap()))
+        .unwrap();
+    let (status, headers, bytes) = send(request).await;
     assert_eq!(
         status,
         StatusCode::OK,
@@ -95,52 +103,75 @@ fn apply(object: &Value, patch: &Value) -> Value {
     out
 }
 
+/// Fixture directories and the webhook path their requests arrive on.
+const ROUTES: [(&str, &str); 3] = [
+    ("reviews", "/mutate"),
+    ("workloads", "/validate-workloads"),
+    ("pod-identity", "/validate-pod-identity"),
+];
+
 #[tokio::test]
 async fn every_fixture_answers_as_its_name_says() {
-    for path in fixtures("reviews") {
-        let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
-        let request: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        let answer = review(&request).await;
-        let response = &answer["response"];
-        match name.split('-').next().unwrap() {
-            "patch" => {
-                assert_eq!(response["allowed"], true, "{name}");
-                let ops = response["patch"].as_array().expect(&name);
-                assert!(!ops.is_empty(), "{name}");
-                assert!(
-                    ops.iter().all(|op| op["op"] == "add"),
-                    "{name}: only add, never remove"
-                );
-                // Reinvocation sends kvinject its own output: nothing more to do.
-                let patched = apply(&request["request"]["object"], &response["patch"]);
-                let mut again = request.clone();
-                again["request"]["object"] = patched;
-                let second = review(&again).await;
-                assert_eq!(second["response"]["allowed"], true, "{name}");
-                assert!(
-                    second["response"].get("patch").is_none(),
-                    "{name}: second pass patched {}",
-                    second["response"]
-                );
-            }
-            "allow" => {
-                assert_eq!(response["allowed"], true, "{name}");
-                assert!(
-                    response.get("patch").is_none() && response.get("patchType").is_none(),
-                    "{name}"
-                );
-            }
-            "deny" => {
-                assert_eq!(response["allowed"], false, "{name}");
-                assert_eq!(response["status"]["code"], 403, "{name}");
-                assert_eq!(response["status"]["status"], "Failure", "{name}");
-                let message = response["status"]["message"].as_str().unwrap();
-                assert!(message.starts_with("kvinject: "), "{name}: {message}");
-                assert!(response.get("patch").is_none(), "{name}");
-            }
-            other => panic!("fixture {name}: unknown prefix {other}"),
+    for (dir, path) in ROUTES {
+        for file in fixtures(dir) {
+            let name = file.file_stem().unwrap().to_str().unwrap().to_owned();
+            let request: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+            let answer = review_at(path, &request).await;
+            let response = &answer["response"];
+            check_fixture_answer(path, &name, &request, response).await;
+            let snapshot = if dir == "reviews" {
+                name.clone()
+            } else {
+                format!("{dir}-{name}")
+            };
+            insta::assert_json_snapshot!(snapshot, response);
         }
-        insta::assert_json_snapshot!(name.clone(), response);
+    }
+}
+
+async fn check_fixture_answer(path: &str, name: &str, request: &Value, response: &Value) {
+    match name.split('-').next().unwrap() {
+        "patch" => {
+            assert_eq!(path, "/mutate", "{name}: only /mutate patches");
+            assert_eq!(response["allowed"], true, "{name}");
+            let ops = response["patch"].as_array().expect(name);
+            assert!(!ops.is_empty(), "{name}");
+            assert!(
+                ops.iter().all(|op| op["op"] == "add"),
+                "{name}: only add, never remove"
+            );
+            // Reinvocation sends kvinject its own output: nothing more to do.
+            let patched = apply(&request["request"]["object"], &response["patch"]);
+            let mut again = request.clone();
+            again["request"]["object"] = patched;
+            let second = review(&again).await;
+            assert_eq!(second["response"]["allowed"], true, "{name}");
+            assert!(
+                second["response"].get("patch").is_none(),
+                "{name}: second pass patched {}",
+                second["response"]
+            );
+        }
+        "allow" | "warn" => {
+            assert_eq!(response["allowed"], true, "{name}");
+            assert!(
+                response.get("patch").is_none() && response.get("patchType").is_none(),
+                "{name}"
+            );
+            let warned = response.get("warnings").is_some();
+            if path != "/mutate" {
+                assert_eq!(warned, name.starts_with("warn"), "{name}: {response}");
+            }
+        }
+        "deny" => {
+            assert_eq!(response["allowed"], false, "{name}");
+            assert_eq!(response["status"]["code"], 403, "{name}");
+            assert_eq!(response["status"]["status"], "Failure", "{name}");
+            let message = response["status"]["message"].as_str().unwrap();
+            assert!(message.starts_with("kvinject: "), "{name}: {message}");
+            assert!(response.get("patch").is_none(), "{name}");
+        }
+        other => panic!("fixture {name}: unknown prefix {other}"),
     }
 }
 

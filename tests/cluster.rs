@@ -645,7 +645,7 @@ async fn workloads_are_validated_never_patched() {
         warnings[0]
             .as_str()
             .unwrap()
-            .contains("on the Deployment itself are ignored"),
+            .contains("on the Deployment's own metadata have no effect"),
         "{warnings}"
     );
     let unlabelled = workload_review(

@@ -979,8 +979,9 @@ fn workload_metadata_annotations_warn() {
     let warnings = kvinject::plan::workload_warnings(&deployment, "Deployment.spec.template");
     assert_eq!(warnings.len(), 1);
     assert!(
-        warnings[0]
-            .contains("kvinject.io/inject, kvinject.io/env.A on the Deployment itself are ignored"),
+        warnings[0].contains(
+            "kvinject.io/inject, kvinject.io/env.A on the Deployment's own metadata have no effect"
+        ),
         "{warnings:?}"
     );
     assert!(warnings[0].contains("Deployment.spec.template.metadata"));
