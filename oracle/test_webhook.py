@@ -75,3 +75,13 @@ def test_invalid_body_is_400_and_the_server_keeps_serving(webhook, path: pathlib
 def test_wrong_content_type_is_415(webhook):
     status, _ = webhook.post(b"{}", content_type="text/plain")
     assert status == 415
+
+
+def test_the_spc_kvinject_applies_to_a_cluster_is_valid():
+    # Written by `cargo test` (tests/cluster.rs) from the server-side apply body kvinject sent.
+    path = ROOT / "target" / "tmp" / "applied-spc.json"
+    assert path.exists(), "run `cargo test` first: it records the applied SecretProviderClass"
+    spc = json.loads(path.read_text())
+    assert spc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kvinject"
+    assert "kvinject.io/last-used" in spc["metadata"]["annotations"]
+    validate(spc)
