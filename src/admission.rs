@@ -145,6 +145,8 @@ pub struct Answer {
     pub skipped: Option<SkipReason>,
     /// Denied for an object kvinject could not find (worth a direct look-up).
     pub missing_fact: bool,
+    /// The denial's reason class, when denied.
+    pub denial_reason: Option<&'static str>,
 }
 
 impl Answer {
@@ -157,6 +159,7 @@ impl Answer {
             generated_spc: None,
             skipped: None,
             missing_fact: false,
+            denial_reason: None,
         }
     }
 
@@ -170,6 +173,7 @@ impl Answer {
         self.outcome = Outcome::Denied;
         self.generated_spc = None;
         self.missing_fact = denial.is_missing_fact();
+        self.denial_reason = Some(denial.reason());
         self
     }
 
@@ -185,6 +189,7 @@ impl Answer {
             ));
             self.outcome = Outcome::Allowed;
             self.missing_fact = false;
+            self.denial_reason = None;
         }
         self
     }
@@ -348,17 +353,12 @@ fn answer_workload(
     };
     match plan::plan_pod(template, &decoded.namespace(), facts, settings) {
         Err(denial) => {
-            let what = format!(
+            let denial = denial.reworded(format!(
                 "{} {}: {}",
                 template_name,
                 decoded.name(),
                 denial.message().trim_start_matches("kvinject: ")
-            );
-            let denial = if denial.is_missing_fact() {
-                Denial::missing(what)
-            } else {
-                Denial::new(what)
-            };
+            ));
             Ok(answer.deny(&denial))
         }
         Ok(decision) => Ok(answer.with_warnings(decision.warnings())),

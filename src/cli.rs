@@ -19,6 +19,7 @@ use crate::facts::DocumentFacts;
 use crate::inject;
 use crate::lease::LeaseLock;
 use crate::manifest::{self, Format, ManifestError};
+use crate::metrics::SharedMetrics;
 use crate::plan::Settings;
 use crate::server::{self, AppState, Limits};
 use crate::tls::{self, TlsError};
@@ -297,6 +298,8 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         }
     };
     let mut background = Vec::new();
+    let metrics = SharedMetrics::default();
+    let mut live_cluster = None;
     let state = match facts {
         Some(facts) => {
             let manifests = manifest::read(&facts)?;
@@ -320,11 +323,14 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
                 collector,
                 lease,
                 interval,
+                metrics.clone(),
                 stopped(),
             )));
+            live_cluster = Some(cluster.clone());
             AppState::live(cluster, settings, limits, gc_grace_period / 4)
         }
-    };
+    }
+    .with_metrics(metrics.clone());
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -343,7 +349,7 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let app = server::admission_router(state);
     let health = tokio::spawn(server::serve_health(
         health_listener,
-        server::health_router(readiness.clone()),
+        server::health_router(readiness.clone(), metrics, live_cluster),
         stopped(),
     ));
     let https = tokio::spawn(server::serve_tls(listener, tls, app, limits, stopped()));

@@ -71,6 +71,20 @@ impl Readiness {
         self.stopping.store(true, Ordering::Release);
     }
 
+    /// The parts that are ready.
+    pub fn synced(&self) -> Vec<&'static str> {
+        self.parts
+            .lock()
+            .map(|parts| {
+                parts
+                    .iter()
+                    .filter(|(_, ready)| **ready)
+                    .map(|(part, _)| *part)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// `Ok` when ready, else what is not.
     pub fn check(&self) -> Result<(), String> {
         if self.stopping.load(Ordering::Acquire) {
@@ -171,6 +185,20 @@ impl Cluster {
         }
     }
 
+    /// (cache name, objects in it), for metrics.
+    pub fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        let mut sizes = vec![
+            ("namespaces", self.namespaces.state().len()),
+            ("serviceaccounts", self.service_accounts.state().len()),
+            ("pods", self.pods.state().len()),
+            ("secretproviderclasses", self.spcs.state().len()),
+        ];
+        if let Some(bindings) = &self.bindings {
+            sizes.push(("azureidentitybindings", bindings.state().len()));
+        }
+        sizes
+    }
+
     /// The API client.
     pub fn client(&self) -> &Client {
         &self.client
@@ -269,13 +297,13 @@ impl Cluster {
     /// Makes sure the generated SPC exists as generated, writing it only when the cache shows it
     /// absent, different, or not marked used for `refresh`. An SPC kvinject does not own is never
     /// taken over: the core denies those before this is called, and the apply is forced only over
-    /// one the cache shows labelled as kvinject's.
+    /// one the cache shows labelled as kvinject's. Returns whether it wrote.
     pub async fn ensure_spc(
         &self,
         spc: &GeneratedSpc,
         namespace: &str,
         refresh: Duration,
-    ) -> Result<(), kube::Error> {
+    ) -> Result<bool, kube::Error> {
         let key = ObjectRef::new_with(&spc.name, spc_resource()).within(namespace);
         let cached = self.spcs.get(&key);
         let now = k8s_openapi::jiff::Timestamp::now();
@@ -289,7 +317,7 @@ impl Cluster {
             let ours =
                 cached.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE);
             if ours && used_recently && current["spec"] == spc.manifest["spec"] {
-                return Ok(());
+                return Ok(false);
             }
         }
         let mut manifest = spc.manifest.clone();
@@ -300,7 +328,7 @@ impl Cluster {
         params.force = cached.is_some();
         api.patch(&spc.name, &params, &Patch::Apply(&manifest))
             .await?;
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -17,6 +17,7 @@ use kube::core::DynamicObject;
 use crate::annotations::LAST_USED;
 use crate::cluster::{Cluster, spc_resource};
 use crate::lease::LeaseLock;
+use crate::metrics::SharedMetrics;
 
 /// The collector's state between passes.
 pub struct Collector {
@@ -111,6 +112,7 @@ pub async fn run(
     mut collector: Collector,
     lease: LeaseLock,
     interval: Duration,
+    metrics: SharedMetrics,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let tick = interval
@@ -140,7 +142,8 @@ pub async fn run(
             collector.unreferenced_since.clear();
         }
         if held && last_pass.is_none_or(|t| t.elapsed() >= interval) {
-            collector.pass().await;
+            let pass = collector.pass().await;
+            metrics.spc_deleted(pass.deleted.len() as u64);
             last_pass = Some(Instant::now());
         }
     }

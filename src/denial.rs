@@ -7,6 +7,7 @@ use std::fmt;
 pub struct Denial {
     message: String,
     missing_fact: bool,
+    reason: &'static str,
 }
 
 impl Denial {
@@ -15,6 +16,7 @@ impl Denial {
         Self {
             message: format!("kvinject: {what}"),
             missing_fact: false,
+            reason: "invalid-pod",
         }
     }
 
@@ -23,6 +25,7 @@ impl Denial {
     pub fn missing(what: impl fmt::Display) -> Self {
         Self {
             missing_fact: true,
+            reason: "missing-object",
             ..Self::new(what)
         }
     }
@@ -34,7 +37,26 @@ impl Denial {
 
     /// A denial about one annotation: `kvinject: annotation <key>: <what>`.
     pub fn annotation(key: &str, what: impl fmt::Display) -> Self {
-        Self::new(format!("annotation {key}: {what}"))
+        Self::new(format!("annotation {key}: {what}")).because("annotation")
+    }
+
+    /// The same denial with its reason class set (for metrics: a small fixed set of words).
+    pub fn because(mut self, reason: &'static str) -> Self {
+        self.reason = reason;
+        self
+    }
+
+    /// The reason class: annotation, identity, conflict, missing-object, spc-write, invalid-pod.
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+
+    /// The same denial (kind and reason) with the message `kvinject: <what>`.
+    pub fn reworded(&self, what: impl fmt::Display) -> Self {
+        Self {
+            message: format!("kvinject: {what}"),
+            ..self.clone()
+        }
     }
 
     /// The full message.

@@ -69,7 +69,7 @@ pub fn resolve(
     if let Some(id) = &account_client_id
         && !is_guid(id)
     {
-        return Err(Denial::new(format!(
+        return Err(identity_denial(format!(
             "ServiceAccount {service_account} in namespace {namespace} has annotation \
                  {WORKLOAD_IDENTITY_CLIENT_ID}: {id:?}, which is not a client ID (GUID); fix the ServiceAccount's annotation"
         )));
@@ -113,7 +113,7 @@ pub fn resolve(
         (_, account) => account,
     };
     match (selector, workload_client_id) {
-        (Some(selector), Some(client_id)) => Err(Denial::new(format!(
+        (Some(selector), Some(client_id)) => Err(identity_denial(format!(
             "pod has two Azure identities: label {AAD_POD_IDENTITY_LABEL}: {selector} (AAD Pod Identity) and \
              client ID {client_id} from ServiceAccount {service_account} (workload identity); keep exactly one: \
              remove the {AAD_POD_IDENTITY_LABEL} label, or run the pod as a ServiceAccount without \
@@ -148,7 +148,7 @@ pub fn resolve(
              <client-id> (workload identity), or label the pod {AAD_POD_IDENTITY_LABEL}: <selector> with a \
              matching AzureIdentityBinding (AAD Pod Identity, deprecated)"
         ))),
-        (None, None) => Err(Denial::new(format!(
+        (None, None) => Err(identity_denial(format!(
             "pod asks for Key Vault objects but has no Azure identity: annotate its ServiceAccount \
              {service_account} in namespace {namespace} with {WORKLOAD_IDENTITY_CLIENT_ID}: <client-id> \
              (workload identity), or label the pod {AAD_POD_IDENTITY_LABEL}: <selector> with a matching \
@@ -182,7 +182,7 @@ fn check_binding_policy(
             continue;
         };
         if !allowed.iter().any(|sa| sa == service_account) {
-            return Err(Denial::new(format!(
+            return Err(identity_denial(format!(
                 "label {AAD_POD_IDENTITY_LABEL}: {selector} claims AzureIdentityBinding {}, whose \
                  {ALLOWED_SERVICE_ACCOUNTS} is [{}], but the pod runs as ServiceAccount {service_account}; run the \
                  pod as one of those ServiceAccounts, or ask the binding's owner to add {service_account}",
@@ -192,6 +192,10 @@ fn check_binding_policy(
         }
     }
     Ok(())
+}
+
+fn identity_denial(what: impl std::fmt::Display) -> Denial {
+    Denial::new(what).because("identity")
 }
 
 /// Whether an existing SPC's identity is the pod's own.

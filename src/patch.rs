@@ -76,7 +76,7 @@ fn volume_ops(
             {
                 Ok(())
             } else {
-                Err(Denial::new(format!(
+                Err(conflict(format!(
                     "pod already has a volume named {VOLUME_NAME} that does not mount SecretProviderClass {}; \
                      kvinject owns that volume name: rename your volume",
                     wiring.spc_name
@@ -109,14 +109,14 @@ fn mount_ops(
             (true, true) => return Ok(()),
             (false, false) => continue,
             (true, false) => {
-                return Err(Denial::new(format!(
+                return Err(conflict(format!(
                     "container {} already mounts volume {VOLUME_NAME} at {path}, not at {wanted}; remove that \
                      volumeMount or set annotation {MOUNT_PATH}: {path}",
                     container.name
                 )));
             }
             (false, true) => {
-                return Err(Denial::new(format!(
+                return Err(conflict(format!(
                     "container {} already mounts volume {name} at {wanted}, where annotation {MOUNT_PATH} puts \
                      the Key Vault objects; set {MOUNT_PATH} to another directory",
                     container.name
@@ -153,7 +153,7 @@ fn env_ops(
         {
             Some(current) if same_secret_ref(current, &entry) => {}
             Some(_) => {
-                return Err(Denial::annotation(
+                return Err(conflict_on(
                     &wire.annotation,
                     format!(
                         "container {} already defines env var {}; remove it from the container or drop the annotation",
@@ -196,6 +196,14 @@ fn marker_ops(pod: &PodView<'_>, wiring: &Wiring<'_>, ops: &mut Vec<PatchOperati
             json!({ "annotations": { INJECTED: value } }),
         );
     }
+}
+
+fn conflict(what: String) -> Denial {
+    Denial::new(what).because("conflict")
+}
+
+fn conflict_on(key: &str, what: String) -> Denial {
+    Denial::annotation(key, what).because("conflict")
 }
 
 /// Two env entries that read the same Secret key (extra fields such as `optional` are the user's).

@@ -398,7 +398,8 @@ fn generate_mode(
             generated.name,
             keys::MANAGED_BY_LABEL,
             keys::MANAGED_BY_VALUE
-        )));
+        ))
+        .because("conflict"));
     }
     let env = synced
         .iter()

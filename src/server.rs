@@ -23,10 +23,16 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use axum::error_handling::HandleErrorLayer;
+use tower::{BoxError, ServiceBuilder};
+use tower_http::catch_panic::CatchPanicLayer;
+
 use crate::admission::{self, Answer, Decoded, ReviewError, Route};
 use crate::cluster::{Cluster, Readiness};
+use crate::deadlines::DeadlineIo;
 use crate::denial::Denial;
 use crate::facts::{ClusterFacts, LayeredFacts, RecordingFacts};
+use crate::metrics::SharedMetrics;
 use crate::plan::Settings;
 
 /// Largest AdmissionReview body accepted.
@@ -43,6 +49,13 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// After shutdown is asked, open connections get this long to finish.
     pub drain_timeout: Duration,
+    /// An HTTP/1.1 keep-alive connection with no request in flight is closed after this; longer
+    /// than the 90 s for which the API server reuses idle connections.
+    pub idle_timeout: Duration,
+    /// Requests handled at once; more are answered 503 at once instead of queueing.
+    pub max_in_flight: usize,
+    /// Deadline for writing the SecretProviderClass a pod needs.
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -52,6 +65,9 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(120),
+            max_in_flight: 256,
+            write_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -62,8 +78,9 @@ pub struct AppState {
     facts: Arc<dyn ClusterFacts + Send + Sync>,
     cluster: Option<Cluster>,
     settings: Arc<Settings>,
-    body_timeout: Duration,
+    limits: Limits,
     spc_refresh: Duration,
+    metrics: SharedMetrics,
 }
 
 impl AppState {
@@ -77,9 +94,21 @@ impl AppState {
             facts,
             cluster: None,
             settings: Arc::new(settings),
-            body_timeout: limits.body_timeout,
+            limits,
             spc_refresh: Duration::ZERO,
+            metrics: SharedMetrics::default(),
         }
+    }
+
+    /// The same state, counting into `metrics`.
+    pub fn with_metrics(mut self, metrics: SharedMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metrics this state counts into.
+    pub fn metrics(&self) -> SharedMetrics {
+        self.metrics.clone()
     }
 
     /// State over a live cluster: facts from its caches, missing ones looked up, generated SPCs
@@ -94,8 +123,9 @@ impl AppState {
             facts: Arc::new(cluster.clone()),
             cluster: Some(cluster),
             settings: Arc::new(settings),
-            body_timeout: limits.body_timeout,
+            limits,
             spc_refresh,
+            metrics: SharedMetrics::default(),
         }
     }
 
@@ -129,16 +159,35 @@ impl AppState {
         match &self.cluster {
             Some(_) if decoded.request.dry_run => {}
             Some(cluster) => {
-                if let Err(error) = cluster.ensure_spc(&spc, &namespace, self.spc_refresh).await {
-                    let reason = match &error {
-                        kube::Error::Api(status) => status.message.clone(),
-                        other => other.to_string(),
-                    };
-                    answer = answer.deny(&Denial::new(format!(
-                        "could not write SecretProviderClass {} in namespace {namespace}: {reason}; the pod \
-                         cannot start without it, so it is not admitted: retry, or check kvinject's RBAC",
-                        spc.name
-                    )));
+                let written = tokio::time::timeout(
+                    self.limits.write_timeout,
+                    cluster.ensure_spc(&spc, &namespace, self.spc_refresh),
+                )
+                .await;
+                let failure = match written {
+                    Ok(Ok(applied)) => {
+                        if applied {
+                            self.metrics.spc_apply(true);
+                        }
+                        None
+                    }
+                    Ok(Err(kube::Error::Api(status))) => Some(status.message),
+                    Ok(Err(other)) => Some(other.to_string()),
+                    Err(_) => Some(format!(
+                        "no answer from the API server within {:?}",
+                        self.limits.write_timeout
+                    )),
+                };
+                if let Some(reason) = failure {
+                    self.metrics.spc_apply(false);
+                    answer = answer.deny(
+                        &Denial::new(format!(
+                            "could not write SecretProviderClass {} in namespace {namespace}: {reason}; the pod \
+                             cannot start without it, so it is not admitted: retry, or check kvinject's RBAC",
+                            spc.name
+                        ))
+                        .because("spc-write"),
+                    );
                 }
             }
             None => {
@@ -155,9 +204,11 @@ impl AppState {
     }
 }
 
-/// The HTTPS router: `POST /mutate`, `/validate-workloads`, `/validate-pod-identity`.
+/// The HTTPS router: `POST /mutate`, `/validate-workloads`, `/validate-pod-identity`, hardened.
 pub fn admission_router(state: AppState) -> Router {
-    Router::new()
+    let metrics = state.metrics.clone();
+    let max_in_flight = state.limits.max_in_flight;
+    let router = Router::new()
         .route("/mutate", post(|s, h, b| handle(Route::Mutate, s, h, b)))
         .route(
             "/validate-workloads",
@@ -167,13 +218,73 @@ pub fn admission_router(state: AppState) -> Router {
             "/validate-pod-identity",
             post(|s, h, b| handle(Route::ValidatePodIdentity, s, h, b)),
         )
-        .with_state(state)
+        .with_state(state);
+    harden(router, metrics, max_in_flight)
 }
 
-/// The health router: `GET /healthz` (alive) and `GET /readyz` (serving admissions: listener up
-/// and every cache synced; otherwise 503 saying what is missing).
-pub fn health_router(readiness: Arc<Readiness>) -> Router {
+/// Wraps a router so that a panicking handler answers 500 for its request only (and is
+/// counted), and requests beyond `max_in_flight` are answered 503 at once instead of queueing.
+pub fn harden(router: Router, metrics: SharedMetrics, max_in_flight: usize) -> Router {
+    let on_panic = metrics.clone();
+    let on_overload = metrics;
+    router.layer(
+        ServiceBuilder::new()
+            .layer(CatchPanicLayer::custom(
+                move |_panic: Box<dyn std::any::Any + Send>| {
+                    on_panic.panic();
+                    tracing::error!("request handler panicked");
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "kvinject: internal error\n",
+                    )
+                        .into_response()
+                },
+            ))
+            .layer(HandleErrorLayer::new(move |_: BoxError| {
+                let metrics = on_overload.clone();
+                async move {
+                    metrics.rejected(503);
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "kvinject: overloaded, retry\n",
+                    )
+                }
+            }))
+            .load_shed()
+            .concurrency_limit(max_in_flight.max(1)),
+    )
+}
+
+/// The health router: `GET /healthz` (alive), `GET /readyz` (serving admissions: listener up and
+/// every cache synced; otherwise 503 saying what is missing) and `GET /metrics`.
+pub fn health_router(
+    readiness: Arc<Readiness>,
+    metrics: SharedMetrics,
+    cluster: Option<Cluster>,
+) -> Router {
+    let scrape_readiness = readiness.clone();
     Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                if let Some(cluster) = &cluster {
+                    let synced = scrape_readiness.synced();
+                    for (cache, objects) in cluster.cache_sizes() {
+                        metrics.cache(cache, synced.contains(&cache), objects);
+                    }
+                }
+                let body = metrics.render();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        body,
+                    )
+                }
+            }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
@@ -238,6 +349,23 @@ async fn handle(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    let metrics = state.metrics.clone();
+    match answer_http(route, state, headers, body).await {
+        Ok(response) => response,
+        Err(error) => {
+            let response = error.into_response();
+            metrics.rejected(response.status().as_u16());
+            response
+        }
+    }
+}
+
+async fn answer_http(
+    route: Route,
+    state: AppState,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, HttpError> {
     let started = Instant::now();
     check_content_type(&headers)?;
@@ -248,9 +376,19 @@ async fn handle(
     if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
         return Err(HttpError::PayloadTooLarge);
     }
-    let body = read_body(body, state.body_timeout).await?;
+    let body = read_body(body, state.limits.body_timeout).await?;
     let decoded = admission::decode(&body)?;
     let answer = state.answer(route, &decoded).await?;
+    let kind = &decoded.request.kind.kind;
+    state.metrics.admission(
+        route.as_str(),
+        kind,
+        answer.outcome.as_str(),
+        started.elapsed().as_secs_f64(),
+    );
+    if let Some(reason) = answer.denial_reason {
+        state.metrics.denial(route.as_str(), reason);
+    }
     tracing::info!(
         route = route.as_str(),
         kind = %decoded.request.kind.kind,
@@ -304,11 +442,14 @@ pub async fn serve_tls(
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's header timeout would also close idle keep-alive connections; DeadlineIo does both
+    // jobs apart (see `deadlines`).
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
+    let request_deadline = limits.header_timeout + limits.body_timeout;
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
@@ -336,8 +477,19 @@ pub async fn serve_tls(
                 Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
+            let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            // HTTP/2 multiplexes and pings; its idle handling is the protocol's own.
+            let (idle, request) = if http2 {
+                (
+                    Duration::from_secs(24 * 3600),
+                    Duration::from_secs(24 * 3600),
+                )
+            } else {
+                (limits.idle_timeout, request_deadline)
+            };
+            let io = DeadlineIo::new(tls, idle, request);
             let connection = builder
-                .serve_connection(TokioIo::new(tls), service)
+                .serve_connection(TokioIo::new(io), service)
                 .into_owned();
             if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");

@@ -97,7 +97,7 @@ async fn readiness_waits_for_every_cache_and_says_which() {
     let _cluster =
         Cluster::start(api.client(), readiness.clone(), Duration::from_millis(500)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let health = server::health_router(readiness.clone());
+    let health = server::health_router(readiness.clone(), Default::default(), None);
     let response = health
         .clone()
         .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())

@@ -242,6 +242,7 @@ fn short_limits() -> Limits {
         header_timeout: Duration::from_millis(500),
         body_timeout: Duration::from_millis(500),
         drain_timeout: Duration::from_secs(1),
+        ..Limits::default()
     }
 }
 

@@ -1,0 +1,248 @@
+//! Prometheus metrics, served as text on the health port's `/metrics`.
+//!
+//! Label values come from small fixed sets (routes, outcomes, reasons, known kinds), never from
+//! request content such as pod names, so cardinality stays bounded whatever clients send.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Kinds kvinject is registered for; anything else is counted as `other`.
+const KNOWN_KINDS: [&str; 7] = [
+    "Pod",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+    "CronJob",
+];
+
+/// Labels of an admission.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    /// Webhook path name.
+    pub route: String,
+    /// Object kind (bounded to the known kinds).
+    pub kind: String,
+    /// patched, allowed, denied or invalid.
+    pub outcome: String,
+}
+
+/// Labels of a denial.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DenialLabels {
+    /// Webhook path name.
+    pub route: String,
+    /// The denial's reason class.
+    pub reason: String,
+}
+
+/// One label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Label {
+    /// Its value.
+    pub value: String,
+}
+
+/// A cache's labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// Cache name.
+    pub cache: String,
+}
+
+/// Every metric kvinject exports.
+pub struct Metrics {
+    registry: Registry,
+    admissions: Family<AdmissionLabels, Counter>,
+    denials: Family<DenialLabels, Counter>,
+    duration: Family<Vec<(String, String)>, Histogram>,
+    rejected: Family<Vec<(String, String)>, Counter>,
+    panics: Counter,
+    spc_applies: Family<Vec<(String, String)>, Counter>,
+    spc_deletions: Counter,
+    cache_synced: Family<CacheLabels, Gauge>,
+    cache_objects: Family<CacheLabels, Gauge>,
+    verifications: Family<Vec<(String, String)>, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kvinject");
+        let admissions = Family::<AdmissionLabels, Counter>::default();
+        registry.register(
+            "admissions",
+            "Admission requests answered, by route, kind and outcome",
+            admissions.clone(),
+        );
+        let denials = Family::<DenialLabels, Counter>::default();
+        registry.register(
+            "denials",
+            "Admission denials, by route and reason",
+            denials.clone(),
+        );
+        let duration = Family::<Vec<(String, String)>, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0,
+            ])
+        });
+        registry.register(
+            "admission_duration_seconds",
+            "Time from the request's arrival to its answer, by route",
+            duration.clone(),
+        );
+        let rejected = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "http_rejected",
+            "Requests refused before the core, by HTTP status",
+            rejected.clone(),
+        );
+        let panics = Counter::default();
+        registry.register(
+            "handler_panics",
+            "Request handlers that panicked (answered 500)",
+            panics.clone(),
+        );
+        let spc_applies = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "spc_applies",
+            "SecretProviderClass server-side applies, by result",
+            spc_applies.clone(),
+        );
+        let spc_deletions = Counter::default();
+        registry.register(
+            "spc_gc_deletions",
+            "Generated SecretProviderClasses deleted by the collector",
+            spc_deletions.clone(),
+        );
+        let cache_synced = Family::<CacheLabels, Gauge>::default();
+        registry.register(
+            "cache_synced",
+            "1 when the watch cache has synced",
+            cache_synced.clone(),
+        );
+        let cache_objects = Family::<CacheLabels, Gauge>::default();
+        registry.register(
+            "cache_objects",
+            "Objects in the watch cache",
+            cache_objects.clone(),
+        );
+        let verifications = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "keyvault_verifications",
+            "Key Vault object verifications, by result",
+            verifications.clone(),
+        );
+        Self {
+            registry,
+            admissions,
+            denials,
+            duration,
+            rejected,
+            panics,
+            spc_applies,
+            spc_deletions,
+            cache_synced,
+            cache_objects,
+            verifications,
+        }
+    }
+
+    /// Counts an answered admission.
+    pub fn admission(&self, route: &str, kind: &str, outcome: &str, seconds: f64) {
+        let kind = if KNOWN_KINDS.contains(&kind) {
+            kind
+        } else {
+            "other"
+        };
+        self.admissions
+            .get_or_create(&AdmissionLabels {
+                route: route.to_owned(),
+                kind: kind.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&vec![("route".into(), route.to_owned())])
+            .observe(seconds);
+    }
+
+    /// Counts a denial.
+    pub fn denial(&self, route: &str, reason: &str) {
+        self.denials
+            .get_or_create(&DenialLabels {
+                route: route.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a request refused at the HTTP level.
+    pub fn rejected(&self, status: u16) {
+        self.rejected
+            .get_or_create(&vec![("status".into(), status.to_string())])
+            .inc();
+    }
+
+    /// Counts a handler panic.
+    pub fn panic(&self) {
+        self.panics.inc();
+    }
+
+    /// Counts an SPC apply.
+    pub fn spc_apply(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.spc_applies
+            .get_or_create(&vec![("result".into(), result.into())])
+            .inc();
+    }
+
+    /// Counts SPC deletions.
+    pub fn spc_deleted(&self, count: u64) {
+        self.spc_deletions.inc_by(count);
+    }
+
+    /// Counts a Key Vault verification result (`ok`, `missing`, `disabled`, ..., `unverified`).
+    pub fn verification(&self, result: &str) {
+        self.verifications
+            .get_or_create(&vec![("result".into(), result.to_owned())])
+            .inc();
+    }
+
+    /// Records a cache's state (read at scrape time).
+    pub fn cache(&self, cache: &str, synced: bool, objects: usize) {
+        let labels = CacheLabels {
+            cache: cache.to_owned(),
+        };
+        self.cache_synced
+            .get_or_create(&labels)
+            .set(i64::from(synced));
+        self.cache_objects
+            .get_or_create(&labels)
+            .set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Shared metrics handle.
+pub type SharedMetrics = Arc<Metrics>;
