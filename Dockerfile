@@ -1,0 +1,25 @@
+# syntax=docker/dockerfile:1
+# kvinject's image: one static binary on a distroless base. No shell, no package manager, runs as
+# a non-root user and writes nothing to its root filesystem (the chart mounts it read-only).
+
+# Build stage: glibc is linked in (crt-static), so the binary needs no shared library at run time.
+# --target keeps RUSTFLAGS off build scripts and proc-macros, which must stay dynamic.
+FROM rust:1.95-bookworm AS builder
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release --locked --target x86_64-unknown-linux-gnu \
+    && cp target/x86_64-unknown-linux-gnu/release/kvinject /kvinject
+
+# Run stage: CA certificates, /etc/passwd with the nonroot user, nothing else.
+FROM gcr.io/distroless/static-debian12:nonroot
+LABEL org.opencontainers.image.title="kvinject" \
+      org.opencontainers.image.description="Admission webhook that injects Azure Key Vault objects into pods through the Secrets Store CSI driver" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=builder /kvinject /kvinject
+USER 65532:65532
+# HTTPS admission (8443) and plain-HTTP health and metrics (8080).
+EXPOSE 8443 8080
+ENTRYPOINT ["/kvinject"]
