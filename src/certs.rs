@@ -9,7 +9,7 @@ use std::path::Path;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -52,24 +52,61 @@ pub fn subject_alt_names(service: &str, namespace: &str) -> Vec<String> {
     ]
 }
 
-/// Makes a CA (valid `ca_days`) and a serving certificate for the Service (valid `cert_days`).
-pub fn generate(
+/// A CA certificate and its private key, PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaPair {
+    /// The CA certificate.
+    pub cert_pem: String,
+    /// Its private key (PKCS#8).
+    pub key_pem: String,
+}
+
+/// A validity period.
+#[derive(Debug, Clone, Copy)]
+pub struct Validity {
+    /// Start.
+    pub not_before: OffsetDateTime,
+    /// End.
+    pub not_after: OffsetDateTime,
+}
+
+impl Validity {
+    /// From five minutes ago (clock skew) for `days`.
+    pub fn days(days: i64) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            not_before: now - Duration::minutes(5),
+            not_after: now + Duration::days(days),
+        }
+    }
+}
+
+/// Makes a CA for the webhook of `service` in `namespace`.
+pub fn new_ca(service: &str, namespace: &str, validity: Validity) -> Result<CaPair, CertError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = name(&format!("kvinject CA for {service}.{namespace}"));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = validity.not_before;
+    params.not_after = validity.not_after;
+    let key = KeyPair::generate()?;
+    let ca = CertifiedIssuer::self_signed(params, key)?;
+    Ok(CaPair {
+        cert_pem: ca.pem(),
+        key_pem: ca.key().serialize_pem(),
+    })
+}
+
+/// Issues a serving certificate for the Service's DNS names, signed by `ca`; returns the
+/// certificate and key, PEM.
+pub fn issue(
+    ca: &CaPair,
     service: &str,
     namespace: &str,
-    ca_days: i64,
-    cert_days: i64,
-) -> Result<WebhookCerts, CertError> {
-    let now = OffsetDateTime::now_utc();
-    let backdate = now - Duration::minutes(5);
-
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name = name(&format!("kvinject CA for {service}.{namespace}"));
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params.not_before = backdate;
-    ca_params.not_after = now + Duration::days(ca_days);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
-
+    validity: Validity,
+) -> Result<(String, String), CertError> {
+    let ca_key = KeyPair::from_pem(&ca.key_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
     let mut params = CertificateParams::new(subject_alt_names(service, namespace))?;
     params.distinguished_name = name(&format!("{service}.{namespace}.svc"));
     params.key_usages = vec![
@@ -78,15 +115,26 @@ pub fn generate(
     ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
-    params.not_before = backdate;
-    params.not_after = now + Duration::days(cert_days);
+    params.not_before = validity.not_before;
+    params.not_after = validity.not_after;
     let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &ca)?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
 
+/// Makes a CA (valid `ca_days`) and a serving certificate for the Service (valid `cert_days`).
+pub fn generate(
+    service: &str,
+    namespace: &str,
+    ca_days: i64,
+    cert_days: i64,
+) -> Result<WebhookCerts, CertError> {
+    let ca = new_ca(service, namespace, Validity::days(ca_days))?;
+    let (cert_pem, key_pem) = issue(&ca, service, namespace, Validity::days(cert_days))?;
     Ok(WebhookCerts {
-        ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
+        ca_pem: ca.cert_pem,
+        cert_pem,
+        key_pem,
     })
 }
 

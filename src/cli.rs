@@ -21,8 +21,9 @@ use crate::lease::LeaseLock;
 use crate::manifest::{self, Format, ManifestError};
 use crate::metrics::SharedMetrics;
 use crate::plan::Settings;
+use crate::self_managed::SelfManaged;
 use crate::server::{self, AppState, Limits};
-use crate::tls::{self, TlsError};
+use crate::tls::{self, CertStore, ServingCert, TlsError};
 
 /// kvinject: Azure Key Vault objects for Kubernetes pods, through the Secrets Store CSI driver.
 #[derive(Debug, Parser)]
@@ -52,7 +53,7 @@ pub enum Command {
     /// SecretProviderClasses they need.
     Inject(InjectArgs),
     /// Run the HTTPS admission webhook.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a CA and a serving certificate for the webhook Service.
     Certs(CertsArgs),
 }
@@ -102,12 +103,39 @@ pub struct InjectArgs {
 /// `kvinject serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// PEM certificate chain served on the HTTPS port.
-    #[arg(long, env = "KVINJECT_TLS_CERT_FILE")]
-    pub tls_cert_file: PathBuf,
+    /// PEM certificate chain served on the HTTPS port; re-read when it changes.
+    #[arg(
+        long,
+        env = "KVINJECT_TLS_CERT_FILE",
+        required_unless_present = "self_managed_certs"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
     /// PEM private key of that certificate.
-    #[arg(long, env = "KVINJECT_TLS_KEY_FILE")]
-    pub tls_key_file: PathBuf,
+    #[arg(
+        long,
+        env = "KVINJECT_TLS_KEY_FILE",
+        required_unless_present = "self_managed_certs"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+    /// How often the certificate files are checked for a change.
+    #[arg(long, env = "KVINJECT_CERT_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub cert_reload_interval: Duration,
+    /// kvinject makes, stores, publishes (caBundle) and renews its own certificates.
+    #[arg(long, env = "KVINJECT_SELF_MANAGED_CERTS", conflicts_with_all = ["tls_cert_file", "tls_key_file", "facts"])]
+    pub self_managed_certs: bool,
+    /// Self-managed: the Secret in kvinject's namespace that holds the certificates.
+    #[arg(long, env = "KVINJECT_TLS_SECRET_NAME", default_value = "kvinject-tls")]
+    pub tls_secret_name: String,
+    /// Self-managed: the Mutating- and ValidatingWebhookConfiguration whose caBundle to keep current.
+    #[arg(
+        long,
+        env = "KVINJECT_WEBHOOK_CONFIGURATION",
+        default_value = "kvinject"
+    )]
+    pub webhook_configuration: String,
+    /// Self-managed: the Service the API server calls (the certificate's DNS names).
+    #[arg(long, env = "KVINJECT_SERVICE_NAME", default_value = "kvinject")]
+    pub service_name: String,
     /// HTTPS address for `POST /mutate`.
     #[arg(long, env = "KVINJECT_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
@@ -170,6 +198,9 @@ pub enum CliError {
     /// A serving certificate that cannot be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// Self-managed certificates that cannot be set up.
+    #[error("self-managed certificates: {0}")]
+    SelfManaged(#[from] crate::self_managed::SelfManagedError),
     /// No way to reach the API server.
     #[error(
         "cannot reach the cluster: {0}; run inside a cluster, pass --kubeconfig, or use --facts FILE for offline facts"
@@ -207,6 +238,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match command {
         Command::Inject(args) => run_inject(args),
         Command::Serve(args) => {
+            let args = *args;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -275,6 +307,11 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let ServeArgs {
         tls_cert_file,
         tls_key_file,
+        cert_reload_interval,
+        self_managed_certs,
+        tls_secret_name,
+        webhook_configuration,
+        service_name,
         listen,
         health_listen,
         facts,
@@ -285,7 +322,6 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         core,
     } = args;
     let own_namespace = core.kvinject_namespace.clone();
-    let tls = tls::server_config(&tls_cert_file, &tls_key_file)?;
     let settings = core.settings();
     let limits = Limits::default();
     let readiness = Arc::new(Readiness::default());
@@ -298,6 +334,43 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         }
     };
     let mut background = Vec::new();
+    let client = match (&facts, self_managed_certs) {
+        (Some(_), false) => None,
+        _ => Some(kube_client(kubeconfig).await?),
+    };
+    let store = match (&client, tls_cert_file, tls_key_file) {
+        (Some(client), _, _) if self_managed_certs => {
+            let manager = SelfManaged::new(
+                client.clone(),
+                &own_namespace,
+                &tls_secret_name,
+                &webhook_configuration,
+                &service_name,
+                &pod_name,
+            );
+            let store = CertStore::new(manager.bootstrap(Duration::from_secs(60)).await?);
+            background.push(tokio::spawn(manager.run(
+                store.clone(),
+                Duration::from_secs(60),
+                stopped(),
+            )));
+            store
+        }
+        (_, Some(cert_file), Some(key_file)) => {
+            let store = CertStore::new(ServingCert::from_files(&cert_file, &key_file)?);
+            background.push(tokio::spawn(tls::watch_files(
+                store.clone(),
+                cert_file,
+                key_file,
+                cert_reload_interval,
+                stopped(),
+            )));
+            store
+        }
+        _ => unreachable!("clap requires the certificate files unless --self-managed-certs"),
+    };
+    readiness.watch_certificate(store.clone());
+    let tls = tls::server_config_with(store)?;
     let metrics = SharedMetrics::default();
     let mut live_cluster = None;
     let state = match facts {
@@ -307,7 +380,7 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             AppState::new(Arc::new(facts), settings, limits)
         }
         None => {
-            let client = kube_client(kubeconfig).await?;
+            let client = client.expect("a client exists without --facts");
             let cluster = Cluster::start(client.clone(), readiness.clone(), lookup_timeout).await;
             let lease = LeaseLock::new(
                 client,
@@ -347,10 +420,14 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         "serving"
     );
     let app = server::admission_router(state);
+    // The health port outlives the drain, answering /readyz 503 while connections finish.
+    let (health_stop, health_stopped) = tokio::sync::oneshot::channel::<()>();
     let health = tokio::spawn(server::serve_health(
         health_listener,
         server::health_router(readiness.clone(), metrics, live_cluster),
-        stopped(),
+        async {
+            let _ = health_stopped.await;
+        },
     ));
     let https = tokio::spawn(server::serve_tls(listener, tls, app, limits, stopped()));
     readiness.set_ready("https");
@@ -359,6 +436,7 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     readiness.stop();
     let _ = stop_tx.send(true);
     let _ = https.await;
+    let _ = health_stop.send(());
     let _ = health.await;
     for task in background {
         let _ = task.await;

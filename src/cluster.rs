@@ -27,6 +27,7 @@ use crate::facts::{
     SpcFacts, spc_facts,
 };
 use crate::spc::GeneratedSpc;
+use crate::tls::CertStore;
 
 /// The SecretProviderClass API.
 pub fn spc_resource() -> ApiResource {
@@ -44,11 +45,13 @@ pub fn binding_resource() -> ApiResource {
     )
 }
 
-/// Which caches have synced, and whether the HTTPS listener serves; `/readyz` reads it.
+/// Which caches have synced, whether the HTTPS listener serves and its certificate is valid;
+/// `/readyz` reads it.
 #[derive(Debug, Default)]
 pub struct Readiness {
     parts: std::sync::Mutex<BTreeMap<&'static str, bool>>,
     stopping: AtomicBool,
+    certs: std::sync::OnceLock<Arc<CertStore>>,
 }
 
 impl Readiness {
@@ -64,6 +67,18 @@ impl Readiness {
         if let Ok(mut parts) = self.parts.lock() {
             parts.insert(part, true);
         }
+    }
+
+    /// Also watch the serving certificate: an expired one makes kvinject unready.
+    pub fn watch_certificate(&self, store: Arc<CertStore>) {
+        let _ = self.certs.set(store);
+    }
+
+    /// A problem worth reporting while ready (a refused certificate replacement).
+    pub fn note(&self) -> Option<String> {
+        self.certs
+            .get()
+            .and_then(|store| store.health().ok().flatten())
     }
 
     /// From now on, never ready (shutting down).
@@ -89,6 +104,9 @@ impl Readiness {
     pub fn check(&self) -> Result<(), String> {
         if self.stopping.load(Ordering::Acquire) {
             return Err("shutting down".into());
+        }
+        if let Some(store) = self.certs.get() {
+            store.health()?;
         }
         let parts = self
             .parts

@@ -22,6 +22,7 @@ pub mod patch;
 pub mod plan;
 pub mod pod;
 pub mod reference;
+pub mod self_managed;
 pub mod server;
 pub mod spc;
 pub mod tls;

@@ -290,10 +290,12 @@ pub fn health_router(
             "/readyz",
             get(move || {
                 let state = readiness.check();
+                let note = readiness.note();
                 async move {
-                    match state {
-                        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-                        Err(reason) => (
+                    match (state, note) {
+                        (Ok(()), None) => (StatusCode::OK, "ready\n".to_owned()),
+                        (Ok(()), Some(note)) => (StatusCode::OK, format!("ready; {note}\n")),
+                        (Err(reason), _) => (
                             StatusCode::SERVICE_UNAVAILABLE,
                             format!("not ready: {reason}\n"),
                         ),

@@ -47,7 +47,28 @@ struct Resource {
     namespaced: bool,
 }
 
-const RESOURCES: [Resource; 6] = [
+const RESOURCES: [Resource; 9] = [
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        kind: "Secret",
+        namespaced: true,
+    },
+    Resource {
+        group: "admissionregistration.k8s.io",
+        version: "v1",
+        plural: "mutatingwebhookconfigurations",
+        kind: "MutatingWebhookConfiguration",
+        namespaced: false,
+    },
+    Resource {
+        group: "admissionregistration.k8s.io",
+        version: "v1",
+        plural: "validatingwebhookconfigurations",
+        kind: "ValidatingWebhookConfiguration",
+        namespaced: false,
+    },
     Resource {
         group: "",
         version: "v1",
@@ -341,7 +362,7 @@ fn parse_path(path: &str) -> Option<(Resource, Option<String>, Option<String>)> 
             Some((*name).to_owned()),
         )),
         [plural] => Some((find(plural)?, None, None)),
-        [plural, name] if *plural == "namespaces" => {
+        [plural, name] if find(plural).is_some_and(|r| !r.namespaced) => {
             Some((find(plural)?, None, Some((*name).to_owned())))
         }
         _ => None,
@@ -736,6 +757,9 @@ fn apply(
     content_type: &str,
     body: &[u8],
 ) -> Response {
+    if content_type == "application/strategic-merge-patch+json" {
+        return strategic_merge(server, resource, namespace, name, body);
+    }
     if content_type != "application/apply-patch+yaml" {
         return status(
             415,
@@ -775,4 +799,49 @@ fn apply(
     }
     server.store(object, manager, true);
     ok(StatusCode::OK, &server.inner.lock().unwrap().objects[&key])
+}
+
+/// A strategic merge patch, for what kvinject sends: `webhooks` merged by `name`, objects merged
+/// recursively, everything else replaced.
+fn strategic_merge(
+    server: &ApiServer,
+    resource: &Resource,
+    namespace: String,
+    name: String,
+    body: &[u8],
+) -> Response {
+    let patch: Value = serde_json::from_slice(body).unwrap();
+    let key = (resource.plural.to_owned(), namespace, name);
+    let Some(mut object) = server.inner.lock().unwrap().objects.get(&key).cloned() else {
+        return status(404, "NotFound", "not found");
+    };
+    merge(&mut object, &patch);
+    server.store(object, "kubectl-patch", true);
+    ok(StatusCode::OK, &server.inner.lock().unwrap().objects[&key])
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                match (key.as_str(), target.get_mut(key), value) {
+                    ("webhooks", Some(Value::Array(items)), Value::Array(changes)) => {
+                        for change in changes {
+                            match items.iter_mut().find(|i| i["name"] == change["name"]) {
+                                Some(item) => merge(item, change),
+                                None => items.push(change.clone()),
+                            }
+                        }
+                    }
+                    (_, Some(existing), _) if existing.is_object() && value.is_object() => {
+                        merge(existing, value)
+                    }
+                    _ => {
+                        target.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (target, patch) => *target = patch.clone(),
+    }
 }
