@@ -158,6 +158,10 @@ pub struct ServeArgs {
     /// (e.g. 90s, 10m, 1h).
     #[arg(long, env = "KVINJECT_GC_GRACE_PERIOD", default_value = "10m", value_parser = parse_duration)]
     pub gc_grace_period: Duration,
+    /// After SIGTERM, how long kvinject keeps accepting requests while answering /readyz 503,
+    /// so the Service stops sending it traffic before it stops listening.
+    #[arg(long, env = "KVINJECT_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
     /// Deadline for the direct look-ups of one admission (objects too new for the caches).
     #[arg(long, env = "KVINJECT_LOOKUP_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub lookup_timeout: Duration,
@@ -318,6 +322,7 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         kubeconfig,
         pod_name,
         gc_grace_period,
+        shutdown_delay,
         lookup_timeout,
         core,
     } = args;
@@ -432,8 +437,10 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let https = tokio::spawn(server::serve_tls(listener, tls, app, limits, stopped()));
     readiness.set_ready("https");
     shutdown_signal().await;
-    tracing::info!("shutting down: not ready, draining connections");
+    tracing::info!(delay = ?shutdown_delay, "shutting down: not ready; still serving until the endpoints update");
     readiness.stop();
+    tokio::time::sleep(shutdown_delay).await;
+    tracing::info!("draining connections");
     let _ = stop_tx.send(true);
     let _ = https.await;
     let _ = health_stop.send(());

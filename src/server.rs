@@ -227,6 +227,9 @@ pub fn admission_router(state: AppState) -> Router {
 pub fn harden(router: Router, metrics: SharedMetrics, max_in_flight: usize) -> Router {
     let on_panic = metrics.clone();
     let on_overload = metrics;
+    // Turning handlers into routes first means the layers below are built once and shared by
+    // every request (a handler left boxed would get its own concurrency limit per request).
+    let router: Router = router.with_state(());
     router.layer(
         ServiceBuilder::new()
             .layer(CatchPanicLayer::custom(

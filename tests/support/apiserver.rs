@@ -141,6 +141,7 @@ struct Inner {
     history: Vec<Event>,
     requests: Vec<Recorded>,
     failures: Vec<(String, String, u16, String)>,
+    delays: Vec<(String, String, Duration)>,
     bindings_api: bool,
 }
 
@@ -171,6 +172,7 @@ impl ApiServer {
                 history: Vec::new(),
                 requests: Vec::new(),
                 failures: Vec::new(),
+                delays: Vec::new(),
                 bindings_api: true,
             })),
             events,
@@ -254,6 +256,15 @@ impl ApiServer {
             code,
             message.into(),
         ));
+    }
+
+    /// The next `method` request on `plural` is answered only after `delay` (a slow API server).
+    pub fn delay_next(&self, method: &str, plural: &str, delay: Duration) {
+        self.inner
+            .lock()
+            .unwrap()
+            .delays
+            .push((method.into(), plural.into(), delay));
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -464,6 +475,17 @@ async fn dispatch(State(server): State<ApiServer>, request: Request) -> Response
             "NotFound",
             "the server could not find the requested resource",
         );
+    }
+    let delay = {
+        let mut inner = server.inner.lock().unwrap();
+        let i = inner
+            .delays
+            .iter()
+            .position(|(m, p, _)| *m == parts.method.as_str() && p == resource.plural);
+        i.map(|i| inner.delays.remove(i).2)
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
     }
     {
         let mut inner = server.inner.lock().unwrap();
