@@ -147,6 +147,8 @@ pub struct Answer {
     pub missing_fact: bool,
     /// The denial's reason class, when denied.
     pub denial_reason: Option<&'static str>,
+    /// The vault and the object references of an admitted pod in generate mode, to verify.
+    pub objects: Option<crate::plan::PodObjects>,
 }
 
 impl Answer {
@@ -160,6 +162,7 @@ impl Answer {
             skipped: None,
             missing_fact: false,
             denial_reason: None,
+            objects: None,
         }
     }
 
@@ -172,6 +175,7 @@ impl Answer {
         self.response.warnings = warnings;
         self.outcome = Outcome::Denied;
         self.generated_spc = None;
+        self.objects = None;
         self.missing_fact = denial.is_missing_fact();
         self.denial_reason = Some(denial.reason());
         self
@@ -316,6 +320,7 @@ fn answer_pod_create(
                 answer.outcome = Outcome::Patched;
             }
             answer.generated_spc = plan.generated_spc;
+            answer.objects = plan.objects;
         }
     }
     Ok(answer)

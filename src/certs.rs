@@ -105,10 +105,21 @@ pub fn issue(
     namespace: &str,
     validity: Validity,
 ) -> Result<(String, String), CertError> {
+    let names = subject_alt_names(service, namespace);
+    issue_for(ca, &names, &format!("{service}.{namespace}.svc"), validity)
+}
+
+/// Issues a serving certificate for `names` (DNS names or IP addresses), signed by `ca`.
+pub fn issue_for(
+    ca: &CaPair,
+    names: &[String],
+    common_name: &str,
+    validity: Validity,
+) -> Result<(String, String), CertError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
-    let mut params = CertificateParams::new(subject_alt_names(service, namespace))?;
-    params.distinguished_name = name(&format!("{service}.{namespace}.svc"));
+    let mut params = CertificateParams::new(names.to_vec())?;
+    params.distinguished_name = name(common_name);
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,

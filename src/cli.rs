@@ -17,6 +17,7 @@ use crate::cluster::{Cluster, Readiness};
 use crate::collector::{self, Collector};
 use crate::facts::DocumentFacts;
 use crate::inject;
+use crate::keyvault::{Verifier, VerifierSettings, VerifyMode};
 use crate::lease::LeaseLock;
 use crate::manifest::{self, Format, ManifestError};
 use crate::metrics::SharedMetrics;
@@ -83,6 +84,57 @@ impl CoreArgs {
     }
 }
 
+/// Flags of Key Vault object verification.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// Check that referenced objects exist, are enabled and valid: off, warn or deny (default:
+    /// warn for `serve` in a cluster; off for `serve --facts` and for `inject`).
+    #[arg(long, env = "KVINJECT_VERIFY_OBJECTS", value_enum)]
+    pub verify_objects: Option<VerifyMode>,
+    /// Deadline for all the checks of one pod.
+    #[arg(long, env = "KVINJECT_VERIFY_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub verify_timeout: Duration,
+    /// How long a good answer is cached.
+    #[arg(long, env = "KVINJECT_VERIFY_CACHE_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub verify_cache_ttl: Duration,
+    /// How long a bad answer (or no answer) is cached.
+    #[arg(long, env = "KVINJECT_VERIFY_NEGATIVE_CACHE_TTL", default_value = "1m", value_parser = parse_duration)]
+    pub verify_negative_cache_ttl: Duration,
+    /// Requests in flight per vault.
+    #[arg(long, env = "KVINJECT_VERIFY_MAX_IN_FLIGHT", default_value_t = 8)]
+    pub verify_max_in_flight: usize,
+    /// DNS suffix of Key Vaults (sovereign clouds: e.g. vault.azure.cn, vault.usgovcloudapi.net).
+    #[arg(
+        long,
+        env = "KVINJECT_VAULT_DNS_SUFFIX",
+        default_value = "vault.azure.net"
+    )]
+    pub vault_dns_suffix: String,
+}
+
+impl VerifyArgs {
+    fn settings(self) -> (Option<VerifyMode>, VerifierSettings) {
+        let Self {
+            verify_objects,
+            verify_timeout,
+            verify_cache_ttl,
+            verify_negative_cache_ttl,
+            verify_max_in_flight,
+            vault_dns_suffix,
+        } = self;
+        (
+            verify_objects,
+            VerifierSettings {
+                dns_suffix: vault_dns_suffix,
+                positive_ttl: verify_cache_ttl,
+                negative_ttl: verify_negative_cache_ttl,
+                max_in_flight_per_vault: verify_max_in_flight,
+                deadline: verify_timeout,
+            },
+        )
+    }
+}
+
 /// `kvinject inject`.
 #[derive(Debug, Args)]
 pub struct InjectArgs {
@@ -98,6 +150,9 @@ pub struct InjectArgs {
     /// Core settings.
     #[command(flatten)]
     pub core: CoreArgs,
+    /// Key Vault verification (with the Azure CLI's login).
+    #[command(flatten)]
+    pub verify: VerifyArgs,
 }
 
 /// `kvinject serve`.
@@ -168,6 +223,9 @@ pub struct ServeArgs {
     /// Core settings.
     #[command(flatten)]
     pub core: CoreArgs,
+    /// Key Vault verification (with kvinject's own identity).
+    #[command(flatten)]
+    pub verify: VerifyArgs,
 }
 
 /// `kvinject certs`.
@@ -262,7 +320,10 @@ fn run_inject(args: InjectArgs) -> Result<ExitCode, CliError> {
         namespace,
         output,
         core,
+        verify,
     } = args;
+    let (verify_mode, verifier_settings) = verify.settings();
+    let verify_mode = verify_mode.unwrap_or(VerifyMode::Off);
     let input = manifest::read(&filename)?;
     let format = output.unwrap_or(input.format);
     let mut stderr = std::io::stderr().lock();
@@ -270,6 +331,17 @@ fn run_inject(args: InjectArgs) -> Result<ExitCode, CliError> {
         Ok(injected) => {
             for warning in &injected.warnings {
                 let _ = writeln!(stderr, "Warning: {warning}");
+            }
+            if verify_mode != VerifyMode::Off {
+                let refusals = verify_offline(
+                    &injected.objects,
+                    verify_mode,
+                    verifier_settings,
+                    &mut stderr,
+                )?;
+                if refusals > 0 {
+                    return Ok(ExitCode::FAILURE);
+                }
             }
             let mut stdout = std::io::stdout().lock();
             stdout
@@ -287,6 +359,48 @@ fn run_inject(args: InjectArgs) -> Result<ExitCode, CliError> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Verifies every generate-mode pod's objects with the Azure CLI's login; prints a line per
+/// problem and returns how many denials there were.
+fn verify_offline(
+    objects: &[(String, crate::plan::PodObjects)],
+    mode: VerifyMode,
+    settings: VerifierSettings,
+    stderr: &mut impl Write,
+) -> Result<usize, CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| CliError::Io {
+            what: "starting the runtime".into(),
+            source,
+        })?;
+    let verifier = Verifier::new(Verifier::cli_credential(), settings);
+    Ok(runtime.block_on(report_verification(&verifier, objects, mode, stderr)))
+}
+
+/// What `inject --verify-objects` prints: `Error:` for an unusable object in `deny` mode,
+/// `Warning:` otherwise; returns the number of errors.
+pub async fn report_verification(
+    verifier: &Verifier,
+    objects: &[(String, crate::plan::PodObjects)],
+    mode: VerifyMode,
+    out: &mut impl Write,
+) -> usize {
+    let mut refusals = 0;
+    for (label, objects) in objects {
+        for (_, report) in verifier.verify(&objects.vault, &objects.references).await {
+            let Some(report) = report else { continue };
+            if report.about_object && mode == VerifyMode::Deny {
+                refusals += 1;
+                let _ = writeln!(out, "Error: {label}: {}", report.message);
+            } else {
+                let _ = writeln!(out, "Warning: {label}: {}", report.message);
+            }
+        }
+    }
+    refusals
 }
 
 fn run_certs(args: CertsArgs) -> Result<ExitCode, CliError> {
@@ -325,7 +439,15 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         shutdown_delay,
         lookup_timeout,
         core,
+        verify,
     } = args;
+    let (verify_mode, verifier_settings) = verify.settings();
+    // Offline (--facts) means no Azure either, unless asked.
+    let verify_mode = verify_mode.unwrap_or(if facts.is_some() {
+        VerifyMode::Off
+    } else {
+        VerifyMode::Warn
+    });
     let own_namespace = core.kvinject_namespace.clone();
     let settings = core.settings();
     let limits = Limits::default();
@@ -408,7 +530,18 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             AppState::live(cluster, settings, limits, gc_grace_period / 4)
         }
     }
-    .with_metrics(metrics.clone());
+    .with_metrics(metrics.clone())
+    .with_verifier(
+        Arc::new(Verifier::new(
+            if verify_mode == VerifyMode::Off {
+                Err("verification is off".into())
+            } else {
+                Verifier::cluster_credential()
+            },
+            verifier_settings,
+        )),
+        verify_mode,
+    );
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await

@@ -19,6 +19,8 @@ pub struct Injected {
     pub documents: Vec<Value>,
     /// Soft problems, each prefixed with the document it concerns.
     pub warnings: Vec<String>,
+    /// Per generate-mode pod: the document it concerns, its vault and object references.
+    pub objects: Vec<(String, crate::plan::PodObjects)>,
 }
 
 /// Every denial, each prefixed with the document it concerns.
@@ -131,6 +133,9 @@ impl Run<'_> {
             }
             if let Some(spc) = plan.generated_spc {
                 self.generated.push(spc.manifest);
+            }
+            if let Some(objects) = plan.objects {
+                self.result.objects.push((label, objects));
             }
         }
     }

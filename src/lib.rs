@@ -15,6 +15,7 @@ pub mod denial;
 pub mod facts;
 pub mod identity;
 pub mod inject;
+pub mod keyvault;
 pub mod lease;
 pub mod manifest;
 pub mod metrics;

@@ -52,6 +52,16 @@ impl Settings {
     }
 }
 
+/// A generate-mode pod's vault and its object references, each with the annotation that made
+/// it: what Key Vault verification checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodObjects {
+    /// The Key Vault.
+    pub vault: String,
+    /// (annotation key, reference).
+    pub references: Vec<(String, ObjectRef)>,
+}
+
 /// Why a pod was left as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SkipReason {
@@ -91,6 +101,9 @@ pub struct InjectionPlan {
     pub generated_spc: Option<GeneratedSpc>,
     /// Soft problems to return to the user.
     pub warnings: Vec<String>,
+    /// Generate mode: the vault, and every object reference with the annotation that made it,
+    /// for verification against Key Vault.
+    pub objects: Option<PodObjects>,
 }
 
 /// The core's answer for a pod it does not deny.
@@ -213,6 +226,7 @@ pub fn plan_pod(
         spc_name: wired.spc_name,
         generated_spc: wired.generated,
         warnings,
+        objects: wired.objects,
     }))
 }
 
@@ -344,6 +358,7 @@ struct Wired {
     spc_name: String,
     env: Vec<EnvWire>,
     generated: Option<GeneratedSpc>,
+    objects: Option<PodObjects>,
 }
 
 fn generate_mode(
@@ -410,10 +425,21 @@ fn generate_mode(
             annotation: format!("{ENV_PREFIX}{}", s.var),
         })
         .collect();
+    let mut references = Vec::new();
+    for (prefix, entries) in [(FILE_PREFIX, &request.files), (ENV_PREFIX, &request.env)] {
+        for (name, value) in entries {
+            let key = format!("{prefix}{name}");
+            references.push((key.clone(), parse_reference(&key, value)?));
+        }
+    }
     Ok(Wired {
         spc_name: generated.name.clone(),
         env,
         generated: Some(generated),
+        objects: Some(PodObjects {
+            vault: vault.to_owned(),
+            references,
+        }),
     })
 }
 
@@ -573,6 +599,7 @@ fn reference_mode(
         spc_name: spc_name.to_owned(),
         env,
         generated: None,
+        objects: None,
     })
 }
 

@@ -27,11 +27,12 @@ use axum::error_handling::HandleErrorLayer;
 use tower::{BoxError, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::admission::{self, Answer, Decoded, ReviewError, Route};
+use crate::admission::{self, Answer, Decoded, Outcome, ReviewError, Route};
 use crate::cluster::{Cluster, Readiness};
 use crate::deadlines::DeadlineIo;
 use crate::denial::Denial;
 use crate::facts::{ClusterFacts, LayeredFacts, RecordingFacts};
+use crate::keyvault::{Verifier, VerifyMode};
 use crate::metrics::SharedMetrics;
 use crate::plan::Settings;
 
@@ -81,6 +82,7 @@ pub struct AppState {
     limits: Limits,
     spc_refresh: Duration,
     metrics: SharedMetrics,
+    verifier: Option<(Arc<Verifier>, VerifyMode)>,
 }
 
 impl AppState {
@@ -97,12 +99,19 @@ impl AppState {
             limits,
             spc_refresh: Duration::ZERO,
             metrics: SharedMetrics::default(),
+            verifier: None,
         }
     }
 
     /// The same state, counting into `metrics`.
     pub fn with_metrics(mut self, metrics: SharedMetrics) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// The same state, checking generated pods' objects against Key Vault in `mode`.
+    pub fn with_verifier(mut self, verifier: Arc<Verifier>, mode: VerifyMode) -> Self {
+        self.verifier = (mode != VerifyMode::Off).then_some((verifier, mode));
         self
     }
 
@@ -126,6 +135,7 @@ impl AppState {
             limits,
             spc_refresh,
             metrics: SharedMetrics::default(),
+            verifier: None,
         }
     }
 
@@ -152,6 +162,7 @@ impl AppState {
             // checked again when they are created.
             answer = answer.softened();
         }
+        answer = self.verify(answer).await;
         let Some(spc) = answer.generated_spc.clone() else {
             return Ok(answer);
         };
@@ -201,6 +212,39 @@ impl AppState {
             }
         }
         Ok(answer)
+    }
+}
+
+impl AppState {
+    /// Checks the objects of an admitted generate-mode pod against Key Vault: problems with an
+    /// object deny in `deny` mode and warn in `warn` mode; not knowing always only warns.
+    async fn verify(&self, mut answer: Answer) -> Answer {
+        let (Some((verifier, mode)), Some(objects)) = (&self.verifier, answer.objects.clone())
+        else {
+            return answer;
+        };
+        if answer.outcome == Outcome::Denied || objects.references.is_empty() {
+            return answer;
+        }
+        let mut refusals = Vec::new();
+        for (label, report) in verifier.verify(&objects.vault, &objects.references).await {
+            self.metrics.verification(label);
+            match report {
+                Some(report) if report.about_object && *mode == VerifyMode::Deny => {
+                    refusals.push(report.message)
+                }
+                Some(report) => answer.push_warning(report.message),
+                None => {}
+            }
+        }
+        if !refusals.is_empty() {
+            let what: Vec<&str> = refusals
+                .iter()
+                .map(|m| m.trim_start_matches("kvinject: "))
+                .collect();
+            answer = answer.deny(&Denial::new(what.join("; and ")).because("keyvault"));
+        }
+        answer
     }
 }
 

@@ -178,3 +178,4 @@ pub fn apply(pod: &Value, patch: &[PatchOperation]) -> Value {
     patched
 }
 pub mod apiserver;
+pub mod keyvault;
