@@ -117,6 +117,23 @@ impl Decoded {
             .unwrap_or_else(|| "default".to_owned())
     }
 
+    /// The workload that owns the object (`ReplicaSet/web-7d9f8`), else the object itself, for
+    /// logs: never the object's content.
+    pub fn workload(&self) -> String {
+        let owner = self
+            .object
+            .as_ref()
+            .and_then(|o| o["metadata"]["ownerReferences"].as_array())
+            .and_then(|owners| {
+                owners
+                    .iter()
+                    .find(|o| o["controller"] == true)
+                    .or(owners.first())
+            })
+            .and_then(|o| Some(format!("{}/{}", o["kind"].as_str()?, o["name"].as_str()?)));
+        owner.unwrap_or_else(|| format!("{}/{}", self.request.kind.kind, self.name()))
+    }
+
     /// The object's name, else its `generateName`.
     pub fn name(&self) -> String {
         if !self.request.name.is_empty() {

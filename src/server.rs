@@ -444,11 +444,12 @@ async fn answer_http(
         operation = ?decoded.request.operation,
         namespace = %decoded.namespace(),
         name = %decoded.name(),
+        workload = %decoded.workload(),
         outcome = answer.outcome.as_str(),
         skipped = answer.skipped.map(|r| r.as_str()),
         dry_run = decoded.request.dry_run,
         duration_us = started.elapsed().as_micros() as u64,
-        message = answer.denial_message(),
+        denial = answer.denial_message(),
         "admission"
     );
     let encoded = admission::encode(&answer.into_review());

@@ -593,3 +593,90 @@ async fn a_killed_replica_fails_only_in_flight_requests() {
     signal(&b.child, "TERM");
     assert!(b.child.wait().unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_one_json_log_line_per_admission() {
+    let tls = tls();
+    let (https, health) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_kvinject"))
+        .args([
+            "serve",
+            "--facts",
+            "tests/fixtures/facts.yaml",
+            "--log-format",
+            "json",
+        ])
+        .args([
+            "--tls-cert-file",
+            tls.dir.path().join("tls.crt").to_str().unwrap(),
+        ])
+        .args([
+            "--tls-key-file",
+            tls.dir.path().join("tls.key").to_str().unwrap(),
+        ])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{https}"),
+            "--health-listen",
+            &format!("127.0.0.1:{health}"),
+        ])
+        .args(["--shutdown-delay", "0s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let replica = Replica {
+        child: Command::new("true").spawn().unwrap(),
+        https,
+        health,
+    };
+    wait_ready(&replica).await;
+    let connector = connector(&tls.ca_pem);
+    let mut client = Client::open(SocketAddr::from(([127, 0, 0, 1], https)), &connector)
+        .await
+        .unwrap();
+    for name in [
+        "patch-workload-identity",
+        "deny-env-conflict",
+        "allow-deployment",
+    ] {
+        let body = std::fs::read(format!("tests/fixtures/reviews/{name}.json")).unwrap();
+        assert_eq!(client.post("/mutate", &body).await, Ok(200));
+    }
+    assert_eq!(client.post("/mutate", b"not json").await, Ok(400));
+    let mut stream = TcpStream::connect(("127.0.0.1", health)).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut metrics = String::new();
+    stream.read_to_string(&mut metrics).await.unwrap();
+    for line in [
+        "kvinject_admissions_total{route=\"mutate\",kind=\"Pod\",outcome=\"patched\"} 1",
+        "kvinject_admissions_total{route=\"mutate\",kind=\"Pod\",outcome=\"denied\"} 1",
+        "kvinject_admissions_total{route=\"mutate\",kind=\"Deployment\",outcome=\"allowed\"} 1",
+        "kvinject_denials_total{route=\"mutate\",reason=\"conflict\"} 1",
+        "kvinject_http_rejected_total{status=\"400\"} 1",
+        "kvinject_admission_duration_seconds_bucket{le=\"0.005\",route=\"mutate\"}",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+    signal(&child, "TERM");
+    let output = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&output.stderr);
+    let admissions: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["message"] == "admission")
+        .collect();
+    assert_eq!(admissions.len(), 3, "one line per admission:\n{logs}");
+    let first = &admissions[0];
+    assert_eq!(first["namespace"], "shop");
+    assert_eq!(first["workload"], "ReplicaSet/checkout-7d9f8c6b5");
+    assert_eq!(first["outcome"], "patched");
+    assert!(first["duration_us"].is_u64());
+    assert!(
+        !logs.contains("kvinject.io/env.DB_PASSWORD\":"),
+        "never whole objects in the logs"
+    );
+}
