@@ -219,6 +219,12 @@ async fn the_spc_is_applied_before_the_answer_and_not_again() {
         None,
         "never forced over an SPC the cache does not show as ours"
     );
+    // Kept for the oracle suite, which validates it against the upstream CRD schema.
+    std::fs::write(
+        format!("{}/applied-spc.json", env!("CARGO_TARGET_TMPDIR")),
+        &apply.body,
+    )
+    .unwrap();
     let stored = api
         .get("secretproviderclasses", "shop", &name)
         .expect("SPC written");
