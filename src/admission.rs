@@ -419,16 +419,15 @@ fn answer_pod_identity(
 ///
 /// `AdmissionResponse::patch` is a `Vec<u8>` that serde writes as an array of numbers, but the
 /// API server reads the Go `[]byte` field as a base64 string; this is the one place that fixes it.
-pub fn encode(review: &AdmissionReview<DynamicObject>) -> Vec<u8> {
-    let mut value = serde_json::to_value(review).expect("an AdmissionReview always serialises");
-    if let Some(response) = value.get_mut("response").and_then(Value::as_object_mut)
-        && let Some(patch) = response.get("patch").and_then(Value::as_array)
-    {
-        let bytes: Vec<u8> = patch
-            .iter()
-            .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
-            .collect();
-        response.insert("patch".into(), Value::String(STANDARD.encode(bytes)));
+pub fn encode(mut review: AdmissionReview<DynamicObject>) -> Vec<u8> {
+    // Taken out before serialising: as a Vec<u8> it would become one JSON number per byte.
+    let patch = review.response.as_mut().and_then(|r| r.patch.take());
+    let mut value = serde_json::to_value(&review).expect("an AdmissionReview always serialises");
+    if let (Some(patch), Some(response)) = (
+        patch,
+        value.get_mut("response").and_then(Value::as_object_mut),
+    ) {
+        response.insert("patch".into(), Value::String(STANDARD.encode(patch)));
     }
     serde_json::to_vec(&value).expect("a JSON value always serialises")
 }

@@ -452,7 +452,7 @@ async fn answer_http(
         denial = answer.denial_message(),
         "admission"
     );
-    let encoded = admission::encode(&answer.into_review());
+    let encoded = admission::encode(answer.into_review());
     Ok(([(header::CONTENT_TYPE, "application/json")], encoded).into_response())
 }
 

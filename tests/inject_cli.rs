@@ -295,7 +295,7 @@ fn inject_and_the_webhook_agree() {
                 "operation": "CREATE", "userInfo": {}, "object": pod}});
             let answered =
                 admission::review(review.to_string().as_bytes(), &facts, &settings).unwrap();
-            let encoded: Value = serde_json::from_slice(&admission::encode(&answered)).unwrap();
+            let encoded: Value = serde_json::from_slice(&admission::encode(answered)).unwrap();
             let patch = base64_patch(&encoded["response"]["patch"]);
             let mut patched = pod.clone();
             json_patch::patch(&mut patched, &patch).unwrap();
