@@ -581,8 +581,8 @@ def test_the_pods_report_health_and_drain_before_they_are_killed(value_set):
 @every_set
 def test_the_default_resources(value_set):
     assert container(value_set)["resources"] == {
-        "requests": {"cpu": "50m", "memory": "32Mi"},
-        "limits": {"memory": "64Mi"},
+        "requests": {"cpu": "100m", "memory": "48Mi"},
+        "limits": {"memory": "192Mi"},
     }
 
 
