@@ -1,0 +1,95 @@
+//! The load run's baseline: kvinject's HTTPS stack (`serve_tls`, `tls::server_config`,
+//! `harden`) with one route, `POST /mutate`, that reads the body and answers a constant
+//! AdmissionReview allow response of `--response-bytes` bytes. What `bench/load` measures on it is
+//! the cost of the stack alone, to compare kvinject's own work against.
+//!
+//! usage: baseline-server --listen ADDR --tls-cert-file F --tls-key-file F --response-bytes N
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::header;
+use axum::routing::post;
+use kvinject::metrics::SharedMetrics;
+use kvinject::server::{self, Limits};
+use kvinject::tls;
+use serde_json::json;
+
+const USAGE: &str =
+    "usage: baseline-server --listen ADDR --tls-cert-file F --tls-key-file F --response-bytes N";
+
+/// An allowed AdmissionReview response of exactly `size` bytes (or the smallest one, if larger),
+/// padded with an audit annotation.
+fn allow_response(size: usize) -> Vec<u8> {
+    let review = |padding: String| {
+        let response = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "response": {
+                "uid": "b8f7a1d2-ab0a-592a-afd0-6ef76d774844",
+                "allowed": true,
+                "auditAnnotations": {"padding": padding},
+            },
+        });
+        serde_json::to_vec(&response).expect("JSON values serialise")
+    };
+    let smallest = review(String::new()).len();
+    review("x".repeat(size.saturating_sub(smallest)))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flags: HashMap<&str, &str> = args
+        .chunks(2)
+        .filter_map(|pair| match pair {
+            [flag, value] => Some((flag.as_str(), value.as_str())),
+            _ => None,
+        })
+        .collect();
+    let (Some(listen), Some(cert), Some(key), Some(size)) = (
+        flags
+            .get("--listen")
+            .and_then(|a| a.parse::<SocketAddr>().ok()),
+        flags.get("--tls-cert-file"),
+        flags.get("--tls-key-file"),
+        flags
+            .get("--response-bytes")
+            .and_then(|n| n.parse::<usize>().ok()),
+    ) else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let tls = match tls::server_config(Path::new(cert), Path::new(key)) {
+        Ok(tls) => tls,
+        Err(error) => {
+            eprintln!("baseline-server: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("baseline-server: listening on {listen}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let response = Bytes::from(allow_response(size));
+    let limits = Limits::default();
+    let router = Router::new().route(
+        "/mutate",
+        post(move |_body: Bytes| async move {
+            ([(header::CONTENT_TYPE, "application/json")], response)
+        }),
+    );
+    let app = server::harden(router, SharedMetrics::default(), limits.max_in_flight);
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    server::serve_tls(listener, tls, app, limits, shutdown).await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,42 @@
+//! Arbitrary bytes as an AdmissionReview body: decoding, answering on every route and encoding
+//! the answer must never panic, whatever arrives.
+#![no_main]
+
+use std::sync::LazyLock;
+
+use kvinject::admission::{self, Route};
+use kvinject::facts::DocumentFacts;
+use kvinject::manifest::{self, Format};
+use kvinject::plan::Settings;
+use libfuzzer_sys::fuzz_target;
+
+static FACTS: LazyLock<DocumentFacts> = LazyLock::new(|| {
+    let yaml = include_bytes!("../../tests/fixtures/facts.yaml");
+    let documents = manifest::parse(yaml, Format::Yaml, "facts.yaml").expect("the fixture parses");
+    DocumentFacts::from_documents(&documents, "default")
+});
+
+static SETTINGS: LazyLock<Settings> = LazyLock::new(|| Settings::new(None, None, "kvinject"));
+
+fuzz_target!(|body: &[u8]| {
+    let Ok(decoded) = admission::decode(body) else {
+        return;
+    };
+    for route in [
+        Route::Mutate,
+        Route::ValidateWorkloads,
+        Route::ValidatePodIdentity,
+    ] {
+        if let Ok(answer) = admission::answer(route, &decoded, &*FACTS, &SETTINGS) {
+            let review = answer.into_review();
+            let encoded = admission::encode(&review);
+            let response: serde_json::Value =
+                serde_json::from_slice(&encoded).expect("the encoded answer is JSON");
+            assert_eq!(
+                response["response"]["uid"].as_str(),
+                Some(decoded.request.uid.as_str()),
+                "the answer's uid is the request's"
+            );
+        }
+    }
+});
