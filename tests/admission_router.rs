@@ -359,3 +359,43 @@ async fn warnings_reach_the_user() {
         "{warnings:?}"
     );
 }
+
+#[tokio::test]
+async fn a_hundred_container_pod_gets_a_valid_patch() {
+    let mut request: Value = serde_json::from_slice(
+        &std::fs::read("tests/fixtures/reviews/patch-workload-identity.json").unwrap(),
+    )
+    .unwrap();
+    let template = request["request"]["object"]["spec"]["containers"][0].clone();
+    let containers: Vec<Value> = (0..100)
+        .map(|i| {
+            let mut container = template.clone();
+            container["name"] = Value::from(format!("c{i}"));
+            container
+        })
+        .collect();
+    request["request"]["object"]["spec"]["containers"] = Value::from(containers);
+    let answer = review(&request).await;
+    let response = &answer["response"];
+    assert_eq!(response["allowed"], true, "{response}");
+    let patched = apply(&request["request"]["object"], &response["patch"]);
+    for container in patched["spec"]["containers"].as_array().unwrap() {
+        assert!(
+            container["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == "DB_PASSWORD")
+        );
+        assert!(
+            container["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == "kvinject-secrets")
+        );
+    }
+    let mut again = request.clone();
+    again["request"]["object"] = patched;
+    assert!(review(&again).await["response"].get("patch").is_none());
+}
