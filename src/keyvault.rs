@@ -302,58 +302,46 @@ impl Verifier {
     }
 }
 
+/// Collects every version of a listing: the three object types have their own property types
+/// with the same attribute fields.
+macro_rules! collect_versions {
+    ($pager:expr, $resource_ext:path) => {{
+        use $resource_ext as _;
+        let mut pager = $pager;
+        let mut versions = Vec::new();
+        while let Some(item) = pager.try_next().await? {
+            let attributes = item.attributes.clone().unwrap_or_default();
+            versions.push(Version {
+                id: item.resource_id().ok().and_then(|id| id.version),
+                enabled: attributes.enabled,
+                expires: attributes.expires,
+                not_before: attributes.not_before,
+                created: attributes.created,
+            });
+        }
+        versions
+    }};
+}
+
 impl Vault {
     /// Every version's properties (no value is ever requested).
     async fn versions(&self, reference: &ObjectRef) -> azure_core::Result<Vec<Version>> {
-        use azure_security_keyvault_secrets::ResourceExt as _;
         let name = reference.name.as_str();
-        let mut versions = Vec::new();
-        match reference.object_type {
-            ObjectType::Secret => {
-                let mut pager = self.secrets.list_secret_properties_versions(name, None)?;
-                while let Some(item) = pager.try_next().await? {
-                    let attributes = item.attributes.clone().unwrap_or_default();
-                    versions.push(Version {
-                        id: item.resource_id().ok().and_then(|id| id.version),
-                        enabled: attributes.enabled,
-                        expires: attributes.expires,
-                        not_before: attributes.not_before,
-                        created: attributes.created,
-                    });
-                }
-            }
-            ObjectType::Key => {
-                use azure_security_keyvault_keys::ResourceExt as _;
-                let mut pager = self.keys.list_key_properties_versions(name, None)?;
-                while let Some(item) = pager.try_next().await? {
-                    let attributes = item.attributes.clone().unwrap_or_default();
-                    versions.push(Version {
-                        id: item.resource_id().ok().and_then(|id| id.version),
-                        enabled: attributes.enabled,
-                        expires: attributes.expires,
-                        not_before: attributes.not_before,
-                        created: attributes.created,
-                    });
-                }
-            }
-            ObjectType::Cert => {
-                use azure_security_keyvault_certificates::ResourceExt as _;
-                let mut pager = self
-                    .certificates
-                    .list_certificate_properties_versions(name, None)?;
-                while let Some(item) = pager.try_next().await? {
-                    let attributes = item.attributes.clone().unwrap_or_default();
-                    versions.push(Version {
-                        id: item.resource_id().ok().and_then(|id| id.version),
-                        enabled: attributes.enabled,
-                        expires: attributes.expires,
-                        not_before: attributes.not_before,
-                        created: attributes.created,
-                    });
-                }
-            }
-        }
-        Ok(versions)
+        Ok(match reference.object_type {
+            ObjectType::Secret => collect_versions!(
+                self.secrets.list_secret_properties_versions(name, None)?,
+                azure_security_keyvault_secrets::ResourceExt
+            ),
+            ObjectType::Key => collect_versions!(
+                self.keys.list_key_properties_versions(name, None)?,
+                azure_security_keyvault_keys::ResourceExt
+            ),
+            ObjectType::Cert => collect_versions!(
+                self.certificates
+                    .list_certificate_properties_versions(name, None)?,
+                azure_security_keyvault_certificates::ResourceExt
+            ),
+        })
     }
 }
 
