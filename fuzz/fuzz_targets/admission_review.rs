@@ -28,8 +28,7 @@ fuzz_target!(|body: &[u8]| {
         Route::ValidatePodIdentity,
     ] {
         if let Ok(answer) = admission::answer(route, &decoded, &*FACTS, &SETTINGS) {
-            let review = answer.into_review();
-            let encoded = admission::encode(&review);
+            let encoded = admission::encode(answer.into_review());
             let response: serde_json::Value =
                 serde_json::from_slice(&encoded).expect("the encoded answer is JSON");
             assert_eq!(
