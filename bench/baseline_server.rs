@@ -14,9 +14,10 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::header;
 use axum::routing::post;
-use kvinject::metrics::SharedMetrics;
-use kvinject::server::{self, Limits};
-use kvinject::tls;
+use kvinject::webhook::http;
+use kvinject::webhook::listener::{self, Limits};
+use kvinject::webhook::metrics::SharedMetrics;
+use kvinject::webhook::tls;
 use serde_json::json;
 
 const USAGE: &str =
@@ -86,10 +87,10 @@ async fn main() -> ExitCode {
             ([(header::CONTENT_TYPE, "application/json")], response)
         }),
     );
-    let app = server::harden(router, SharedMetrics::default(), limits.max_in_flight);
+    let app = http::harden(router, SharedMetrics::default(), limits.max_in_flight);
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    server::serve_tls(listener, tls, app, limits, shutdown).await;
+    listener::serve_tls(listener, tls, app, limits, shutdown).await;
     ExitCode::SUCCESS
 }

@@ -10,9 +10,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use kvinject::admission::{self, Route};
-use kvinject::facts::DocumentFacts;
-use kvinject::plan::{self, Settings};
+use kvinject::core::facts::DocumentFacts;
+use kvinject::core::plan::{self, Settings};
+use kvinject::webhook::admission::{self, Route};
 use serde_json::{Map, Value, json};
 
 const RS_UID: &str = "2b7e3f5c-1a4d-4e6b-9c8a-7f6e5d4c3b2a";

@@ -21,7 +21,8 @@ use futures_util::TryStreamExt;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
-use crate::reference::{ObjectRef, ObjectType};
+use crate::core::denial::{Denial, DenialReason};
+use crate::core::reference::{ObjectRef, ObjectType};
 
 /// What to do with a pod whose objects do not check out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -79,8 +80,9 @@ impl Checked {
 /// (a denial in `deny` mode) or about not knowing (always a warning).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
-    /// `kvinject: annotation …: …`.
-    pub message: String,
+    /// The sentence, as a denial of the annotation (`kvinject: annotation …: …`); in `warn`
+    /// mode, or when not about the object, its message is returned as a warning.
+    pub denial: Denial,
     /// Key Vault answered that the object is unusable.
     pub about_object: bool,
 }
@@ -396,7 +398,7 @@ fn report(
 ) -> Option<Report> {
     let object = format!("{} {}", reference.object_type.as_str(), reference.name);
     let about = |what: String| Report {
-        message: format!("kvinject: annotation {annotation}: {what}"),
+        denial: Denial::annotation(annotation, what).because(DenialReason::KeyVault),
         about_object: true,
     };
     match checked {
@@ -418,9 +420,13 @@ fn report(
             "{object} in Key Vault {vault} is not valid before {from}; wait, or pin a valid version"
         ))),
         Checked::Unverified(reason) => Some(Report {
-            message: format!(
-                "kvinject: annotation {annotation}: could not verify {object} in Key Vault {vault}: {reason}; admitted without verification"
-            ),
+            denial: Denial::annotation(
+                annotation,
+                format!(
+                    "could not verify {object} in Key Vault {vault}: {reason}; admitted without verification"
+                ),
+            )
+            .because(DenialReason::KeyVault),
             about_object: false,
         }),
     }

@@ -9,9 +9,10 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use base64::Engine;
 use http_body_util::BodyExt;
-use kvinject::facts::DocumentFacts;
-use kvinject::plan::Settings;
-use kvinject::server::{self, AppState, Limits};
+use kvinject::core::facts::DocumentFacts;
+use kvinject::core::plan::Settings;
+use kvinject::webhook::listener::Limits;
+use kvinject::webhook::{http, review::Reviewer};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -27,10 +28,14 @@ fn fixtures(dir: &str) -> Vec<PathBuf> {
 
 fn router() -> axum::Router {
     let text = std::fs::read("tests/fixtures/facts.yaml").unwrap();
-    let documents =
-        kvinject::manifest::parse(&text, kvinject::manifest::Format::Yaml, "facts").unwrap();
+    let documents = kvinject::offline::manifest::parse(
+        &text,
+        kvinject::offline::manifest::Format::Yaml,
+        "facts",
+    )
+    .unwrap();
     let facts = DocumentFacts::from_documents(&documents, "default");
-    server::admission_router(AppState::new(
+    http::admission_router(Reviewer::new(
         Arc::new(facts),
         Settings::new(None, None, "kvinject"),
         Limits::default(),
@@ -328,7 +333,7 @@ async fn oversized_bodies_get_413() {
         .header(header::CONTENT_TYPE, "application/json")
         .header(
             header::CONTENT_LENGTH,
-            (server::MAX_BODY_BYTES + 1).to_string(),
+            (http::MAX_BODY_BYTES + 1).to_string(),
         )
         .body(Body::from("{}"))
         .unwrap();

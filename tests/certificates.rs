@@ -13,13 +13,14 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use kvinject::certs::self_managed::SelfManaged;
 use kvinject::certs::{self, Validity};
-use kvinject::cluster::Readiness;
-use kvinject::facts::DocumentFacts;
-use kvinject::plan::Settings;
-use kvinject::self_managed::SelfManaged;
-use kvinject::server::{self, AppState, Limits};
-use kvinject::tls::{self, CertStore, ServingCert};
+use kvinject::core::facts::DocumentFacts;
+use kvinject::core::plan::Settings;
+use kvinject::lifecycle::readiness::{HealthCheck, Readiness};
+use kvinject::webhook::listener::{self, Limits};
+use kvinject::webhook::tls::{self, CertStore, ServingCert};
+use kvinject::webhook::{http, review::Reviewer};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use serde_json::{Value, json};
 use support::apiserver::ApiServer;
@@ -89,7 +90,7 @@ async fn post_once(
 async fn serve(store: Arc<CertStore>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let config = tls::server_config_with(store).unwrap();
-    let app = server::admission_router(AppState::new(
+    let app = http::admission_router(Reviewer::new(
         Arc::new(DocumentFacts::default()),
         Settings::new(None, None, "kvinject"),
         Limits::default(),
@@ -97,7 +98,7 @@ async fn serve(store: Arc<CertStore>) -> (SocketAddr, tokio::sync::oneshot::Send
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server::serve_tls(
+    tokio::spawn(listener::serve_tls(
         listener,
         config,
         app,

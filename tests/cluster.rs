@@ -11,11 +11,13 @@ use axum::body::Body;
 use axum::http::{Request, header};
 use base64::Engine;
 use http_body_util::BodyExt;
-use kvinject::cluster::{Cluster, Readiness};
-use kvinject::collector::Collector;
-use kvinject::lease::LeaseLock;
-use kvinject::plan::Settings;
-use kvinject::server::{self, AppState, Limits};
+use kvinject::cluster::Cluster;
+use kvinject::cluster::collector::Collector;
+use kvinject::cluster::lease::LeaseLock;
+use kvinject::core::plan::Settings;
+use kvinject::lifecycle::readiness::Readiness;
+use kvinject::webhook::listener::Limits;
+use kvinject::webhook::{http, review::Reviewer};
 use serde_json::{Value, json};
 use support::apiserver::ApiServer;
 use tower::ServiceExt;
@@ -46,8 +48,8 @@ async fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
     }
 }
 
-fn state(cluster: &Cluster) -> AppState {
-    AppState::live(
+fn state(cluster: &Cluster) -> Reviewer {
+    Reviewer::live(
         cluster.clone(),
         Settings::new(None, None, "kvinject"),
         Limits::default(),
@@ -60,12 +62,12 @@ fn fixture(name: &str) -> Value {
         .unwrap()
 }
 
-async fn admit(state: &AppState, path: &str, review: &Value) -> Value {
+async fn admit(state: &Reviewer, path: &str, review: &Value) -> Value {
     let request = Request::post(path)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(review.to_string()))
         .unwrap();
-    let response = server::admission_router(state.clone())
+    let response = http::admission_router(state.clone())
         .oneshot(request)
         .await
         .unwrap();
@@ -97,7 +99,7 @@ async fn readiness_waits_for_every_cache_and_says_which() {
     let _cluster =
         Cluster::start(api.client(), readiness.clone(), Duration::from_millis(500)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let health = server::health_router(readiness.clone(), Default::default(), None);
+    let health = http::health_router(readiness.clone(), Default::default(), None);
     let response = health
         .clone()
         .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
@@ -169,7 +171,7 @@ async fn a_compacted_watch_relists_and_misses_nothing() {
             .any(|r| r.path == "/api/v1/serviceaccounts" && r.param("watch").is_none())
     };
     wait_for(relisted, "410 Gone to make the watcher list again").await;
-    use kvinject::facts::ClusterFacts;
+    use kvinject::core::facts::ClusterFacts;
     wait_for(
         || {
             cluster
@@ -248,7 +250,7 @@ async fn the_spc_is_applied_before_the_answer_and_not_again() {
 }
 
 fn cluster_has(cluster: &Cluster, name: &str) -> bool {
-    use kvinject::facts::ClusterFacts;
+    use kvinject::core::facts::ClusterFacts;
     cluster.secret_provider_class("shop", name).is_some()
 }
 
@@ -735,7 +737,7 @@ async fn the_identity_policy_allows_listed_service_accounts_only() {
         "metadata": {"name": "open-binding", "namespace": "shop"}, "spec": {"azureIdentity": "open", "selector": "open"}}));
     wait_for(
         || {
-            use kvinject::facts::ClusterFacts;
+            use kvinject::core::facts::ClusterFacts;
             !cluster.identity_bindings("shop", "open").is_empty()
         },
         "binding",

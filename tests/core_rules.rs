@@ -3,15 +3,15 @@
 mod support;
 
 use json_patch::PatchOperation;
-use kvinject::plan::{Decision, SkipReason};
+use kvinject::core::plan::{Decision, SkipReason};
 use serde_json::{Value, json};
 use support::*;
 
-fn spc_of(plan: &kvinject::plan::InjectionPlan) -> &Value {
+fn spc_of(plan: &kvinject::core::plan::InjectionPlan) -> &Value {
     &plan.generated_spc.as_ref().expect("generate mode").manifest
 }
 
-fn objects(plan: &kvinject::plan::InjectionPlan) -> Vec<Value> {
+fn objects(plan: &kvinject::core::plan::InjectionPlan) -> Vec<Value> {
     let text = spc_of(plan)["spec"]["parameters"]["objects"]
         .as_str()
         .unwrap();
@@ -24,7 +24,10 @@ fn objects(plan: &kvinject::plan::InjectionPlan) -> Vec<Value> {
         .collect()
 }
 
-fn skip_reason(pod: &Value, facts: &kvinject::facts::DocumentFacts) -> (SkipReason, Vec<String>) {
+fn skip_reason(
+    pod: &Value,
+    facts: &kvinject::core::facts::DocumentFacts,
+) -> (SkipReason, Vec<String>) {
     match decide(pod, facts) {
         Ok(Decision::Skip { reason, warnings }) => (reason, warnings),
         other => panic!("expected a skip, got {other:?}"),
@@ -94,7 +97,8 @@ fn opt_in_needs_the_label_and_honours_the_skip_annotation() {
 fn system_and_own_namespaces_are_never_injected() {
     let pod = pod().container("app").wants_db_password().build();
     for namespace in ["kube-system", "kube-node-lease", "kvinject"] {
-        let decision = kvinject::plan::plan_pod(&pod, namespace, &facts(), &settings()).unwrap();
+        let decision =
+            kvinject::core::plan::plan_pod(&pod, namespace, &facts(), &settings()).unwrap();
         match decision {
             Decision::Skip {
                 reason: SkipReason::IgnoredNamespace,
@@ -131,12 +135,13 @@ fn vault_and_tenant_come_from_pod_then_namespace_then_flags() {
             "annotations": {"kvinject.io/vault": vault, "kvinject.io/tenant-id": OTHER_CLIENT}}})
     };
     let bare = pod().container("app").annotate("kvinject.io/env.A", "a");
-    let flags =
-        kvinject::plan::Settings::new(Some("flag-kv".into()), Some(TENANT.into()), "kvinject");
-    let vault_of =
-        |pod: &Value, facts: &kvinject::facts::DocumentFacts| match kvinject::plan::plan_pod(
-            pod, NS, facts, &flags,
-        ) {
+    let flags = kvinject::core::plan::Settings::new(
+        Some("flag-kv".into()),
+        Some(TENANT.into()),
+        "kvinject",
+    );
+    let vault_of = |pod: &Value, facts: &kvinject::core::facts::DocumentFacts| {
+        match kvinject::core::plan::plan_pod(pod, NS, facts, &flags) {
             Ok(Decision::Inject(plan)) => {
                 let p = &plan.generated_spc.unwrap().manifest["spec"]["parameters"];
                 (
@@ -145,7 +150,8 @@ fn vault_and_tenant_come_from_pod_then_namespace_then_flags() {
                 )
             }
             other => panic!("{other:?}"),
-        };
+        }
+    };
     assert_eq!(
         vault_of(&bare.clone().build(), &facts()),
         ("flag-kv".into(), TENANT.into())
@@ -976,7 +982,7 @@ fn workload_metadata_annotations_warn() {
     let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "d", "annotations": {"kvinject.io/env.A": "a"}, "labels": {"kvinject.io/inject": "true"}},
         "spec": {"template": {"metadata": {}, "spec": {"containers": []}}}});
-    let warnings = kvinject::plan::workload_warnings(&deployment, "Deployment.spec.template");
+    let warnings = kvinject::core::plan::workload_warnings(&deployment, "Deployment.spec.template");
     assert_eq!(warnings.len(), 1);
     assert!(
         warnings[0].contains(

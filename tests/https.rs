@@ -12,9 +12,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use kvinject::facts::DocumentFacts;
-use kvinject::plan::Settings;
-use kvinject::server::{self, AppState, Limits};
+use kvinject::core::facts::DocumentFacts;
+use kvinject::core::plan::Settings;
+use kvinject::webhook::listener::{self, Limits};
+use kvinject::webhook::{http, review::Reviewer};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,14 +34,20 @@ async fn start(limits: Limits) -> Webhook {
     let certs = kvinject::certs::generate("kvinject", "kvinject", 30, 7).unwrap();
     let dir = tempfile::tempdir().unwrap();
     kvinject::certs::write(dir.path(), &certs).unwrap();
-    let tls =
-        kvinject::tls::server_config(&dir.path().join("tls.crt"), &dir.path().join("tls.key"))
-            .unwrap();
+    let tls = kvinject::webhook::tls::server_config(
+        &dir.path().join("tls.crt"),
+        &dir.path().join("tls.key"),
+    )
+    .unwrap();
     let text = std::fs::read("tests/fixtures/facts.yaml").unwrap();
-    let documents =
-        kvinject::manifest::parse(&text, kvinject::manifest::Format::Yaml, "facts").unwrap();
+    let documents = kvinject::offline::manifest::parse(
+        &text,
+        kvinject::offline::manifest::Format::Yaml,
+        "facts",
+    )
+    .unwrap();
     let facts = DocumentFacts::from_documents(&documents, "default");
-    let app = server::admission_router(AppState::new(
+    let app = http::admission_router(Reviewer::new(
         Arc::new(facts),
         Settings::new(None, None, "kvinject"),
         limits,
@@ -48,7 +55,7 @@ async fn start(limits: Limits) -> Webhook {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server::serve_tls(listener, tls, app, limits, async {
+    tokio::spawn(listener::serve_tls(listener, tls, app, limits, async {
         let _ = stopped.await;
     }));
     Webhook {

@@ -4,10 +4,10 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use kvinject::admission;
-use kvinject::facts::DocumentFacts;
-use kvinject::manifest::{self, Format};
-use kvinject::plan::Settings;
+use kvinject::core::facts::DocumentFacts;
+use kvinject::core::plan::Settings;
+use kvinject::offline::manifest::{self, Format};
+use kvinject::webhook::admission;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kvinject");
@@ -277,7 +277,8 @@ fn inject_and_the_webhook_agree() {
         let path = format!("examples/{example}.yaml");
         let input = manifest::parse(&std::fs::read(&path).unwrap(), Format::Yaml, &path).unwrap();
         let facts = DocumentFacts::from_documents(&input, "default");
-        let injected = kvinject::inject::inject(input.clone(), "default", &settings).unwrap();
+        let injected =
+            kvinject::offline::inject::inject(input.clone(), "default", &settings).unwrap();
         for (before, after) in input.iter().zip(&injected.documents) {
             let pointer = match before["kind"].as_str().unwrap() {
                 "Pod" => "",
@@ -358,6 +359,6 @@ fn certs_writes_a_ca_and_a_serving_pair() {
             & 0o777,
         0o600
     );
-    kvinject::tls::server_config(&out.join("tls.crt"), &out.join("tls.key"))
+    kvinject::webhook::tls::server_config(&out.join("tls.crt"), &out.join("tls.key"))
         .expect("the pair loads");
 }

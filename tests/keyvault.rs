@@ -6,10 +6,11 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kvinject::core::plan::Settings;
+use kvinject::core::reference::ObjectRef;
 use kvinject::keyvault::{Checked, Finding, Verifier, VerifierSettings, VerifyMode};
-use kvinject::plan::Settings;
-use kvinject::reference::ObjectRef;
-use kvinject::server::{self, AppState, Limits};
+use kvinject::webhook::listener::Limits;
+use kvinject::webhook::{http, review::Reviewer};
 use serde_json::Value;
 use support::keyvault::{Behaviour, KeyVaultDouble, TestCredential, attrs, now};
 
@@ -227,7 +228,7 @@ async fn answers_are_cached_so_the_second_admission_asks_nothing() {
     let report = first[2].1.as_ref().unwrap();
     assert!(report.about_object);
     assert_eq!(
-        report.message,
+        report.denial.message(),
         "kvinject: annotation kvinject.io/env.GONE: secret missing-secret does not exist in Key Vault myvault; fix the name, or create it"
     );
 }
@@ -237,14 +238,14 @@ fn fixture(name: &str) -> Value {
         .unwrap()
 }
 
-async fn admit(state: AppState, review: &Value) -> Value {
+async fn admit(state: Reviewer, review: &Value) -> Value {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
     let request = axum::http::Request::post("/mutate")
         .header("content-type", "application/json")
         .body(axum::body::Body::from(review.to_string()))
         .unwrap();
-    let response = server::admission_router(state)
+    let response = http::admission_router(state)
         .oneshot(request)
         .await
         .unwrap();
@@ -252,12 +253,16 @@ async fn admit(state: AppState, review: &Value) -> Value {
     serde_json::from_slice::<Value>(&body).unwrap()["response"].clone()
 }
 
-fn webhook(verifier: Arc<Verifier>, mode: VerifyMode) -> AppState {
+fn webhook(verifier: Arc<Verifier>, mode: VerifyMode) -> Reviewer {
     let text = std::fs::read("tests/fixtures/facts.yaml").unwrap();
-    let documents =
-        kvinject::manifest::parse(&text, kvinject::manifest::Format::Yaml, "facts").unwrap();
-    let facts = kvinject::facts::DocumentFacts::from_documents(&documents, "default");
-    AppState::new(
+    let documents = kvinject::offline::manifest::parse(
+        &text,
+        kvinject::offline::manifest::Format::Yaml,
+        "facts",
+    )
+    .unwrap();
+    let facts = kvinject::core::facts::DocumentFacts::from_documents(&documents, "default");
+    Reviewer::new(
         Arc::new(facts),
         Settings::new(None, None, "kvinject"),
         Limits::default(),
@@ -329,11 +334,18 @@ async fn the_same_modes_through_inject() {
     let kv = double().await;
     let verifier = verifier(&kv, Duration::from_secs(2));
     let text = std::fs::read("examples/workload-identity.yaml").unwrap();
-    let documents =
-        kvinject::manifest::parse(&text, kvinject::manifest::Format::Yaml, "example").unwrap();
-    let injected =
-        kvinject::inject::inject(documents, "default", &Settings::new(None, None, "kvinject"))
-            .unwrap();
+    let documents = kvinject::offline::manifest::parse(
+        &text,
+        kvinject::offline::manifest::Format::Yaml,
+        "example",
+    )
+    .unwrap();
+    let injected = kvinject::offline::inject::inject(
+        documents,
+        "default",
+        &Settings::new(None, None, "kvinject"),
+    )
+    .unwrap();
     assert_eq!(injected.objects.len(), 1);
     let mut out = Vec::new();
     let errors = kvinject::cli::report_verification(

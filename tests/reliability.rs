@@ -15,10 +15,11 @@ use axum::routing::post;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use kvinject::facts::DocumentFacts;
-use kvinject::metrics::Metrics;
-use kvinject::plan::Settings;
-use kvinject::server::{self, AppState, Limits};
+use kvinject::core::facts::DocumentFacts;
+use kvinject::core::plan::Settings;
+use kvinject::webhook::listener::{self, Limits};
+use kvinject::webhook::metrics::Metrics;
+use kvinject::webhook::{http, review::Reviewer};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -36,9 +37,11 @@ fn tls() -> Tls {
     let certs = kvinject::certs::generate("kvinject", "kvinject", 30, 7).unwrap();
     let dir = tempfile::tempdir().unwrap();
     kvinject::certs::write(dir.path(), &certs).unwrap();
-    let config =
-        kvinject::tls::server_config(&dir.path().join("tls.crt"), &dir.path().join("tls.key"))
-            .unwrap();
+    let config = kvinject::webhook::tls::server_config(
+        &dir.path().join("tls.crt"),
+        &dir.path().join("tls.key"),
+    )
+    .unwrap();
     Tls {
         ca_pem: certs.ca_pem,
         config,
@@ -49,7 +52,7 @@ fn tls() -> Tls {
 async fn serve(app: Router, limits: Limits, tls: &Tls) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(server::serve_tls(
+    tokio::spawn(listener::serve_tls(
         listener,
         tls.config.clone(),
         app,
@@ -60,7 +63,7 @@ async fn serve(app: Router, limits: Limits, tls: &Tls) -> SocketAddr {
 }
 
 fn webhook_app(limits: Limits) -> Router {
-    server::admission_router(AppState::new(
+    http::admission_router(Reviewer::new(
         Arc::new(DocumentFacts::default()),
         Settings::new(None, None, "kvinject"),
         limits,
@@ -227,7 +230,7 @@ async fn a_panicking_handler_is_a_500_for_its_request_only_and_counted() {
     let app = Router::new()
         .route("/panic", post(panicking))
         .route("/ok", post(|| async { "fine" }));
-    let app = server::harden(app, metrics.clone(), 16);
+    let app = http::harden(app, metrics.clone(), 16);
     let addr = serve(app, Limits::default(), &tls).await;
     let connector = connector(&tls.ca_pem);
     let mut client = Client::open(addr, &connector).await.unwrap();
@@ -261,7 +264,7 @@ async fn a_burst_beyond_capacity_gets_fast_503s_not_a_queue() {
             "done"
         }),
     );
-    let app = server::harden(app, metrics.clone(), 4);
+    let app = http::harden(app, metrics.clone(), 4);
     let addr = serve(app, Limits::default(), &tls).await;
     let connector = connector(&tls.ca_pem);
     let mut clients = Vec::new();
@@ -353,7 +356,7 @@ async fn a_slow_api_server_costs_at_most_the_write_deadline() {
         "annotations": {"kvinject.io/vault": "shop-prod-kv", "kvinject.io/tenant-id": "72f988bf-86f1-41af-91ab-2d7cd011db47"}}}));
     api.put(serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "checkout", "namespace": "shop",
         "annotations": {"azure.workload.identity/client-id": "5e2c6f4a-9d1b-4c3e-8a7f-0b1c2d3e4f50"}}}));
-    let readiness = Arc::new(kvinject::cluster::Readiness::default());
+    let readiness = Arc::new(kvinject::lifecycle::readiness::Readiness::default());
     let cluster = kvinject::cluster::Cluster::start(
         api.client(),
         readiness.clone(),
@@ -369,7 +372,7 @@ async fn a_slow_api_server_costs_at_most_the_write_deadline() {
         write_timeout: Duration::from_millis(300),
         ..Limits::default()
     };
-    let state = AppState::live(
+    let state = Reviewer::live(
         cluster,
         Settings::new(None, None, "kvinject"),
         limits,
@@ -378,7 +381,7 @@ async fn a_slow_api_server_costs_at_most_the_write_deadline() {
     api.delay_next("PATCH", "secretproviderclasses", Duration::from_secs(5));
     let started = Instant::now();
     let response = tower::ServiceExt::oneshot(
-        server::admission_router(state),
+        http::admission_router(state),
         axum::http::Request::post("/mutate")
             .header("content-type", "application/json")
             .body(axum::body::Body::from(fixture()))

@@ -4,10 +4,10 @@
 
 use std::sync::LazyLock;
 
-use kvinject::admission::{self, Route};
-use kvinject::facts::DocumentFacts;
-use kvinject::manifest::{self, Format};
-use kvinject::plan::Settings;
+use kvinject::webhook::admission::{self, Route};
+use kvinject::core::facts::DocumentFacts;
+use kvinject::offline::manifest::{self, Format};
+use kvinject::core::plan::Settings;
 use libfuzzer_sys::fuzz_target;
 
 static FACTS: LazyLock<DocumentFacts> = LazyLock::new(|| {

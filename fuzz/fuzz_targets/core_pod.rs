@@ -11,9 +11,9 @@ use std::sync::LazyLock;
 
 use arbitrary::Arbitrary;
 use json_patch::PatchOperation;
-use kvinject::facts::DocumentFacts;
-use kvinject::manifest::{self, Format};
-use kvinject::plan::{self, Decision, Settings};
+use kvinject::core::facts::DocumentFacts;
+use kvinject::offline::manifest::{self, Format};
+use kvinject::core::plan::{self, Decision, Settings};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};
 

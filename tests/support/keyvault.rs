@@ -80,10 +80,10 @@ impl KeyVaultDouble {
             kvinject::certs::Validity::days(1),
         )
         .unwrap();
-        let store = kvinject::tls::CertStore::new(
-            kvinject::tls::ServingCert::from_pem(cert.as_bytes(), key.as_bytes()).unwrap(),
+        let store = kvinject::webhook::tls::CertStore::new(
+            kvinject::webhook::tls::ServingCert::from_pem(cert.as_bytes(), key.as_bytes()).unwrap(),
         );
-        let config = kvinject::tls::server_config_with(store).unwrap();
+        let config = kvinject::webhook::tls::server_config_with(store).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let double = Self {
@@ -92,11 +92,11 @@ impl KeyVaultDouble {
             ca_pem: ca.cert_pem,
         };
         let app = Router::new().fallback(handle).with_state(double.clone());
-        tokio::spawn(kvinject::server::serve_tls(
+        tokio::spawn(kvinject::webhook::listener::serve_tls(
             listener,
             config,
             app,
-            kvinject::server::Limits::default(),
+            kvinject::webhook::listener::Limits::default(),
             std::future::pending(),
         ));
         double

@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use json_patch::PatchOperation;
-use kvinject::facts::DocumentFacts;
-use kvinject::plan::{self, Decision, InjectionPlan, Settings};
+use kvinject::core::facts::DocumentFacts;
+use kvinject::core::plan::{self, Decision, InjectionPlan, Settings};
 use serde_json::{Value, json};
 
 pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";

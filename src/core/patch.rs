@@ -8,9 +8,9 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
 use serde_json::{Value, json};
 
-use crate::annotations::{CSI_DRIVER, INJECTED, MOUNT_PATH, VOLUME_NAME};
-use crate::denial::Denial;
-use crate::pod::{ContainerView, PodView};
+use crate::core::annotations::{CSI_DRIVER, INJECTED, MOUNT_PATH, VOLUME_NAME};
+use crate::core::denial::{Denial, DenialReason};
+use crate::core::pod::{ContainerView, PodView};
 
 /// One env var to wire: `<var>` from key `<key>` of Secret `<secret>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,11 +199,11 @@ fn marker_ops(pod: &PodView<'_>, wiring: &Wiring<'_>, ops: &mut Vec<PatchOperati
 }
 
 fn conflict(what: String) -> Denial {
-    Denial::new(what).because("conflict")
+    Denial::new(what).because(DenialReason::Conflict)
 }
 
 fn conflict_on(key: &str, what: String) -> Denial {
-    Denial::annotation(key, what).because("conflict")
+    Denial::annotation(key, what).because(DenialReason::Conflict)
 }
 
 /// Two env entries that read the same Secret key (extra fields such as `optional` are the user's).

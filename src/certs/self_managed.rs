@@ -22,8 +22,9 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::certs::{self, CaPair, Validity};
-use crate::lease::LeaseLock;
-use crate::tls::{CertStore, ServingCert};
+use crate::cluster::lease::{LEASE_DURATION, LeaseLock};
+use crate::lifecycle::ticks::Ticks;
+use crate::webhook::tls::{CertStore, ServingCert};
 
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
@@ -89,15 +90,15 @@ impl SelfManaged {
                 namespace,
                 &format!("{secret_name}-writer"),
                 holder,
-                Duration::from_secs(15),
+                LEASE_DURATION,
             ),
             client,
             secret_name: secret_name.to_owned(),
             webhook_configuration: webhook_configuration.to_owned(),
             service: service.to_owned(),
             namespace: namespace.to_owned(),
-            ca_days: 3650,
-            cert_days: 365,
+            ca_days: certs::DEFAULT_CA_DAYS,
+            cert_days: certs::DEFAULT_CERT_DAYS,
         }
     }
 
@@ -141,14 +142,8 @@ impl SelfManaged {
         interval: Duration,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                () = &mut shutdown => return,
-            }
+        let mut ticks = Ticks::new(interval, shutdown);
+        while ticks.next().await {
             match self.reconcile().await {
                 Ok(Some(serving)) if Some(serving.not_after) != store.not_after() => {
                     store.replace(serving)
@@ -245,8 +240,8 @@ impl SelfManaged {
             metadata: ObjectMeta {
                 name: Some(self.secret_name.clone()),
                 labels: Some(BTreeMap::from([(
-                    crate::annotations::MANAGED_BY_LABEL.to_owned(),
-                    crate::annotations::MANAGED_BY_VALUE.to_owned(),
+                    crate::core::annotations::MANAGED_BY_LABEL.to_owned(),
+                    crate::core::annotations::MANAGED_BY_VALUE.to_owned(),
                 )])),
                 ..ObjectMeta::default()
             },

@@ -6,12 +6,12 @@
 
 use std::fmt;
 
-use crate::annotations::{
+use crate::core::annotations::{
     AAD_POD_IDENTITY_LABEL, ALLOWED_SERVICE_ACCOUNTS, CLIENT_ID, WORKLOAD_IDENTITY_CLIENT_ID,
 };
-use crate::denial::Denial;
-use crate::facts::{ClusterFacts, IdentityBindingFacts, SpcIdentity};
-use crate::pod::PodView;
+use crate::core::denial::{Denial, DenialReason};
+use crate::core::facts::{ClusterFacts, IdentityBindingFacts, SpcIdentity};
+use crate::core::pod::PodView;
 
 /// The identity a pod authenticates to Key Vault with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,55 +63,13 @@ pub fn resolve(
     let service_account = pod.service_account_name();
     let account = facts.service_account(namespace, service_account);
     let account_known = account.is_some();
-    let account_client_id = account
-        .and_then(|sa| sa.client_id)
-        .filter(|id| !id.is_empty());
-    if let Some(id) = &account_client_id
-        && !is_guid(id)
-    {
-        return Err(identity_denial(format!(
-            "ServiceAccount {service_account} in namespace {namespace} has annotation \
-                 {WORKLOAD_IDENTITY_CLIENT_ID}: {id:?}, which is not a client ID (GUID); fix the ServiceAccount's annotation"
-        )));
-    }
-    let workload_client_id = match (requested_client_id, account_client_id) {
-        (Some(requested), _) if !is_guid(requested) => {
-            return Err(Denial::annotation(
-                CLIENT_ID,
-                format!(
-                    "{requested:?} is not a client ID (GUID such as 00000000-0000-0000-0000-000000000000)"
-                ),
-            ));
-        }
-        (Some(requested), None) if !account_known => {
-            return Err(Denial::missing(format!(
-                "annotation {CLIENT_ID}: names client ID {requested}, but the pod's ServiceAccount \
-                 {service_account} does not exist in namespace {namespace}; create it with \
-                 {WORKLOAD_IDENTITY_CLIENT_ID}: {requested}"
-            )));
-        }
-        (Some(requested), None) => {
-            return Err(Denial::annotation(
-                CLIENT_ID,
-                format!(
-                    "names client ID {requested}, but the pod's ServiceAccount {service_account} in namespace \
-                     {namespace} carries no {WORKLOAD_IDENTITY_CLIENT_ID}; a pod cannot name a client ID its \
-                     ServiceAccount does not carry: annotate the ServiceAccount, or run the pod as one that has it"
-                ),
-            ));
-        }
-        (Some(requested), Some(account)) if !requested.eq_ignore_ascii_case(&account) => {
-            return Err(Denial::annotation(
-                CLIENT_ID,
-                format!(
-                    "names client ID {requested}, but the pod's ServiceAccount {service_account} carries {account}; \
-                     a pod cannot name a client ID its ServiceAccount does not carry: remove the annotation \
-                     or set it to {account}"
-                ),
-            ));
-        }
-        (_, account) => account,
-    };
+    let workload_client_id = workload_client_id(
+        requested_client_id,
+        account.and_then(|sa| sa.client_id),
+        account_known,
+        service_account,
+        namespace,
+    )?;
     match (selector, workload_client_id) {
         (Some(selector), Some(client_id)) => Err(identity_denial(format!(
             "pod has two Azure identities: label {AAD_POD_IDENTITY_LABEL}: {selector} (AAD Pod Identity) and \
@@ -119,25 +77,7 @@ pub fn resolve(
              remove the {AAD_POD_IDENTITY_LABEL} label, or run the pod as a ServiceAccount without \
              {WORKLOAD_IDENTITY_CLIENT_ID}"
         ))),
-        (Some(selector), None) => {
-            let bindings = facts.identity_bindings(namespace, selector);
-            if bindings.is_empty() {
-                let fix = if facts.identity_bindings_available() {
-                    format!(
-                        "create an AzureIdentityBinding with spec.selector: {selector} there, or fix the label"
-                    )
-                } else {
-                    "AAD Pod Identity is not installed in this cluster (no AzureIdentityBinding API): use workload identity".to_owned()
-                };
-                return Err(Denial::missing(format!(
-                    "label {AAD_POD_IDENTITY_LABEL}: {selector} matches no AzureIdentityBinding in namespace {namespace}; {fix}"
-                )));
-            }
-            check_binding_policy(&bindings, selector, service_account)?;
-            Ok(PodIdentity::AadPodIdentity {
-                selector: selector.to_owned(),
-            })
-        }
+        (Some(selector), None) => aad_pod_identity(selector, service_account, namespace, facts),
         (None, Some(client_id)) => Ok(PodIdentity::WorkloadIdentity {
             client_id,
             service_account: service_account.to_owned(),
@@ -155,6 +95,85 @@ pub fn resolve(
              AzureIdentityBinding (AAD Pod Identity, deprecated)"
         ))),
     }
+}
+
+/// The workload identity client ID of the pod: its ServiceAccount's, which the pod's own
+/// `kvinject.io/client-id` may only repeat.
+fn workload_client_id(
+    requested: Option<&str>,
+    account_client_id: Option<String>,
+    account_known: bool,
+    service_account: &str,
+    namespace: &str,
+) -> Result<Option<String>, Denial> {
+    let account_client_id = account_client_id.filter(|id| !id.is_empty());
+    if let Some(id) = &account_client_id
+        && !is_guid(id)
+    {
+        return Err(identity_denial(format!(
+            "ServiceAccount {service_account} in namespace {namespace} has annotation \
+                 {WORKLOAD_IDENTITY_CLIENT_ID}: {id:?}, which is not a client ID (GUID); fix the ServiceAccount's annotation"
+        )));
+    }
+    match (requested, account_client_id) {
+        (Some(requested), _) if !is_guid(requested) => Err(Denial::annotation(
+            CLIENT_ID,
+            format!(
+                "{requested:?} is not a client ID (GUID such as 00000000-0000-0000-0000-000000000000)"
+            ),
+        )),
+        (Some(requested), None) if !account_known => Err(Denial::missing(format!(
+            "annotation {CLIENT_ID}: names client ID {requested}, but the pod's ServiceAccount \
+             {service_account} does not exist in namespace {namespace}; create it with \
+             {WORKLOAD_IDENTITY_CLIENT_ID}: {requested}"
+        ))),
+        (Some(requested), None) => Err(Denial::annotation(
+            CLIENT_ID,
+            format!(
+                "names client ID {requested}, but the pod's ServiceAccount {service_account} in namespace \
+                 {namespace} carries no {WORKLOAD_IDENTITY_CLIENT_ID}; a pod cannot name a client ID its \
+                 ServiceAccount does not carry: annotate the ServiceAccount, or run the pod as one that has it"
+            ),
+        )),
+        (Some(requested), Some(account)) if !requested.eq_ignore_ascii_case(&account) => {
+            Err(Denial::annotation(
+                CLIENT_ID,
+                format!(
+                    "names client ID {requested}, but the pod's ServiceAccount {service_account} carries {account}; \
+                     a pod cannot name a client ID its ServiceAccount does not carry: remove the annotation \
+                     or set it to {account}"
+                ),
+            ))
+        }
+        (_, account) => Ok(account),
+    }
+}
+
+/// AAD Pod Identity: a binding with the pod's selector must exist in its namespace, and its
+/// identity policy must let the pod's ServiceAccount claim it.
+fn aad_pod_identity(
+    selector: &str,
+    service_account: &str,
+    namespace: &str,
+    facts: &dyn ClusterFacts,
+) -> Result<PodIdentity, Denial> {
+    let bindings = facts.identity_bindings(namespace, selector);
+    if bindings.is_empty() {
+        let fix = if facts.identity_bindings_available() {
+            format!(
+                "create an AzureIdentityBinding with spec.selector: {selector} there, or fix the label"
+            )
+        } else {
+            "AAD Pod Identity is not installed in this cluster (no AzureIdentityBinding API): use workload identity".to_owned()
+        };
+        return Err(Denial::missing(format!(
+            "label {AAD_POD_IDENTITY_LABEL}: {selector} matches no AzureIdentityBinding in namespace {namespace}; {fix}"
+        )));
+    }
+    check_binding_policy(&bindings, selector, service_account)?;
+    Ok(PodIdentity::AadPodIdentity {
+        selector: selector.to_owned(),
+    })
 }
 
 /// The identity policy for every pod that carries `aadpodidbinding`, injected or not: each
@@ -195,7 +214,7 @@ fn check_binding_policy(
 }
 
 fn identity_denial(what: impl std::fmt::Display) -> Denial {
-    Denial::new(what).because("identity")
+    Denial::new(what).because(DenialReason::Identity)
 }
 
 /// Whether an existing SPC's identity is the pod's own.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::annotations;
+use crate::core::annotations;
 
 /// What kvinject reads from a Namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -372,8 +372,10 @@ pub fn spc_facts(spc: &Value) -> SpcFacts {
         }
     }
     SpcFacts {
-        managed_by_kvinject: str_at(spc, &["metadata", "labels", annotations::MANAGED_BY_LABEL])
-            == Some(annotations::MANAGED_BY_VALUE),
+        managed_by_kvinject: annotations::is_managed_by_kvinject(str_at(
+            spc,
+            &["metadata", "labels", annotations::MANAGED_BY_LABEL],
+        )),
         identity,
         synced_keys,
     }

@@ -13,6 +13,11 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
+/// Default CA lifetime, in days: the `certs` command's and self-managed certificates'.
+pub const DEFAULT_CA_DAYS: i64 = 3650;
+/// Default serving certificate lifetime, in days.
+pub const DEFAULT_CERT_DAYS: i64 = 365;
+
 /// Why certificates could not be made or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {

@@ -55,6 +55,11 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`] on generated SPCs.
 pub const MANAGED_BY_VALUE: &str = "kvinject";
 
+/// Whether a [`MANAGED_BY_LABEL`] value says the object is kvinject's.
+pub fn is_managed_by_kvinject(label: Option<&str>) -> bool {
+    label == Some(MANAGED_BY_VALUE)
+}
+
 /// AAD Pod Identity: pod label naming an AzureIdentityBinding selector.
 pub const AAD_POD_IDENTITY_LABEL: &str = "aadpodidbinding";
 /// AzureIdentityBinding annotation: comma list of the ServiceAccounts whose pods may claim it.

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::annotations::{
+use crate::core::annotations::{
     GENERATED_NAME_PREFIX, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPC_API_VERSION,
 };
-use crate::identity::PodIdentity;
-use crate::reference::ObjectRef;
+use crate::core::identity::PodIdentity;
+use crate::core::reference::ObjectRef;
 
 /// One env var synced from a mounted object into the Secret named like the SPC.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,6 +18,9 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use time::OffsetDateTime;
 
+use crate::lifecycle::readiness::HealthCheck;
+use crate::lifecycle::ticks::Ticks;
+
 /// Why a certificate could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -154,10 +157,12 @@ impl CertStore {
     pub fn not_after(&self) -> Option<OffsetDateTime> {
         self.current.read().ok().map(|c| c.cert.not_after)
     }
+}
 
+impl HealthCheck for CertStore {
     /// `Err` when the served certificate has expired (the API server would refuse it); the last
     /// refused replacement is reported alongside but does not make kvinject unready.
-    pub fn health(&self) -> Result<Option<String>, String> {
+    fn health(&self) -> Result<Option<String>, String> {
         let current = self
             .current
             .read()
@@ -216,14 +221,8 @@ pub async fn watch_files(
     // No baseline: the first pass checks whatever the files hold by then (re-serving an
     // unchanged pair is harmless), so a change made before this task first ran is not missed.
     let mut last = None;
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            () = &mut shutdown => return,
-        }
+    let mut ticks = Ticks::new(interval, shutdown);
+    while ticks.next().await {
         let pair = read_pair();
         if last.is_some() && pair == last {
             continue;

@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::facts::{ClusterFacts, DocumentFacts, str_at};
-use crate::plan::{self, Decision, Settings};
-use crate::pod::template_path;
+use crate::core::facts::{ClusterFacts, DocumentFacts, str_at};
+use crate::core::plan::{self, Decision, Settings};
+use crate::core::pod::template_path;
 
 /// The result of injecting a set of documents.
 #[derive(Debug, Clone, Default)]
@@ -20,7 +20,7 @@ pub struct Injected {
     /// Soft problems, each prefixed with the document it concerns.
     pub warnings: Vec<String>,
     /// Per generate-mode pod: the document it concerns, its vault and object references.
-    pub objects: Vec<(String, crate::plan::PodObjects)>,
+    pub objects: Vec<(String, crate::core::plan::PodObjects)>,
 }
 
 /// Every denial, each prefixed with the document it concerns.

@@ -12,6 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::core::denial::DenialReason;
+
 /// Kinds kvinject is registered for; anything else is counted as `other`.
 const KNOWN_KINDS: [&str; 7] = [
     "Pod",
@@ -181,11 +183,11 @@ impl Metrics {
     }
 
     /// Counts a denial.
-    pub fn denial(&self, route: &str, reason: &str) {
+    pub fn denial(&self, route: &str, reason: DenialReason) {
         self.denials
             .get_or_create(&DenialLabels {
                 route: route.to_owned(),
-                reason: reason.to_owned(),
+                reason: reason.as_str().to_owned(),
             })
             .inc();
     }

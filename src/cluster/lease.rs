@@ -11,6 +11,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::{Client, Error};
 
+/// How long kvinject's Leases are held without renewal: a replica that dies is replaced
+/// within this.
+pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+
 /// A Lease this process may hold.
 #[derive(Clone)]
 pub struct LeaseLock {

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::denial::Denial;
+use crate::core::denial::Denial;
 
 /// Where a kind keeps its pod template, as JSON pointer tokens (empty for a Pod); `None` for kinds
 /// without one.

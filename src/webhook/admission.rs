@@ -2,7 +2,7 @@
 //!
 //! Translates only: decoding, routing not-our-business requests, calling the core, and encoding
 //! the answer exactly as the API server reads it. No I/O here; the HTTP layer and the cluster
-//! writes live in `server`.
+//! writes live in `review`.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -12,12 +12,12 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::core::response::Status;
 use serde_json::Value;
 
-use crate::denial::Denial;
-use crate::facts::ClusterFacts;
-use crate::identity;
-use crate::plan::{self, Decision, Settings, SkipReason};
-use crate::pod::{PodView, template_path};
-use crate::spc::GeneratedSpc;
+use crate::core::denial::{Denial, DenialReason};
+use crate::core::facts::ClusterFacts;
+use crate::core::identity;
+use crate::core::plan::{self, Decision, Settings, SkipReason};
+use crate::core::pod::{PodView, template_path};
+use crate::core::spc::GeneratedSpc;
 
 /// The only AdmissionReview version kvinject registers for.
 pub const ADMISSION_V1: &str = "admission.k8s.io/v1";
@@ -163,9 +163,9 @@ pub struct Answer {
     /// Denied for an object kvinject could not find (worth a direct look-up).
     pub missing_fact: bool,
     /// The denial's reason class, when denied.
-    pub denial_reason: Option<&'static str>,
+    pub denial_reason: Option<DenialReason>,
     /// The vault and the object references of an admitted pod in generate mode, to verify.
-    pub objects: Option<crate::plan::PodObjects>,
+    pub objects: Option<crate::core::plan::PodObjects>,
 }
 
 impl Answer {
@@ -375,12 +375,7 @@ fn answer_workload(
     };
     match plan::plan_pod(template, &decoded.namespace(), facts, settings) {
         Err(denial) => {
-            let denial = denial.reworded(format!(
-                "{} {}: {}",
-                template_name,
-                decoded.name(),
-                denial.message().trim_start_matches("kvinject: ")
-            ));
+            let denial = denial.within(format!("{template_name} {}", decoded.name()));
             Ok(answer.deny(&denial))
         }
         Ok(decision) => Ok(answer.with_warnings(decision.warnings())),

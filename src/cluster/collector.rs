@@ -14,10 +14,11 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::core::DynamicObject;
 
-use crate::annotations::LAST_USED;
+use crate::cluster::lease::LeaseLock;
+use crate::cluster::spc_store::used_within;
 use crate::cluster::{Cluster, spc_resource};
-use crate::lease::LeaseLock;
-use crate::metrics::SharedMetrics;
+use crate::lifecycle::ticks::Ticks;
+use crate::webhook::metrics::SharedMetrics;
 
 /// The collector's state between passes.
 pub struct Collector {
@@ -59,13 +60,7 @@ impl Collector {
             }
             let since = *self.unreferenced_since.get(&key).unwrap_or(&now);
             seen.insert(key.clone(), since);
-            let last_used = spc
-                .annotations()
-                .get(LAST_USED)
-                .and_then(|t| t.parse::<Timestamp>().ok());
-            let used_recently =
-                last_used.is_some_and(|t| wall.duration_since(t).unsigned_abs() < self.grace);
-            if now.duration_since(since) < self.grace || used_recently {
+            if now.duration_since(since) < self.grace || used_within(&spc, wall, self.grace) {
                 pass.waiting += 1;
                 continue;
             }
@@ -118,16 +113,10 @@ pub async fn run(
     let tick = interval
         .min(lease.duration() / 3)
         .max(Duration::from_millis(100));
-    let mut ticker = tokio::time::interval(tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = Ticks::new(tick, shutdown);
     let mut last_pass: Option<Instant> = None;
     let mut leading = false;
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            () = &mut shutdown => return,
-        }
+    while ticks.next().await {
         let held = match lease.acquire_or_renew().await {
             Ok(held) => held,
             Err(error) => {

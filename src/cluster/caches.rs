@@ -1,0 +1,240 @@
+//! The watch caches: Namespaces, ServiceAccounts and labelled pods metadata-only,
+//! AzureIdentityBindings (when served) and SecretProviderClasses in full; each reports to
+//! readiness when synced. Every `ClusterFacts` answer of a live server comes from here.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::api::Api;
+use kube::core::{ApiResource, DynamicObject, PartialObjectMeta};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+
+use crate::cluster::spc_store::is_managed_by_kvinject;
+use crate::cluster::{Cluster, binding_resource, spc_resource};
+use crate::core::annotations::{
+    AAD_POD_IDENTITY_GROUP, INJECT, INJECTED, WORKLOAD_IDENTITY_CLIENT_ID,
+};
+use crate::core::facts::{
+    ClusterFacts, DocumentFacts, IdentityBindingFacts, NamespaceFacts, ServiceAccountFacts,
+    SpcFacts, spc_facts,
+};
+use crate::lifecycle::readiness::Readiness;
+
+impl Cluster {
+    /// Starts the watches and returns at once; `readiness` learns when each cache has synced.
+    /// AzureIdentityBindings are watched only if the cluster serves their API.
+    pub async fn start(
+        client: Client,
+        readiness: Arc<Readiness>,
+        lookup_timeout: Duration,
+    ) -> Self {
+        let bindings_available = client
+            .list_api_group_resources(&format!("{AAD_POD_IDENTITY_GROUP}/v1"))
+            .await
+            .is_ok_and(|list| {
+                list.resources
+                    .iter()
+                    .any(|r| r.name == "azureidentitybindings")
+            });
+        if !bindings_available {
+            tracing::info!(
+                "AzureIdentityBinding API not served: AAD Pod Identity is unavailable in this cluster"
+            );
+        }
+        let namespaces = watch_metadata::<Namespace>(
+            &client,
+            watcher::Config::default(),
+            "namespaces",
+            &readiness,
+        );
+        let service_accounts = watch_metadata::<ServiceAccount>(
+            &client,
+            watcher::Config::default(),
+            "serviceaccounts",
+            &readiness,
+        );
+        // Only labelled pods can reference a generated SPC: that bounds the cache.
+        let pods = watch_metadata::<Pod>(
+            &client,
+            watcher::Config::default().labels(&format!("{INJECT}=true")),
+            "pods",
+            &readiness,
+        );
+        let spcs = watch_dynamic(
+            client.clone(),
+            spc_resource(),
+            "secretproviderclasses",
+            &readiness,
+        );
+        let bindings = bindings_available.then(|| {
+            watch_dynamic(
+                client.clone(),
+                binding_resource(),
+                "azureidentitybindings",
+                &readiness,
+            )
+        });
+        Self {
+            client,
+            namespaces,
+            service_accounts,
+            bindings,
+            spcs,
+            pods,
+            lookup_timeout,
+        }
+    }
+
+    /// (cache name, objects in it), for metrics.
+    pub fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        let mut sizes = vec![
+            ("namespaces", self.namespaces.state().len()),
+            ("serviceaccounts", self.service_accounts.state().len()),
+            ("pods", self.pods.state().len()),
+            ("secretproviderclasses", self.spcs.state().len()),
+        ];
+        if let Some(bindings) = &self.bindings {
+            sizes.push(("azureidentitybindings", bindings.state().len()));
+        }
+        sizes
+    }
+
+    /// Generated SPCs in the cache (labelled `app.kubernetes.io/managed-by: kvinject`).
+    pub fn generated_spcs(&self) -> Vec<Arc<DynamicObject>> {
+        self.spcs
+            .state()
+            .into_iter()
+            .filter(|spc| is_managed_by_kvinject(spc.as_ref()))
+            .collect()
+    }
+
+    /// (namespace, SPC name) of every labelled pod's `kvinject.io/injected` marker.
+    pub fn referenced_spcs(&self) -> BTreeSet<(String, String)> {
+        self.pods
+            .state()
+            .iter()
+            .filter_map(|pod| {
+                let spc = pod.annotations().get(INJECTED)?;
+                Some((pod.namespace().unwrap_or_default(), spc.clone()))
+            })
+            .collect()
+    }
+}
+
+fn watch_metadata<K>(
+    client: &Client,
+    config: watcher::Config,
+    part: &'static str,
+    readiness: &Arc<Readiness>,
+) -> Store<PartialObjectMeta<K>>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let writer = reflector::store::Writer::<PartialObjectMeta<K>>::default();
+    let store = writer.as_reader();
+    let api = Api::<PartialObjectMeta<K>>::all(client.clone());
+    let stream = watcher(api, config).default_backoff().reflect(writer);
+    spawn_watch(stream, store.clone(), part, readiness);
+    store
+}
+
+fn watch_dynamic(
+    client: Client,
+    resource: ApiResource,
+    part: &'static str,
+    readiness: &Arc<Readiness>,
+) -> Store<DynamicObject> {
+    let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
+    let store = writer.as_reader();
+    let api = Api::<DynamicObject>::all_with(client, &resource);
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
+    spawn_watch(stream, store.clone(), part, readiness);
+    store
+}
+
+fn spawn_watch<K, S>(stream: S, store: Store<K>, part: &'static str, readiness: &Arc<Readiness>)
+where
+    K: kube::runtime::reflector::Lookup + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    S: futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    readiness.expect(part);
+    let ready = readiness.clone();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            tracing::info!(cache = part, "cache synced");
+            ready.set_ready(part);
+        }
+    });
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            if let Err(error) = event {
+                tracing::warn!(cache = part, %error, "watch error; retrying with backoff");
+            }
+        }
+    });
+}
+
+impl ClusterFacts for Cluster {
+    fn namespace(&self, name: &str) -> Option<NamespaceFacts> {
+        let namespace = self.namespaces.get(&ObjectRef::new(name))?;
+        let mut document = serde_json::to_value(namespace.as_ref()).ok()?;
+        document["apiVersion"] = "v1".into();
+        document["kind"] = "Namespace".into();
+        let mut facts = DocumentFacts::default();
+        facts.add(&document, "");
+        facts.namespace(name)
+    }
+
+    fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccountFacts> {
+        let account = self
+            .service_accounts
+            .get(&ObjectRef::new(name).within(namespace))?;
+        Some(ServiceAccountFacts {
+            client_id: account
+                .annotations()
+                .get(WORKLOAD_IDENTITY_CLIENT_ID)
+                .cloned(),
+        })
+    }
+
+    fn identity_bindings(&self, namespace: &str, selector: &str) -> Vec<IdentityBindingFacts> {
+        let Some(bindings) = &self.bindings else {
+            return Vec::new();
+        };
+        bindings
+            .state()
+            .iter()
+            .filter(|b| b.namespace().as_deref() == Some(namespace))
+            .filter_map(|b| {
+                IdentityBindingFacts::from_manifest(&serde_json::to_value(b.as_ref()).ok()?)
+            })
+            .filter(|b| b.selector == selector)
+            .collect()
+    }
+
+    fn identity_bindings_available(&self) -> bool {
+        self.bindings.is_some()
+    }
+
+    fn secret_provider_class(&self, namespace: &str, name: &str) -> Option<SpcFacts> {
+        let spc = self
+            .spcs
+            .get(&ObjectRef::new_with(name, spc_resource()).within(namespace))?;
+        Some(spc_facts(&serde_json::to_value(spc.as_ref()).ok()?))
+    }
+}

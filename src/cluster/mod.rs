@@ -1,0 +1,59 @@
+//! The live cluster: facts from watch caches, direct look-ups for what a cache cannot have yet,
+//! and the SecretProviderClass writes admission needs.
+//!
+//! Admission never waits on a request for a fact it has: every `ClusterFacts` answer comes from
+//! a reflector store ([`caches`]). Requests are made only for a fact that is missing (once,
+//! within a deadline: [`lookup`]) and for the SPC a pod needs when the cache shows it absent,
+//! edited or stale ([`spc_store`]). The [`collector`] deletes generated SPCs no pod uses, one
+//! replica at a time ([`lease`]).
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::Client;
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
+use kube::runtime::reflector::Store;
+
+use crate::core::annotations::AAD_POD_IDENTITY_GROUP;
+
+pub mod caches;
+pub mod collector;
+pub mod lease;
+pub mod lookup;
+pub mod spc_store;
+
+/// The SecretProviderClass API.
+pub fn spc_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("secrets-store.csi.x-k8s.io", "v1", "SecretProviderClass"),
+        "secretproviderclasses",
+    )
+}
+
+/// The AzureIdentityBinding API.
+pub fn binding_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(AAD_POD_IDENTITY_GROUP, "v1", "AzureIdentityBinding"),
+        "azureidentitybindings",
+    )
+}
+
+/// Watch caches over the objects kvinject reads, and a client for the rest.
+#[derive(Clone)]
+pub struct Cluster {
+    client: Client,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
+    bindings: Option<Store<DynamicObject>>,
+    spcs: Store<DynamicObject>,
+    pods: Store<PartialObjectMeta<Pod>>,
+    /// Deadline for the direct look-ups of one admission.
+    lookup_timeout: Duration,
+}
+
+impl Cluster {
+    /// The API client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}

@@ -1,0 +1,17 @@
+//! The pure core: every rule of the contract, as functions of their inputs.
+//!
+//! No I/O, no clock, no async: the pod arrives as JSON, the cluster as [`facts::ClusterFacts`],
+//! the server's flags as [`plan::Settings`]; the answer is data (patch operations, the
+//! SecretProviderClass to write, warnings) or a [`denial::Denial`]. Only std, serde, serde_json,
+//! json-patch and sha2 are used here, so every rule is testable in microseconds.
+
+pub mod annotations;
+pub mod denial;
+pub mod facts;
+pub mod identity;
+pub mod patch;
+pub mod plan;
+pub mod pod;
+pub mod reference;
+pub mod request;
+pub mod spc;

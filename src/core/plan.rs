@@ -1,0 +1,553 @@
+//! The pure core: (pod JSON, namespace, cluster facts, settings) -> [`Decision`] or [`Denial`].
+//!
+//! Implements contract sections 2-6 for one pod or pod template. No I/O: every answer about the
+//! cluster comes through [`ClusterFacts`], and the result is data (patch operations, the SPC to
+//! write, warnings) for an adapter to deliver.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use json_patch::PatchOperation;
+use serde_json::Value;
+
+use crate::core::annotations::{
+    self as keys, ENV_PREFIX, FILE_PREFIX, INJECT, INJECTED, MIRROR_POD, PREFIX,
+    SECRET_PROVIDER_CLASS, TENANT_ID, VAULT,
+};
+use crate::core::denial::{Denial, DenialReason, warning};
+use crate::core::facts::{ClusterFacts, SpcFacts, SpcIdentity, SyncedKey};
+use crate::core::identity::{self, AAD_POD_IDENTITY_DEPRECATED, PodIdentity};
+use crate::core::patch::{self, EnvWire, Wiring};
+use crate::core::pod::PodView;
+use crate::core::reference::ObjectRef;
+use crate::core::request::{
+    Request, check_vault_name, has_request_annotations, parse_reference,
+    refuse_files_in_reference_mode, target_containers,
+};
+use crate::core::spc::{self, GeneratedSpc, SpcContent, SyncedVar};
+
+/// Server-wide settings the core reads (the adapters' flags).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// `--default-vault`: the vault when neither pod nor namespace names one.
+    pub default_vault: Option<String>,
+    /// `--default-tenant-id`: the tenant when neither pod nor namespace names one.
+    pub default_tenant_id: Option<String>,
+    /// Namespaces whose pods are never mutated, even if sent.
+    pub ignored_namespaces: BTreeSet<String>,
+}
+
+impl Settings {
+    /// Settings with the namespaces that are always left alone: `kube-system`, `kube-node-lease`
+    /// and kvinject's own.
+    pub fn new(
+        default_vault: Option<String>,
+        default_tenant_id: Option<String>,
+        own_namespace: &str,
+    ) -> Self {
+        Self {
+            default_vault,
+            default_tenant_id,
+            ignored_namespaces: ["kube-system", "kube-node-lease", own_namespace]
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+}
+
+/// A generate-mode pod's vault and its object references, each with the annotation that made
+/// it: what Key Vault verification checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodObjects {
+    /// The Key Vault.
+    pub vault: String,
+    /// (annotation key, reference).
+    pub references: Vec<(String, ObjectRef)>,
+}
+
+/// Why a pod was left as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// No `kvinject.io/inject: "true"` label.
+    NotLabelled,
+    /// Annotation `kvinject.io/inject: "false"`.
+    OptedOut,
+    /// `kube-system`, `kube-node-lease` or kvinject's own namespace.
+    IgnoredNamespace,
+    /// A static pod's mirror, owned by the kubelet.
+    MirrorPod,
+    /// Labelled, but no annotation asks for anything.
+    NothingRequested,
+}
+
+impl SkipReason {
+    /// Stable kebab-case name, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotLabelled => "not-labelled",
+            Self::OptedOut => "opted-out",
+            Self::IgnoredNamespace => "ignored-namespace",
+            Self::MirrorPod => "mirror-pod",
+            Self::NothingRequested => "nothing-requested",
+        }
+    }
+}
+
+/// What to do with an admitted pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InjectionPlan {
+    /// JSON Patch against the pod as received; empty when it already carries everything.
+    pub patch: Vec<PatchOperation>,
+    /// The SecretProviderClass the pod's volume names.
+    pub spc_name: String,
+    /// Generate mode: the SPC that must exist for the pod to start.
+    pub generated_spc: Option<GeneratedSpc>,
+    /// Soft problems to return to the user.
+    pub warnings: Vec<String>,
+    /// Generate mode: the vault, and every object reference with the annotation that made it,
+    /// for verification against Key Vault.
+    pub objects: Option<PodObjects>,
+}
+
+/// The core's answer for a pod it does not deny.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Leave the pod alone.
+    Skip {
+        /// Why.
+        reason: SkipReason,
+        /// Soft problems to return to the user.
+        warnings: Vec<String>,
+    },
+    /// Mutate the pod (possibly with an empty patch).
+    Inject(InjectionPlan),
+}
+
+impl Decision {
+    /// The warnings, whichever the decision.
+    pub fn warnings(&self) -> &[String] {
+        match self {
+            Self::Skip { warnings, .. } => warnings,
+            Self::Inject(plan) => &plan.warnings,
+        }
+    }
+}
+
+/// Decides what to do with `pod` (a Pod, or a workload's pod template) in `namespace`.
+pub fn plan_pod(
+    pod: &Value,
+    namespace: &str,
+    facts: &dyn ClusterFacts,
+    settings: &Settings,
+) -> Result<Decision, Denial> {
+    let view = PodView::new(pod)?;
+    if let Some(skip) = not_ours(&view, namespace, settings) {
+        return Ok(skip);
+    }
+    let request = Request::read(&view)?;
+    let mut warnings = request.warnings.clone();
+    if request.spc.is_none() && request.env.is_empty() && request.files.is_empty() {
+        warnings.push(warning(format_args!(
+            "pod is labelled {INJECT}: \"true\" but asks for nothing; add {ENV_PREFIX}<VAR> or \
+             {FILE_PREFIX}<NAME> annotations, or remove the label"
+        )));
+        return Ok(Decision::Skip {
+            reason: SkipReason::NothingRequested,
+            warnings,
+        });
+    }
+    if facts
+        .namespace(namespace)
+        .is_some_and(|ns| !ns.injection_enabled)
+    {
+        warnings.push(warning(format_args!(
+            "namespace {namespace} is not labelled {}: {}; the webhook only sees pods of namespaces that are",
+            keys::NAMESPACE_INJECTION_LABEL,
+            keys::NAMESPACE_INJECTION_ENABLED
+        )));
+    }
+    let targets = target_containers(&view, request.containers)?;
+    let mount_path = request.mount_path()?;
+    // Everything the annotations say is checked before the cluster is asked about identity.
+    let mode = match request.spc {
+        None => Mode::Generate(mounted_objects(&request)?),
+        Some(spc_name) => {
+            refuse_files_in_reference_mode(&request, spc_name)?;
+            Mode::Reference(spc_name)
+        }
+    };
+    let identity = identity::resolve(&view, namespace, request.client_id, facts)?;
+    if matches!(identity, PodIdentity::AadPodIdentity { .. }) {
+        warnings.push(AAD_POD_IDENTITY_DEPRECATED.to_owned());
+    }
+    let wired = match mode {
+        Mode::Generate(mounted) => {
+            generate_mode(&request, mounted, namespace, &identity, facts, settings)?
+        }
+        Mode::Reference(spc_name) => reference_mode(
+            &request,
+            spc_name,
+            namespace,
+            &identity,
+            facts,
+            &mut warnings,
+        )?,
+    };
+    let wiring = Wiring {
+        spc_name: &wired.spc_name,
+        mount_path,
+        env: &wired.env,
+        targets: &targets,
+    };
+    Ok(Decision::Inject(InjectionPlan {
+        patch: patch::operations(&view, &wiring)?,
+        spc_name: wired.spc_name,
+        generated_spc: wired.generated,
+        warnings,
+        objects: wired.objects,
+    }))
+}
+
+/// The skip for a pod kvinject must leave alone (contract: opt-in and never-injected
+/// namespaces), with the warning that tells a user why when they seem to expect injection.
+fn not_ours(view: &PodView<'_>, namespace: &str, settings: &Settings) -> Option<Decision> {
+    let labelled = view.label(INJECT) == Some("true");
+    let (reason, warning) = if settings.ignored_namespaces.contains(namespace) {
+        let warning = labelled.then(|| {
+            warning(format_args!(
+                "namespace {namespace} is never injected; run the pod in another namespace"
+            ))
+        });
+        (SkipReason::IgnoredNamespace, warning)
+    } else if view.annotation(MIRROR_POD).is_some() {
+        (SkipReason::MirrorPod, None)
+    } else if !labelled {
+        let warning = has_request_annotations(view).then(|| {
+            warning(format_args!(
+                "pod has {PREFIX} annotations but not the label {INJECT}: \"true\", so nothing is \
+                 injected; add the label to the pod (template) labels"
+            ))
+        });
+        (SkipReason::NotLabelled, warning)
+    } else if view.annotation(INJECT) == Some("false") {
+        (SkipReason::OptedOut, None)
+    } else {
+        return None;
+    };
+    Some(Decision::Skip {
+        reason,
+        warnings: warning.into_iter().collect(),
+    })
+}
+
+/// Warnings for a workload (Deployment, CronJob, ...) whose own metadata carries kvinject keys
+/// that only mean something on its pod template.
+pub fn workload_warnings(workload: &Value, template_path: &str) -> Vec<String> {
+    let misplaced: Vec<&str> = ["labels", "annotations"]
+        .iter()
+        .filter_map(|field| workload["metadata"][field].as_object())
+        .flat_map(|map| map.keys())
+        .filter(|key| key.starts_with(PREFIX) && key.as_str() != INJECTED)
+        .map(String::as_str)
+        .collect();
+    if misplaced.is_empty() {
+        return Vec::new();
+    }
+    vec![warning(format_args!(
+        "{} on the {}'s own metadata have no effect; move them to {template_path}.metadata",
+        misplaced.join(", "),
+        workload["kind"].as_str().unwrap_or("workload")
+    ))]
+}
+
+/// Where the pod's SecretProviderClass comes from.
+enum Mode<'a> {
+    /// kvinject generates it from these files and synced vars.
+    Generate(Mounted),
+    /// The pod names an existing one.
+    Reference(&'a str),
+}
+
+/// What the pod's volume and env point at.
+struct Wired {
+    spc_name: String,
+    env: Vec<EnvWire>,
+    generated: Option<GeneratedSpc>,
+    objects: Option<PodObjects>,
+}
+
+fn generate_mode(
+    request: &Request<'_>,
+    (files, synced): Mounted,
+    namespace: &str,
+    identity: &PodIdentity,
+    facts: &dyn ClusterFacts,
+    settings: &Settings,
+) -> Result<Wired, Denial> {
+    let (vault, tenant_id) = vault_and_tenant(request, namespace, facts, settings)?;
+    let content = SpcContent {
+        vault: &vault,
+        tenant_id: &tenant_id,
+        identity,
+        files: &files,
+        synced: &synced,
+    };
+    let generated = spc::generate(namespace, &content);
+    if let Some(existing) = facts.secret_provider_class(namespace, &generated.name)
+        && !existing.managed_by_kvinject
+    {
+        return Err(Denial::new(format!(
+            "SecretProviderClass {} in namespace {namespace} exists but is not labelled {}: {}; kvinject \
+                 will not overwrite it: rename or delete that SecretProviderClass",
+            generated.name,
+            keys::MANAGED_BY_LABEL,
+            keys::MANAGED_BY_VALUE
+        ))
+        .because(DenialReason::Conflict));
+    }
+    let env = synced
+        .iter()
+        .map(|s| EnvWire {
+            var: s.var.clone(),
+            secret: generated.name.clone(),
+            key: s.var.clone(),
+            annotation: format!("{ENV_PREFIX}{}", s.var),
+        })
+        .collect();
+    Ok(Wired {
+        spc_name: generated.name.clone(),
+        env,
+        generated: Some(generated),
+        objects: Some(PodObjects {
+            vault,
+            references: object_references(request)?,
+        }),
+    })
+}
+
+/// The vault and tenant of a generate-mode pod: the pod's annotation, else its namespace's,
+/// else the server's flag; each checked.
+fn vault_and_tenant(
+    request: &Request<'_>,
+    namespace: &str,
+    facts: &dyn ClusterFacts,
+    settings: &Settings,
+) -> Result<(String, String), Denial> {
+    let namespace_facts = facts.namespace(namespace).unwrap_or_default();
+    let vault = resolve_setting(
+        VAULT,
+        request.vault,
+        namespace_facts.vault.as_deref(),
+        settings.default_vault.as_deref(),
+        namespace,
+        "--default-vault",
+        check_vault_name,
+    )?
+    .to_owned();
+    let tenant_id = resolve_setting(
+        TENANT_ID,
+        request.tenant_id,
+        namespace_facts.tenant_id.as_deref(),
+        settings.default_tenant_id.as_deref(),
+        namespace,
+        "--default-tenant-id",
+        |t| {
+            identity::is_guid(t)
+                .then_some(())
+                .ok_or_else(|| "is not a tenant ID (GUID)".to_owned())
+        },
+    )?
+    .to_owned();
+    Ok((vault, tenant_id))
+}
+
+/// Every object reference of the request with the annotation that made it.
+fn object_references(request: &Request<'_>) -> Result<Vec<(String, ObjectRef)>, Denial> {
+    let mut references = Vec::new();
+    for (prefix, entries) in [(FILE_PREFIX, &request.files), (ENV_PREFIX, &request.env)] {
+        for (name, value) in entries {
+            let key = format!("{prefix}{name}");
+            references.push((key.clone(), parse_reference(&key, value)?));
+        }
+    }
+    Ok(references)
+}
+
+/// Generate mode's files by alias, and the env vars synced from them.
+type Mounted = (BTreeMap<String, ObjectRef>, Vec<SyncedVar>);
+
+/// Every object of the request as a file: `file.<NAME>` names its file; an object only used by
+/// `env.<VAR>` becomes the file `<VAR>`; one name for two objects is a conflict.
+fn mounted_objects(request: &Request<'_>) -> Result<Mounted, Denial> {
+    let mut files: BTreeMap<String, ObjectRef> = BTreeMap::new();
+    for (name, value) in &request.files {
+        files.insert(
+            (*name).to_owned(),
+            parse_reference(&format!("{FILE_PREFIX}{name}"), value)?,
+        );
+    }
+    let mut synced = Vec::new();
+    let mut env_only: BTreeMap<ObjectRef, String> = BTreeMap::new();
+    for (var, value) in &request.env {
+        let key = format!("{ENV_PREFIX}{var}");
+        let object = parse_reference(&key, value)?;
+        let alias = match files.iter().find(|(_, o)| **o == object) {
+            Some((alias, _)) => alias.clone(),
+            None => match env_only.get(&object) {
+                Some(alias) => alias.clone(),
+                None => {
+                    if let Some(other) = files.get(*var) {
+                        return Err(Denial::annotation(
+                            &key,
+                            format!(
+                                "mounts {object} as file {var}, but annotation {FILE_PREFIX}{var} mounts {other} \
+                                 under that name; rename one of the two, or point both at the same object"
+                            ),
+                        ));
+                    }
+                    files.insert((*var).to_owned(), object.clone());
+                    env_only.insert(object, (*var).to_owned());
+                    (*var).to_owned()
+                }
+            },
+        };
+        synced.push(SyncedVar {
+            alias,
+            var: (*var).to_owned(),
+        });
+    }
+    Ok((files, synced))
+}
+
+fn reference_mode(
+    request: &Request<'_>,
+    spc_name: &str,
+    namespace: &str,
+    identity: &PodIdentity,
+    facts: &dyn ClusterFacts,
+    warnings: &mut Vec<String>,
+) -> Result<Wired, Denial> {
+    let Some(spc) = facts.secret_provider_class(namespace, spc_name) else {
+        return Err(Denial::missing(format!(
+            "annotation {SECRET_PROVIDER_CLASS}: SecretProviderClass {spc_name} does not exist in namespace \
+             {namespace}; create it first, or fix the name"
+        )));
+    };
+    if !identity::matches_spc(identity, &spc.identity) {
+        return Err(Denial::annotation(
+            SECRET_PROVIDER_CLASS,
+            format!(
+                "SecretProviderClass {spc_name} authenticates as {}, but the pod's identity is {identity}; \
+                 a pod may only use a SecretProviderClass of its own identity: fix the SecretProviderClass's \
+                 usePodIdentity/clientID or use another one",
+                describe_spc_identity(&spc.identity)
+            ),
+        ));
+    }
+    for (key, value) in [(VAULT, request.vault), (TENANT_ID, request.tenant_id)] {
+        if value.is_some() {
+            warnings.push(warning(format_args!(
+                "annotation {key} is unused: SecretProviderClass {spc_name} names the vault and tenant; remove it"
+            )));
+        }
+    }
+    let env = request
+        .env
+        .iter()
+        .map(|(var, wanted)| synced_key_env(&spc, spc_name, var, wanted))
+        .collect::<Result<_, _>>()?;
+    Ok(Wired {
+        spc_name: spc_name.to_owned(),
+        env,
+        generated: None,
+        objects: None,
+    })
+}
+
+/// Reference mode's `env.<VAR>: [<secretName>/]<key>`: the one synced key of the SPC it names.
+fn synced_key_env(
+    spc: &SpcFacts,
+    spc_name: &str,
+    var: &str,
+    wanted: &str,
+) -> Result<EnvWire, Denial> {
+    let annotation = format!("{ENV_PREFIX}{var}");
+    let (secret_filter, key) = match wanted.split_once('/') {
+        Some((secret, key)) => (Some(secret), key),
+        None => (None, wanted),
+    };
+    let candidates: Vec<&SyncedKey> = spc
+        .synced_keys
+        .iter()
+        .filter(|k| k.key == key && secret_filter.is_none_or(|s| s == k.secret_name))
+        .collect();
+    let listed = |keys: &mut dyn Iterator<Item = &SyncedKey>| -> String {
+        let names: Vec<String> = keys
+            .map(|k| format!("{}/{}", k.secret_name, k.key))
+            .collect();
+        names.join(", ")
+    };
+    match candidates.as_slice() {
+        [found] => Ok(EnvWire {
+            var: var.to_owned(),
+            secret: found.secret_name.clone(),
+            key: found.key.clone(),
+            annotation,
+        }),
+        [] => Err(Denial::annotation(
+            &annotation,
+            format!(
+                "SecretProviderClass {spc_name} syncs no key {wanted:?}; it syncs [{}]: use one of them, \
+                 or add the key to its secretObjects",
+                listed(&mut spc.synced_keys.iter())
+            ),
+        )),
+        many => Err(Denial::annotation(
+            &annotation,
+            format!(
+                "key {key:?} is synced into several Secrets by SecretProviderClass {spc_name}; write \
+                 <secretName>/<key>, one of [{}]",
+                listed(&mut many.iter().copied())
+            ),
+        )),
+    }
+}
+
+fn describe_spc_identity(identity: &SpcIdentity) -> String {
+    match identity {
+        SpcIdentity::PodIdentity => "AAD Pod Identity (usePodIdentity)".to_owned(),
+        SpcIdentity::ClientId(id) => format!("workload identity {id} (clientID)"),
+        SpcIdentity::VmManagedIdentity => {
+            "the node's managed identity (useVMManagedIdentity), which is not a pod identity"
+                .to_owned()
+        }
+        SpcIdentity::Unspecified => "no identity".to_owned(),
+    }
+}
+
+/// The pod value, else the namespace's, else the server default; validated, with its source in
+/// the denial.
+fn resolve_setting<'a>(
+    key: &str,
+    pod: Option<&'a str>,
+    namespace_value: Option<&'a str>,
+    default: Option<&'a str>,
+    namespace: &str,
+    flag: &str,
+    check: impl Fn(&str) -> Result<(), String>,
+) -> Result<&'a str, Denial> {
+    let (value, source) = match (pod, namespace_value, default) {
+        (Some(v), _, _) => (v, format!("annotation {key}")),
+        (None, Some(v), _) => (v, format!("namespace {namespace} annotation {key}")),
+        (None, None, Some(v)) => (v, format!("server flag {flag}")),
+        (None, None, None) => {
+            return Err(Denial::new(format!(
+                "no {key} for this pod: set annotation {key} on the pod (template) or on namespace {namespace}, \
+                 or start kvinject with {flag}"
+            )));
+        }
+    };
+    check(value)
+        .map_err(|problem| Denial::new(format!("{source}: {value:?} {problem}; fix it")))?;
+    Ok(value)
+}

@@ -1,0 +1,148 @@
+//! The listeners: the HTTPS accept loop (TLS handshake deadline, per-connection deadlines,
+//! graceful drain) and the plain-HTTP health listener, with the limits they enforce.
+//!
+//! Bytes and connections only: what a request means is `http`'s business.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::webhook::deadlines::DeadlineIo;
+
+/// HTTP/2 connections multiplex and ping; their idle handling is the protocol's own, so the
+/// byte-stream deadlines are set out of reach.
+const HTTP2_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+/// Pause after a failed `accept` (out of file descriptors and the like) instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Time and count limits of the webhook: its listener, its requests and the SPC write.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A TLS handshake must finish within this.
+    pub handshake_timeout: Duration,
+    /// A request's headers must arrive within this.
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this.
+    pub body_timeout: Duration,
+    /// After shutdown is asked, open connections get this long to finish.
+    pub drain_timeout: Duration,
+    /// An HTTP/1.1 keep-alive connection with no request in flight is closed after this; longer
+    /// than the 90 s for which the API server reuses idle connections.
+    pub idle_timeout: Duration,
+    /// Requests handled at once; more are answered 503 at once instead of queueing.
+    pub max_in_flight: usize,
+    /// Deadline for writing the SecretProviderClass a pod needs.
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(120),
+            max_in_flight: 256,
+            write_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown` resolves, then drains open connections
+/// for at most `limits.drain_timeout`.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's header timeout would also close idle keep-alive connections; DeadlineIo does both
+    // jobs apart (see `deadlines`).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None);
+    builder.http2().timer(TokioTimer::new());
+    let request_deadline = limits.header_timeout + limits.body_timeout;
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let acceptor = acceptor.clone();
+        let builder = builder.clone();
+        let service = TowerToHyperService::new(app.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream))
+                .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let (idle, request) = if http2 {
+                (HTTP2_DEADLINE, HTTP2_DEADLINE)
+            } else {
+                (limits.idle_timeout, request_deadline)
+            };
+            let io = DeadlineIo::new(tls, idle, request);
+            let connection = builder
+                .serve_connection(TokioIo::new(io), service)
+                .into_owned();
+            if let Err(error) = watcher.watch(connection).await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timed out; closing remaining connections");
+    }
+}
+
+/// Serves the health router over plain HTTP until `shutdown` resolves.
+pub async fn serve_health(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The address a listener is bound to, for logs (`0.0.0.0:0` when unknown).
+pub fn local_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}

@@ -1,0 +1,221 @@
+//! The admission pipeline: what happens to one decoded AdmissionReview, step by step.
+//!
+//! decode (in `http`) → plan → soften for workloads → verify → write the SPC → answer. Each step
+//! is one method below and reads like its line in `docs/contract.md`; the HTTP layer only
+//! translates, and the rules themselves live in `core`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cluster::Cluster;
+use crate::core::denial::{Denial, DenialReason, warning};
+use crate::core::facts::{ClusterFacts, LayeredFacts, RecordingFacts};
+use crate::core::plan::Settings;
+use crate::core::spc::GeneratedSpc;
+use crate::keyvault::{Verifier, VerifyMode};
+use crate::webhook::admission::{self, Answer, Decoded, Outcome, ReviewError, Route};
+use crate::webhook::listener::Limits;
+use crate::webhook::metrics::SharedMetrics;
+
+/// Everything the pipeline reads: where facts come from, where SPCs go, and the verifier.
+#[derive(Clone)]
+pub struct Reviewer {
+    facts: Arc<dyn ClusterFacts + Send + Sync>,
+    cluster: Option<Cluster>,
+    settings: Arc<Settings>,
+    limits: Limits,
+    spc_refresh: Duration,
+    metrics: SharedMetrics,
+    verifier: Option<(Arc<Verifier>, VerifyMode)>,
+}
+
+impl Reviewer {
+    /// A pipeline over fixed `facts` (manifests): nothing is looked up or written.
+    pub fn new(
+        facts: Arc<dyn ClusterFacts + Send + Sync>,
+        settings: Settings,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            facts,
+            cluster: None,
+            settings: Arc::new(settings),
+            limits,
+            spc_refresh: Duration::ZERO,
+            metrics: SharedMetrics::default(),
+            verifier: None,
+        }
+    }
+
+    /// A pipeline over a live cluster: facts from its caches, missing ones looked up, generated
+    /// SPCs written (and marked used at most once per `spc_refresh`).
+    pub fn live(
+        cluster: Cluster,
+        settings: Settings,
+        limits: Limits,
+        spc_refresh: Duration,
+    ) -> Self {
+        let mut reviewer = Self::new(Arc::new(cluster.clone()), settings, limits);
+        reviewer.cluster = Some(cluster);
+        reviewer.spc_refresh = spc_refresh;
+        reviewer
+    }
+
+    /// The same pipeline, counting into `metrics`.
+    pub fn with_metrics(mut self, metrics: SharedMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The same pipeline, checking generated pods' objects against Key Vault in `mode`.
+    pub fn with_verifier(mut self, verifier: Arc<Verifier>, mode: VerifyMode) -> Self {
+        self.verifier = (mode != VerifyMode::Off).then_some((verifier, mode));
+        self
+    }
+
+    /// The metrics this pipeline counts into.
+    pub fn metrics(&self) -> &SharedMetrics {
+        &self.metrics
+    }
+
+    /// The limits the webhook serves under.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Answers one decoded request that came through `route`.
+    pub async fn review(&self, route: Route, decoded: &Decoded) -> Result<Answer, ReviewError> {
+        let answer = self.plan(route, decoded).await?;
+        let answer = soften_for_workloads(route, answer);
+        let answer = self.verify(answer).await;
+        Ok(self.write_spc(decoded, answer).await)
+    }
+
+    /// The core over the facts; when it denies for an object the caches do not know (yet), one
+    /// direct look-up round and the core again.
+    async fn plan(&self, route: Route, decoded: &Decoded) -> Result<Answer, ReviewError> {
+        let facts = self.facts.as_ref();
+        // The recorder is dropped before any await: it borrows facts that need not be Sync.
+        let (answer, misses) = {
+            let recording = RecordingFacts::new(facts);
+            let answer = admission::answer(route, decoded, &recording, &self.settings)?;
+            (answer, recording.misses())
+        };
+        let (true, Some(cluster)) = (answer.missing_fact, &self.cluster) else {
+            return Ok(answer);
+        };
+        let overlay = cluster.fetch(&misses).await;
+        let layered = LayeredFacts {
+            overlay: &overlay,
+            base: facts,
+        };
+        admission::answer(route, decoded, &layered, &self.settings)
+    }
+
+    /// Checks the objects of an admitted generate-mode pod against Key Vault: problems with an
+    /// object deny in `deny` mode and warn in `warn` mode; not knowing always only warns.
+    async fn verify(&self, mut answer: Answer) -> Answer {
+        let (Some((verifier, mode)), Some(objects)) = (&self.verifier, answer.objects.clone())
+        else {
+            return answer;
+        };
+        if answer.outcome == Outcome::Denied || objects.references.is_empty() {
+            return answer;
+        }
+        let mut refusals = Vec::new();
+        for (label, report) in verifier.verify(&objects.vault, &objects.references).await {
+            self.metrics.verification(label);
+            match report {
+                Some(report) if report.about_object && *mode == VerifyMode::Deny => {
+                    refusals.push(report.denial)
+                }
+                Some(report) => answer.push_warning(report.denial.message().to_owned()),
+                None => {}
+            }
+        }
+        if refusals.is_empty() {
+            return answer;
+        }
+        let what: Vec<&str> = refusals.iter().map(Denial::what).collect();
+        answer.deny(&Denial::new(what.join("; and ")).because(DenialReason::KeyVault))
+    }
+
+    /// Makes sure the SPC an admitted pod needs exists before the pod does: written to the
+    /// cluster (never for a dry run), or in facts mode, a warning when the facts lack it.
+    async fn write_spc(&self, decoded: &Decoded, mut answer: Answer) -> Answer {
+        let Some(spc) = answer.generated_spc.clone() else {
+            return answer;
+        };
+        let namespace = decoded.namespace();
+        match &self.cluster {
+            Some(_) if decoded.request.dry_run => {}
+            Some(cluster) => {
+                if let Err(reason) = self.apply_spc(cluster, &spc, &namespace).await {
+                    answer = answer.deny(
+                        &Denial::new(format!(
+                            "could not write SecretProviderClass {} in namespace {namespace}: {reason}; the pod \
+                             cannot start without it, so it is not admitted: retry, or check kvinject's RBAC",
+                            spc.name
+                        ))
+                        .because(DenialReason::SpcWrite),
+                    );
+                }
+            }
+            None => {
+                if self
+                    .facts
+                    .secret_provider_class(&namespace, &spc.name)
+                    .is_none()
+                {
+                    answer.push_warning(warning(format!(
+                        "SecretProviderClass {} does not exist in namespace {namespace}; this server \
+                         reads its facts from a file and does not write it: apply the output of `kvinject inject`",
+                        spc.name
+                    )));
+                }
+            }
+        }
+        answer
+    }
+
+    /// One server-side apply within the write deadline, counted; the API server's reason on
+    /// failure.
+    async fn apply_spc(
+        &self,
+        cluster: &Cluster,
+        spc: &GeneratedSpc,
+        namespace: &str,
+    ) -> Result<(), String> {
+        let written = tokio::time::timeout(
+            self.limits.write_timeout,
+            cluster.ensure_spc(spc, namespace, self.spc_refresh),
+        )
+        .await;
+        let result = match written {
+            Ok(Ok(applied)) => {
+                if applied {
+                    self.metrics.spc_apply(true);
+                }
+                return Ok(());
+            }
+            Ok(Err(kube::Error::Api(status))) => status.message,
+            Ok(Err(other)) => other.to_string(),
+            Err(_) => format!(
+                "no answer from the API server within {:?}",
+                self.limits.write_timeout
+            ),
+        };
+        self.metrics.spc_apply(false);
+        Err(result)
+    }
+}
+
+/// On `/validate-workloads` a denial for a missing object becomes a warning: the ServiceAccount
+/// or SPC may be applied right after the workload, and its pods are checked when created.
+fn soften_for_workloads(route: Route, answer: Answer) -> Answer {
+    if route == Route::ValidateWorkloads && answer.missing_fact {
+        answer.softened()
+    } else {
+        answer
+    }
+}
