@@ -1,6 +1,7 @@
 """Shared fixtures of the oracle suite: the kvinject binary, a running webhook, the validators."""
 
 import base64
+import functools
 import http.client
 import json
 import os
@@ -16,11 +17,25 @@ import pytest
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SHARED_CRDS = ROOT.parent / "shared" / "crds"
+# The upstream CRDs that SecretProviderClass and AAD Pod Identity objects are validated against;
+# oracle/crds/README.md says where each file comes from and how to refresh it.
+CRDS = ROOT / "oracle" / "crds"
+CRD_FILES = ("secrets-store.csi.x-k8s.io_secretproviderclasses.yaml", "aadpodidentity.k8s.io.yaml")
 BIN = os.environ.get("KVINJECT_BIN", str(ROOT / "target" / "debug" / "kvinject"))
 KUBECTL = str(pathlib.Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "kubectl")
 KUBERNETES_VERSION = "1.34.0"
 SNI = "kvinject.kvinject.svc"
+
+
+def pytest_configure(config):
+    """Stops the run with one line, not a stack trace, when a CRD file is missing."""
+    missing = [name for name in CRD_FILES if not (CRDS / name).is_file()]
+    if missing:
+        pytest.exit(
+            f"oracle suite: missing {', '.join(missing)} in {CRDS}"
+            " (restore it with git; oracle/crds/README.md says where it comes from)",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
 
 
 def free_port():
@@ -95,11 +110,12 @@ def webhook(tmp_path_factory):
     process.wait(timeout=30)
 
 
+@functools.cache
 def crd_schemas():
-    """(apiVersion, kind) -> strict JSON schema, from the upstream CRDs in shared/crds."""
+    """(apiVersion, kind) -> strict JSON schema, from the upstream CRDs in oracle/crds."""
     schemas = {}
-    for path in SHARED_CRDS.glob("*.yaml"):
-        for crd in yaml.safe_load_all(path.read_text()):
+    for name in CRD_FILES:
+        for crd in yaml.safe_load_all((CRDS / name).read_text()):
             if not crd or crd.get("kind") != "CustomResourceDefinition":
                 continue
             group = crd["spec"]["group"]
@@ -127,14 +143,12 @@ def strict(schema):
     return schema
 
 
-CRD_SCHEMAS = crd_schemas()
-
-
 def validate(document: dict):
     """Validates any document kvinject may emit; fails on what it cannot check."""
     key = (document.get("apiVersion"), document.get("kind"))
-    if key in CRD_SCHEMAS:
-        jsonschema.validate(document, CRD_SCHEMAS[key])
+    schemas = crd_schemas()
+    if key in schemas:
+        jsonschema.validate(document, schemas[key])
         if document["kind"] == "SecretProviderClass":
             check_provider_objects(document)
         return
