@@ -23,7 +23,7 @@ NAMESPACE = "kvinject"
 FULLNAME = "kvinject"
 TLS_SECRET = "kvinject-tls"
 
-# Value set -> what scripts/check-packaging sets (see there).
+# Value set -> what scripts/check-packaging sets (see scripts/packaging/write_value_sets.py).
 VALUE_SETS = ["defaults", "cert-manager", "cert-manager-issuer", "provided", "single-replica"]
 COMMITTED = {"defaults": "kvinject.yaml", "cert-manager": "kvinject-cert-manager.yaml"}
 CERT_MODE = {

@@ -1,0 +1,38 @@
+"""Writes the chart's value sets, one YAML values file each (<name>.yaml), that
+scripts/check-packaging lints, renders and hands to oracle/test_chart.py; prints each name.
+
+Usage: write_value_sets.py PKI_DIR OUT_DIR, where PKI_DIR holds the ca.crt, tls.crt and tls.key
+that the `provided` value set embeds.
+"""
+
+import pathlib
+import sys
+
+import yaml
+
+pki, out = map(pathlib.Path, sys.argv[1:])
+# Keep in step with VALUE_SETS in oracle/test_chart.py.
+sets = {
+    "defaults": {},
+    "cert-manager": {"certificates": {"mode": "certManager"}},
+    "cert-manager-issuer": {
+        "certificates": {
+            "mode": "certManager",
+            "certManager": {"issuerRef": {"name": "corporate-ca", "kind": "ClusterIssuer"}},
+        }
+    },
+    "provided": {
+        "certificates": {
+            "mode": "provided",
+            "provided": {
+                "tlsCrt": (pki / "tls.crt").read_text(),
+                "tlsKey": (pki / "tls.key").read_text(),
+                "caBundle": (pki / "ca.crt").read_text(),
+            },
+        }
+    },
+    "single-replica": {"replicas": 1},
+}
+for name, values in sets.items():
+    (out / f"{name}.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    print(name)
