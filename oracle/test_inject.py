@@ -2,6 +2,7 @@
 schema (native kinds) or the upstream CRD schema (SecretProviderClass, AAD Pod Identity), and the
 generated SecretProviderClasses follow the Azure provider's rules."""
 
+import datetime
 import json
 import subprocess
 
@@ -35,6 +36,31 @@ def test_yaml_output_reads_back_the_same_under_yaml_1_1(path):
     for original in before:
         if original["kind"] in ("ConfigMap", "Service", "Namespace", "ServiceAccount"):
             assert original in after, f"{original['kind']}/{original['metadata']['name']} changed"
+
+
+# Strings that a YAML 1.1 reader (Kubernetes', PyYAML's) turns into something else when written
+# plain: booleans, octal and float numbers, sexagesimals, timestamps, null, merge keys.
+TRICKY_STRINGS = ["0440", "yes", "No", "on", "OFF", "y", "n", "1e3", "0x1f", "12:30", "2026-01-01",
+                  "2026-01-01T10:00:00Z", "~", "null", ".inf", "-.nan", "<<", "=", "+1", "0o17", "1_000"]
+
+
+def test_other_documents_come_back_equal_under_yaml_1_1(tmp_path):
+    # Given as JSON, so the input's meaning is not a YAML question; read back as YAML 1.1.
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+                  "data": {f"k{i}": value for i, value in enumerate(TRICKY_STRINGS)}}
+    widget = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+              "spec": {"anything": [1, 2.5, None, True, "yes"], "y": "n", "on": {"off": "~"}}}
+    source = tmp_path / "in.json"
+    source.write_text(json.dumps(config_map) + "\n" + json.dumps(widget))
+    result = subprocess.run([BIN, "inject", "-f", str(source), "-o", "yaml"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert list(yaml.safe_load_all(result.stdout)) == [config_map, widget], result.stdout
+
+
+def test_the_yaml_1_1_check_can_fail():
+    # The reader above is YAML 1.1: written plain, these would not come back as strings.
+    read = yaml.safe_load("a: 0440\nb: yes\nc: 12:30\nd: 2026-01-01\ne: ~\nf: 0x1f\n")
+    assert read == {"a": 288, "b": True, "c": 750, "d": datetime.date(2026, 1, 1), "e": None, "f": 31}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)

@@ -9,11 +9,11 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use base64::Engine;
 use http_body_util::BodyExt;
-use kvinject::core::facts::DocumentFacts;
-use kvinject::core::plan::Settings;
+use kvinject::core::plan::{self, Decision, InjectionPlan, Settings};
 use kvinject::webhook::listener::Limits;
 use kvinject::webhook::{http, review::Reviewer};
 use serde_json::Value;
+use support::webhook::fixture_facts;
 use tower::ServiceExt;
 
 fn fixtures(dir: &str) -> Vec<PathBuf> {
@@ -26,18 +26,30 @@ fn fixtures(dir: &str) -> Vec<PathBuf> {
     paths
 }
 
+fn settings() -> Settings {
+    Settings::new(None, None, "kvinject")
+}
+
+/// The router over the fixture facts plus the SecretProviderClasses the `reviews/` pods need, as
+/// `serve --facts` runs over the output of `kvinject inject`: the answers then carry only what
+/// the webhook says about the pod.
 fn router() -> axum::Router {
-    let text = std::fs::read("tests/fixtures/facts.yaml").unwrap();
-    let documents = kvinject::offline::manifest::parse(
-        &text,
-        kvinject::offline::manifest::Format::Yaml,
-        "facts",
-    )
-    .unwrap();
-    let facts = DocumentFacts::from_documents(&documents, "default");
+    let mut facts = fixture_facts();
+    for file in fixtures("reviews") {
+        let review: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        let namespace = review["request"]["namespace"].as_str().unwrap_or("default");
+        let planned = plan::plan_pod(&review["request"]["object"], namespace, &facts, &settings());
+        if let Ok(Decision::Inject(InjectionPlan {
+            generated_spc: Some(spc),
+            ..
+        })) = planned
+        {
+            facts.add(&spc.manifest, namespace);
+        }
+    }
     http::admission_router(Reviewer::new(
         Arc::new(facts),
-        Settings::new(None, None, "kvinject"),
+        settings(),
         Limits::default(),
     ))
 }
@@ -114,6 +126,26 @@ const ROUTES: [(&str, &str); 3] = [
     ("workloads", "/validate-workloads"),
     ("pod-identity", "/validate-pod-identity"),
 ];
+
+#[tokio::test]
+async fn facts_mode_warns_when_the_spc_a_pod_needs_is_not_among_the_facts() {
+    let reviewer = Reviewer::new(Arc::new(fixture_facts()), settings(), Limits::default());
+    let request: Value = serde_json::from_slice(
+        &std::fs::read("tests/fixtures/reviews/patch-workload-identity.json").unwrap(),
+    )
+    .unwrap();
+    let response = support::webhook::admit(&reviewer, "/mutate", &request).await;
+    assert_eq!(response["allowed"], true);
+    let warnings = response["warnings"].as_array().unwrap();
+    assert!(
+        warnings.iter().any(|w| {
+            let w = w.as_str().unwrap();
+            w.starts_with("kvinject: SecretProviderClass kvinject-")
+                && w.ends_with("apply the output of `kvinject inject`")
+        }),
+        "{warnings:?}"
+    );
+}
 
 #[tokio::test]
 async fn every_fixture_answers_as_its_name_says() {

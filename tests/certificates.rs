@@ -24,6 +24,7 @@ use kvinject::webhook::{http, review::Reviewer};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use serde_json::{Value, json};
 use support::apiserver::ApiServer;
+use support::webhook::client_config;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -37,18 +38,7 @@ fn write_pair(dir: &Path, cert: &str, key: &str) {
 }
 
 fn connector(cas: &[&str]) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in cas {
-        for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = client_config(cas, rustls::DEFAULT_VERSIONS, &[]);
     // Every connection shows the server's current certificate (no session resumption).
     config.resumption = rustls::client::Resumption::disabled();
     TlsConnector::from(Arc::new(config))

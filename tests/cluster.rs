@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{Request, header};
-use base64::Engine;
+use axum::http::Request;
 use http_body_util::BodyExt;
 use kvinject::cluster::Cluster;
 use kvinject::cluster::collector::Collector;
@@ -20,6 +19,7 @@ use kvinject::webhook::listener::Limits;
 use kvinject::webhook::{http, review::Reviewer};
 use serde_json::{Value, json};
 use support::apiserver::ApiServer;
+use support::webhook::{admit, free_port, review as fixture};
 use tower::ServiceExt;
 
 const CLIENT: &str = "5e2c6f4a-9d1b-4c3e-8a7f-0b1c2d3e4f50";
@@ -55,32 +55,6 @@ fn state(cluster: &Cluster) -> Reviewer {
         Limits::default(),
         Duration::from_secs(150),
     )
-}
-
-fn fixture(name: &str) -> Value {
-    serde_json::from_slice(&std::fs::read(format!("tests/fixtures/reviews/{name}.json")).unwrap())
-        .unwrap()
-}
-
-async fn admit(state: &Reviewer, path: &str, review: &Value) -> Value {
-    let request = Request::post(path)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(review.to_string()))
-        .unwrap();
-    let response = http::admission_router(state.clone())
-        .oneshot(request)
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    let mut answer: Value = serde_json::from_slice(&body).unwrap();
-    if let Some(patch) = answer["response"]["patch"].as_str() {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(patch)
-            .unwrap();
-        answer["response"]["patch"] = serde_json::from_slice(&bytes).unwrap();
-    }
-    answer["response"].take()
 }
 
 fn spc_name_of(response: &Value) -> String {
@@ -749,14 +723,6 @@ async fn the_identity_policy_allows_listed_service_accounts_only() {
         admit(&state, "/validate-pod-identity", &open).await["allowed"],
         true
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ fn objects(plan: &kvinject::core::plan::InjectionPlan) -> Vec<Value> {
     let text = spc_of(plan)["spec"]["parameters"]["objects"]
         .as_str()
         .unwrap();
-    let parsed: serde_json::Value = serde_yaml_ng::from_str(text).unwrap();
+    let parsed: Value = serde_yaml_ng::from_str(text).unwrap();
     parsed["array"]
         .as_array()
         .unwrap()

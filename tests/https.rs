@@ -12,12 +12,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use kvinject::core::facts::DocumentFacts;
 use kvinject::core::plan::Settings;
 use kvinject::webhook::listener::{self, Limits};
 use kvinject::webhook::{http, review::Reviewer};
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
+use support::webhook::{client_config, fixture_facts, review_bytes as fixture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
@@ -39,14 +39,7 @@ async fn start(limits: Limits) -> Webhook {
         &dir.path().join("tls.key"),
     )
     .unwrap();
-    let text = std::fs::read("tests/fixtures/facts.yaml").unwrap();
-    let documents = kvinject::offline::manifest::parse(
-        &text,
-        kvinject::offline::manifest::Format::Yaml,
-        "facts",
-    )
-    .unwrap();
-    let facts = DocumentFacts::from_documents(&documents, "default");
+    let facts = fixture_facts();
     let app = http::admission_router(Reviewer::new(
         Arc::new(facts),
         Settings::new(None, None, "kvinject"),
@@ -66,39 +59,16 @@ async fn start(limits: Limits) -> Webhook {
     }
 }
 
-fn client_config(
-    ca_pem: &str,
-    versions: &[&'static rustls::SupportedProtocolVersion],
-    alpn: &[&[u8]],
-) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
-}
-
 async fn connect(
     webhook: &Webhook,
     server_name: &str,
     versions: &[&'static rustls::SupportedProtocolVersion],
     alpn: &[&[u8]],
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let connector = TlsConnector::from(client_config(&webhook.ca_pem, versions, alpn));
+    let connector = TlsConnector::from(Arc::new(client_config(&[&webhook.ca_pem], versions, alpn)));
     let stream = TcpStream::connect(webhook.addr).await?;
     let name = ServerName::try_from(server_name.to_owned()).unwrap();
     connector.connect(name, stream).await
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("tests/fixtures/reviews/{name}.json")).unwrap()
 }
 
 fn mutate_request(body: Vec<u8>) -> Request<Full<Bytes>> {

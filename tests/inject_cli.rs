@@ -183,16 +183,6 @@ fn json_in_json_out_and_lists() {
 }
 
 #[test]
-fn other_documents_come_back_equal() {
-    let input = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: \"0440\"\n  b: \"yes\"\n  c: \"1e3\"\n---\n\
-                 apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  anything: [1, 2.5, null, true]\n";
-    let output = stdout(&kvinject(&["inject", "-f", "-"], Some(input.as_bytes())));
-    let before = manifest::parse(input.as_bytes(), Format::Yaml, "in").unwrap();
-    let after = manifest::parse(output.as_bytes(), Format::Yaml, "out").unwrap();
-    assert_eq!(before, after, "{output}");
-}
-
-#[test]
 fn a_denial_prints_the_webhook_message_and_exits_non_zero() {
     let input = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  labels:\n    kvinject.io/inject: \"true\"\n  annotations:\n    \
                  kvinject.io/env.DB: \"../../etc/shadow\"\nspec:\n  containers:\n  - name: app\n    image: x\n";

@@ -10,9 +10,9 @@ use kvinject::core::plan::Settings;
 use kvinject::core::reference::ObjectRef;
 use kvinject::keyvault::{Checked, Finding, Verifier, VerifierSettings, VerifyMode};
 use kvinject::webhook::listener::Limits;
-use kvinject::webhook::{http, review::Reviewer};
-use serde_json::Value;
+use kvinject::webhook::review::Reviewer;
 use support::keyvault::{Behaviour, KeyVaultDouble, TestCredential, attrs, now};
+use support::webhook::{admit, fixture_facts, review as fixture};
 
 const VAULTS: [&str; 4] = ["myvault", "shop-prod-kv", "lockedvault", "slowvault"];
 const V1: &str = "0123456789abcdef0123456789abcdef";
@@ -233,35 +233,8 @@ async fn answers_are_cached_so_the_second_admission_asks_nothing() {
     );
 }
 
-fn fixture(name: &str) -> Value {
-    serde_json::from_slice(&std::fs::read(format!("tests/fixtures/reviews/{name}.json")).unwrap())
-        .unwrap()
-}
-
-async fn admit(state: Reviewer, review: &Value) -> Value {
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
-    let request = axum::http::Request::post("/mutate")
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(review.to_string()))
-        .unwrap();
-    let response = http::admission_router(state)
-        .oneshot(request)
-        .await
-        .unwrap();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    serde_json::from_slice::<Value>(&body).unwrap()["response"].clone()
-}
-
 fn webhook(verifier: Arc<Verifier>, mode: VerifyMode) -> Reviewer {
-    let text = std::fs::read("tests/fixtures/facts.yaml").unwrap();
-    let documents = kvinject::offline::manifest::parse(
-        &text,
-        kvinject::offline::manifest::Format::Yaml,
-        "facts",
-    )
-    .unwrap();
-    let facts = kvinject::core::facts::DocumentFacts::from_documents(&documents, "default");
+    let facts = fixture_facts();
     Reviewer::new(
         Arc::new(facts),
         Settings::new(None, None, "kvinject"),
@@ -278,7 +251,12 @@ async fn warn_and_deny_through_the_webhook() {
     // cert/checkout-tls (exists).
     let review = fixture("patch-workload-identity");
     let cold = Instant::now();
-    let denied = admit(webhook(verifier.clone(), VerifyMode::Deny), &review).await;
+    let denied = admit(
+        &webhook(verifier.clone(), VerifyMode::Deny),
+        "/mutate",
+        &review,
+    )
+    .await;
     let cold = cold.elapsed();
     assert_eq!(denied["allowed"], false);
     assert_eq!(denied["status"]["code"], 403);
@@ -291,10 +269,15 @@ async fn warn_and_deny_through_the_webhook() {
     );
     assert!(message.contains("Key Vault shop-prod-kv"), "{message}");
     let warm = Instant::now();
-    let warned = admit(webhook(verifier.clone(), VerifyMode::Warn), &review).await;
+    let warned = admit(
+        &webhook(verifier.clone(), VerifyMode::Warn),
+        "/mutate",
+        &review,
+    )
+    .await;
     let warm = warm.elapsed();
     assert_eq!(warned["allowed"], true);
-    assert!(warned["patch"].is_string());
+    assert!(warned["patch"].is_array());
     let warnings = warned["warnings"].as_array().unwrap();
     assert!(
         warnings.iter().any(|w| w
@@ -303,7 +286,12 @@ async fn warn_and_deny_through_the_webhook() {
             .contains("secret stripe-api-key does not exist")),
         "{warnings:?}"
     );
-    let off = admit(webhook(verifier.clone(), VerifyMode::Off), &review).await;
+    let off = admit(
+        &webhook(verifier.clone(), VerifyMode::Off),
+        "/mutate",
+        &review,
+    )
+    .await;
     assert!(
         off["warnings"]
             .as_array()
@@ -317,7 +305,7 @@ async fn warn_and_deny_through_the_webhook() {
     let mut locked = review.clone();
     locked["request"]["object"]["metadata"]["annotations"]["kvinject.io/vault"] =
         "lockedvault".into();
-    let response = admit(webhook(verifier, VerifyMode::Deny), &locked).await;
+    let response = admit(&webhook(verifier, VerifyMode::Deny), "/mutate", &locked).await;
     assert_eq!(response["allowed"], true, "{response}");
     assert!(
         response["warnings"]

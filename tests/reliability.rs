@@ -20,7 +20,8 @@ use kvinject::core::plan::Settings;
 use kvinject::webhook::listener::{self, Limits};
 use kvinject::webhook::metrics::Metrics;
 use kvinject::webhook::{http, review::Reviewer};
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::ServerName;
+use support::webhook::{client_config, free_port, review_bytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -70,19 +71,10 @@ fn webhook_app(limits: Limits) -> Router {
     ))
 }
 
+/// A client that trusts `ca_pem` and speaks HTTP/1.1, as the API server does.
 fn connector(ca_pem: &str) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    TlsConnector::from(Arc::new(config))
+    let versions = rustls::DEFAULT_VERSIONS;
+    TlsConnector::from(Arc::new(client_config(&[ca_pem], versions, &[b"http/1.1"])))
 }
 
 async fn connect(
@@ -99,7 +91,7 @@ async fn connect(
 }
 
 fn fixture() -> Vec<u8> {
-    std::fs::read("tests/fixtures/reviews/patch-workload-identity.json").unwrap()
+    review_bytes("patch-workload-identity")
 }
 
 fn request(path: &str, body: &[u8]) -> hyper::Request<Full<Bytes>> {
@@ -424,14 +416,6 @@ impl Drop for Replica {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_replica(dir: &Path) -> Replica {
     let (https, health) = (free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_kvinject"))
@@ -482,7 +466,7 @@ async fn drive(
     ports: Vec<u16>,
     ca_pem: String,
     count: usize,
-    during: impl std::future::Future<Output = ()>,
+    during: impl Future<Output = ()>,
 ) -> (usize, usize) {
     let connector = connector(&ca_pem);
     let body = fixture();

@@ -179,3 +179,4 @@ pub fn apply(pod: &Value, patch: &[PatchOperation]) -> Value {
 }
 pub mod apiserver;
 pub mod keyvault;
+pub mod webhook;
