@@ -140,7 +140,7 @@ impl SelfManaged {
         self,
         store: Arc<CertStore>,
         interval: Duration,
-        shutdown: impl std::future::Future<Output = ()>,
+        shutdown: impl Future<Output = ()>,
     ) {
         let mut ticks = Ticks::new(interval, shutdown);
         while ticks.next().await {

@@ -339,11 +339,12 @@ async fn start_reviewer(
                 LEASE_DURATION,
             );
             let grace = plan.gc_grace_period;
+            let deletions = metrics.clone();
             background.spawn(collector::run(
                 Collector::new(cluster.clone(), grace),
                 lease,
                 collector_interval(grace),
-                metrics.clone(),
+                move |deleted| deletions.spc_deleted(deleted as u64),
                 background.stopped(),
             ));
             let reviewer = Reviewer::live(cluster.clone(), settings, limits, spc_refresh(grace));

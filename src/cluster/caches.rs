@@ -167,7 +167,7 @@ fn watch_dynamic(
 
 fn spawn_watch<K, S>(stream: S, store: Store<K>, part: &'static str, readiness: &Arc<Readiness>)
 where
-    K: kube::runtime::reflector::Lookup + Clone + Send + Sync + 'static,
+    K: reflector::Lookup + Clone + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
     S: futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {

@@ -18,7 +18,6 @@ use crate::cluster::lease::LeaseLock;
 use crate::cluster::spc_store::used_within;
 use crate::cluster::{Cluster, spc_resource};
 use crate::lifecycle::ticks::Ticks;
-use crate::webhook::metrics::SharedMetrics;
 
 /// The collector's state between passes.
 pub struct Collector {
@@ -102,13 +101,14 @@ impl Collector {
 }
 
 /// Runs the collector while this replica holds `lease`, until `shutdown` resolves. Passes run
-/// every `interval`; the Lease is renewed at least three times per its duration.
+/// every `interval`; the Lease is renewed at least three times per its duration; `on_deleted`
+/// hears how many SPCs each pass deleted.
 pub async fn run(
     mut collector: Collector,
     lease: LeaseLock,
     interval: Duration,
-    metrics: SharedMetrics,
-    shutdown: impl std::future::Future<Output = ()>,
+    on_deleted: impl Fn(usize) + Send,
+    shutdown: impl Future<Output = ()>,
 ) {
     let tick = interval
         .min(lease.duration() / 3)
@@ -132,7 +132,7 @@ pub async fn run(
         }
         if held && last_pass.is_none_or(|t| t.elapsed() >= interval) {
             let pass = collector.pass().await;
-            metrics.spc_deleted(pass.deleted.len() as u64);
+            on_deleted(pass.deleted.len());
             last_pass = Some(Instant::now());
         }
     }

@@ -1,6 +1,6 @@
 //! Every label and annotation key kvinject reads or writes, in one place.
 //!
-//! This module owns names only. Parsing the values lives in `reference` and `plan`.
+//! This module owns names only. Reading the values lives in `request` and `reference`, their meaning in `plan`.
 
 /// Prefix shared by every kvinject key.
 pub const PREFIX: &str = "kvinject.io/";

@@ -31,17 +31,6 @@ pub enum DenialReason {
 }
 
 impl DenialReason {
-    /// Every reason, for metrics that list them all.
-    pub const ALL: [Self; 7] = [
-        Self::Annotation,
-        Self::Identity,
-        Self::Conflict,
-        Self::MissingObject,
-        Self::SpcWrite,
-        Self::InvalidPod,
-        Self::KeyVault,
-    ];
-
     /// Stable kebab-case name: the metric label.
     pub fn as_str(self) -> &'static str {
         match self {

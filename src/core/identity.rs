@@ -1,4 +1,4 @@
-//! The pod's Azure identity, checked as a chain (contract section 5).
+//! The pod's Azure identity, checked as a chain (`docs/contract.md` section 5).
 //!
 //! Exactly one identity: AAD Pod Identity through a bound selector, or Workload Identity through
 //! the pod's own ServiceAccount. A pod can never claim an identity its namespace or ServiceAccount
@@ -47,8 +47,8 @@ impl fmt::Display for PodIdentity {
     }
 }
 
-/// Warning returned with every pod that uses AAD Pod Identity.
-pub const AAD_POD_IDENTITY_DEPRECATED: &str = "kvinject: AAD Pod Identity (label aadpodidbinding) is deprecated since 2022-10; \
+/// Warning returned with every pod that uses AAD Pod Identity (without the `kvinject: ` prefix).
+pub const AAD_POD_IDENTITY_DEPRECATED: &str = "AAD Pod Identity (label aadpodidbinding) is deprecated since 2022-10; \
 migrate to Azure Workload Identity: annotate the pod's ServiceAccount with azure.workload.identity/client-id \
 and remove the aadpodidbinding label";
 
@@ -213,7 +213,7 @@ fn check_binding_policy(
     Ok(())
 }
 
-fn identity_denial(what: impl std::fmt::Display) -> Denial {
+fn identity_denial(what: impl fmt::Display) -> Denial {
     Denial::new(what).because(DenialReason::Identity)
 }
 

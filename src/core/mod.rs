@@ -2,8 +2,8 @@
 //!
 //! No I/O, no clock, no async: the pod arrives as JSON, the cluster as [`facts::ClusterFacts`],
 //! the server's flags as [`plan::Settings`]; the answer is data (patch operations, the
-//! SecretProviderClass to write, warnings) or a [`denial::Denial`]. Only std, serde, serde_json,
-//! json-patch and sha2 are used here, so every rule is testable in microseconds.
+//! SecretProviderClass to write, warnings) or a [`denial::Denial`]. Only std, serde_json,
+//! json-patch, sha2 and thiserror are used here, so every rule is testable in microseconds.
 
 pub mod annotations;
 pub mod denial;

@@ -1,6 +1,6 @@
 //! The pure core: (pod JSON, namespace, cluster facts, settings) -> [`Decision`] or [`Denial`].
 //!
-//! Implements contract sections 2-6 for one pod or pod template. No I/O: every answer about the
+//! Implements `docs/contract.md` sections 2-6 for one pod or pod template. No I/O: every answer about the
 //! cluster comes through [`ClusterFacts`], and the result is data (patch operations, the SPC to
 //! write, warnings) for an adapter to deliver.
 
@@ -178,7 +178,7 @@ pub fn plan_pod(
     };
     let identity = identity::resolve(&view, namespace, request.client_id, facts)?;
     if matches!(identity, PodIdentity::AadPodIdentity { .. }) {
-        warnings.push(AAD_POD_IDENTITY_DEPRECATED.to_owned());
+        warnings.push(warning(AAD_POD_IDENTITY_DEPRECATED));
     }
     let wired = match mode {
         Mode::Generate(mounted) => {

@@ -1,4 +1,4 @@
-//! The SecretProviderClass kvinject generates (contract section 4, generate mode).
+//! The SecretProviderClass kvinject generates (`docs/contract.md` section 4, generate mode).
 //!
 //! Content-addressed: the name is `kvinject-` + the first 10 hex chars of SHA-256 over the
 //! canonical spec, so the same annotations always give the same SPC and rollouts never race on

@@ -1,4 +1,4 @@
-//! The offline adapter: `kvinject inject` over manifests (contract section 7).
+//! The offline adapter: `kvinject inject` over manifests (`docs/contract.md` section 10).
 //!
 //! Finds every pod and pod template among the documents, runs the same core the webhook runs,
 //! applies its patch, and appends the SecretProviderClasses the pods need. Every other document
@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use crate::core::denial::Denial;
 use crate::core::facts::{ClusterFacts, DocumentFacts, str_at};
 use crate::core::plan::{self, Decision, Settings};
 use crate::core::pod::template_path;
@@ -20,7 +21,7 @@ pub struct Injected {
     /// Soft problems, each prefixed with the document it concerns.
     pub warnings: Vec<String>,
     /// Per generate-mode pod: the document it concerns, its vault and object references.
-    pub objects: Vec<(String, crate::core::plan::PodObjects)>,
+    pub objects: Vec<(String, plan::PodObjects)>,
 }
 
 /// Every denial, each prefixed with the document it concerns.
@@ -110,10 +111,8 @@ impl Run<'_> {
             .iter()
             .try_fold(&mut *document, |node, key| node.get_mut(*key))
         else {
-            self.denials.push(format!(
-                "{label}: kvinject: has no pod template at .{}",
-                path.join(".")
-            ));
+            let denial = Denial::new(format_args!("has no pod template at .{}", path.join(".")));
+            self.denials.push(format!("{label}: {denial}"));
             return;
         };
         let decision = match plan::plan_pod(pod, &namespace, self.facts, self.settings) {
@@ -126,9 +125,9 @@ impl Run<'_> {
         if let Decision::Inject(plan) = decision {
             if let Err(error) = json_patch::patch(pod, &plan.patch) {
                 // The core built the patch against this very value; failing here is a bug.
-                self.denials.push(format!(
-                    "{label}: kvinject: internal error applying the patch: {error}"
-                ));
+                let denial =
+                    Denial::new(format_args!("internal error applying the patch: {error}"));
+                self.denials.push(format!("{label}: {denial}"));
                 return;
             }
             if let Some(spc) = plan.generated_spc {

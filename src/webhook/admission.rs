@@ -1,8 +1,8 @@
 //! The admission adapter: AdmissionReview v1 bytes in, AdmissionReview v1 bytes out.
 //!
 //! Translates only: decoding, routing not-our-business requests, calling the core, and encoding
-//! the answer exactly as the API server reads it. No I/O here; the HTTP layer and the cluster
-//! writes live in `review`.
+//! the answer exactly as the API server reads it. No I/O here: HTTP is `http`'s, look-ups and
+//! the SPC write are the pipeline's (`review`).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -165,7 +165,7 @@ pub struct Answer {
     /// The denial's reason class, when denied.
     pub denial_reason: Option<DenialReason>,
     /// The vault and the object references of an admitted pod in generate mode, to verify.
-    pub objects: Option<crate::core::plan::PodObjects>,
+    pub objects: Option<plan::PodObjects>,
 }
 
 impl Answer {

@@ -210,7 +210,7 @@ pub async fn watch_files(
     cert_file: PathBuf,
     key_file: PathBuf,
     interval: Duration,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl Future<Output = ()>,
 ) {
     let read_pair = || {
         Some((
