@@ -3,7 +3,8 @@
 mod support;
 
 use json_patch::PatchOperation;
-use kvinject::core::plan::{Decision, SkipReason};
+use kvinject::core::denial::DenialReason;
+use kvinject::core::plan::{Decision, Settings, SkipReason};
 use serde_json::{Value, json};
 use support::*;
 
@@ -135,7 +136,7 @@ fn vault_and_tenant_come_from_pod_then_namespace_then_flags() {
             "annotations": {"kvinject.io/vault": vault, "kvinject.io/tenant-id": OTHER_CLIENT}}})
     };
     let bare = pod().container("app").annotate("kvinject.io/env.A", "a");
-    let flags = kvinject::core::plan::Settings::new(
+    let flags = Settings::new(
         Some("flag-kv".into()),
         Some(TENANT.into()),
         "kvinject",
@@ -420,7 +421,10 @@ fn generate_mode_writes_volume_mounts_env_marker_and_spc() {
     let plan = inject(&pod, &facts());
     let spc = spc_of(&plan);
     let name = plan.spc_name.clone();
-    assert!(name.starts_with("kvinject-") && name.len() == 19, "{name}");
+    assert!(
+        name.starts_with("kvinject-") && name.len() == "kvinject-".len() + 20,
+        "{name}"
+    );
     assert_eq!(spc["metadata"]["name"], name.as_str());
     assert_eq!(spc["metadata"]["namespace"], NS);
     assert_eq!(
@@ -608,6 +612,75 @@ fn reference_mode_refusals() {
     assert!(message.contains("useVMManagedIdentity"), "{message}");
     // Mount only: a reference with no env annotation is valid.
     inject(&base.build(), &facts);
+}
+
+#[test]
+fn reference_spcs_are_read_as_the_azure_provider_reads_them() {
+    let workload = pod()
+        .container("app")
+        .annotate("kvinject.io/secret-provider-class", "hand");
+    let legacy = workload
+        .clone()
+        .label("aadpodidbinding", "shop-id")
+        .service_account("plain");
+    let legacy_facts =
+        |spc: Value| facts_with(&[spc, binding("shop-id"), service_account("plain", None)]);
+    let with = |parameters: Value| {
+        let mut spc = hand_spc(CLIENT);
+        for (key, value) in parameters.as_object().unwrap() {
+            spc["spec"]["parameters"][key] = value.clone();
+        }
+        spc
+    };
+    // Two identities: the provider would not authenticate as the pod. Both are named.
+    for (extra, named) in [
+        (
+            json!({"useVMManagedIdentity": "true"}),
+            "useVMManagedIdentity and clientID",
+        ),
+        (
+            json!({"usePodIdentity": "True"}),
+            "usePodIdentity and clientID",
+        ),
+        (
+            json!({"usePodIdentity": "1", "useVMManagedIdentity": "t"}),
+            "usePodIdentity and useVMManagedIdentity and clientID",
+        ),
+    ] {
+        let message = deny(&workload.clone().build(), &facts_with(&[with(extra)]));
+        assert!(
+            message.contains(&format!("more than one identity ({named})")),
+            "{message}"
+        );
+    }
+    // Go's ParseBool: "1", "T", " true " are true; "yes" fails the mount.
+    for truthy in ["1", "T", " true ", "TRUE"] {
+        let mut spc = with(json!({"usePodIdentity": truthy}));
+        spc["spec"]["parameters"]
+            .as_object_mut()
+            .unwrap()
+            .remove("clientID");
+        inject(&legacy.clone().build(), &legacy_facts(spc));
+    }
+    let message = deny(
+        &workload.clone().build(),
+        &facts_with(&[with(json!({"useVMManagedIdentity": "yes"}))]),
+    );
+    assert!(
+        message.contains("useVMManagedIdentity: \"yes\", which the Azure provider cannot read"),
+        "{message}"
+    );
+    // "false", "0" and "" name no identity: clientID alone is workload identity.
+    inject(
+        &workload.clone().build(),
+        &facts_with(&[with(
+            json!({"usePodIdentity": "false", "useVMManagedIdentity": "0"}),
+        )]),
+    );
+    inject(
+        &workload.build(),
+        &facts_with(&[with(json!({"usePodIdentity": ""}))]),
+    );
 }
 
 // ---- Section 5: identity ----
@@ -955,6 +1028,75 @@ fn fifty_containers_all_wired_once() {
         assert_eq!(container["volumeMounts"].as_array().unwrap().len(), 1);
     }
     assert!(inject(&patched, &facts()).patch.is_empty());
+}
+
+#[test]
+fn work_per_pod_is_bounded_and_a_pod_over_a_limit_is_denied_naming_it() {
+    let limits = Settings::new(None, None, "kvinject").limits;
+    let deny_with = |pod: &Value, settings: &Settings| {
+        kvinject::core::plan::plan_pod(pod, NS, &facts(), settings)
+            .map(|_| ())
+            .unwrap_err()
+    };
+    // One object over the limit.
+    let mut many = pod().container("app").wants_db_password();
+    for i in 0..limits.max_objects {
+        many = many.annotate(&format!("kvinject.io/env.V{i}"), &format!("s-{i}"));
+    }
+    let denial = deny_with(&many.build(), &settings());
+    assert_eq!(denial.reason(), DenialReason::Limit);
+    assert!(
+        denial.message().contains(&format!(
+            "pod needs {} Key Vault objects (env. and file. annotations), over the limit of {} (--max-objects-per-pod)",
+            limits.max_objects + 1,
+            limits.max_objects
+        )),
+        "{denial}"
+    );
+    // One container over the limit.
+    let mut wide = pod().wants_db_password();
+    for i in 0..=limits.max_target_containers {
+        wide = wide.container(&format!("c{i}"));
+    }
+    let denial = deny_with(&wide.build(), &settings());
+    assert!(
+        denial
+            .message()
+            .contains("target containers, over the limit of 100 (--max-target-containers)"),
+        "{denial}"
+    );
+    // The patch: a small limit makes an ordinary pod too large, and says so.
+    let mut tight = settings();
+    tight.limits.max_patch_bytes = 200;
+    let denial = deny_with(&pod().container("app").wants_db_password().build(), &tight);
+    assert!(
+        denial
+            .message()
+            .contains("bytes of JSON Patch, over the limit of 200 (--max-patch-bytes)"),
+        "{denial}"
+    );
+    // Exactly at the limits is fine.
+    let mut at = pod().container("app").wants_db_password();
+    for i in 1..limits.max_objects {
+        at = at.annotate(&format!("kvinject.io/env.V{i}"), &format!("s-{i}"));
+    }
+    inject(&at.build(), &facts());
+}
+
+#[test]
+fn a_pod_of_200_containers_and_1000_objects_is_denied_before_any_work() {
+    let mut huge = pod().wants_db_password();
+    for i in 0..200 {
+        huge = huge.container(&format!("c{i}"));
+    }
+    for i in 0..1000 {
+        huge = huge.annotate(&format!("kvinject.io/env.V{i}"), &format!("s-{i}"));
+    }
+    let message = deny(&huge.build(), &facts());
+    assert!(
+        message.contains("pod needs 1001 Key Vault objects"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::certs;
-use crate::core::plan::Settings;
+use crate::core::plan::{PodLimits, Settings};
 use crate::keyvault::{VerifierSettings, VerifyMode};
 use crate::offline::manifest::Format;
 
@@ -58,6 +58,15 @@ pub struct CoreArgs {
     /// kvinject's own namespace, whose pods are never mutated.
     #[arg(long, env = "KVINJECT_NAMESPACE", default_value = "kvinject")]
     pub kvinject_namespace: String,
+    /// Most Key Vault objects (env. and file. annotations) one pod may ask for.
+    #[arg(long, env = "KVINJECT_MAX_OBJECTS_PER_POD", default_value_t = PodLimits::default().max_objects)]
+    pub max_objects_per_pod: usize,
+    /// Most containers of one pod kvinject wires.
+    #[arg(long, env = "KVINJECT_MAX_TARGET_CONTAINERS", default_value_t = PodLimits::default().max_target_containers)]
+    pub max_target_containers: usize,
+    /// Largest JSON Patch kvinject answers for one pod, in bytes.
+    #[arg(long, env = "KVINJECT_MAX_PATCH_BYTES", default_value_t = PodLimits::default().max_patch_bytes)]
+    pub max_patch_bytes: usize,
 }
 
 impl CoreArgs {
@@ -67,8 +76,17 @@ impl CoreArgs {
             default_vault,
             default_tenant_id,
             kvinject_namespace,
+            max_objects_per_pod,
+            max_target_containers,
+            max_patch_bytes,
         } = self;
-        Settings::new(default_vault, default_tenant_id, &kvinject_namespace)
+        let mut settings = Settings::new(default_vault, default_tenant_id, &kvinject_namespace);
+        settings.limits = PodLimits {
+            max_objects: max_objects_per_pod,
+            max_target_containers,
+            max_patch_bytes,
+        };
+        settings
     }
 }
 

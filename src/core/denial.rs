@@ -28,6 +28,8 @@ pub enum DenialReason {
     InvalidPod,
     /// Key Vault says a referenced object is unusable.
     KeyVault,
+    /// The pod asks for more than a limit allows.
+    Limit,
 }
 
 impl DenialReason {
@@ -41,6 +43,7 @@ impl DenialReason {
             Self::SpcWrite => "spc-write",
             Self::InvalidPod => "invalid-pod",
             Self::KeyVault => "keyvault",
+            Self::Limit => "limit",
         }
     }
 }

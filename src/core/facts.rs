@@ -65,17 +65,70 @@ impl IdentityBindingFacts {
     }
 }
 
-/// The identity an existing SecretProviderClass authenticates with.
+/// The identity an existing SecretProviderClass authenticates with, read as the Azure provider
+/// reads its parameters: booleans with Go's `strconv.ParseBool` after trimming spaces (empty is
+/// false), `clientID` when non-empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpcIdentity {
-    /// `usePodIdentity: "true"`.
+    /// `usePodIdentity` true.
     PodIdentity,
     /// `clientID: <id>` (workload identity).
     ClientId(String),
-    /// `useVMManagedIdentity: "true"`: the node's identity, not the pod's.
+    /// `useVMManagedIdentity` true: the node's identity, not the pod's.
     VmManagedIdentity,
     /// None of the above.
     Unspecified,
+    /// More than one of them: the parameters that each name an identity.
+    Several(Vec<&'static str>),
+    /// A boolean parameter the provider cannot read (it fails the mount).
+    Unreadable {
+        /// The parameter.
+        parameter: &'static str,
+        /// Its value.
+        value: String,
+    },
+}
+
+/// The identity an SPC's parameters name, read with the provider's rules.
+fn spc_identity(parameters: &Value) -> SpcIdentity {
+    let parameter = |key: &str| parameters.get(key).and_then(Value::as_str);
+    let mut named = Vec::new();
+    for flag in ["usePodIdentity", "useVMManagedIdentity"] {
+        let value = parameter(flag).unwrap_or("");
+        match parse_go_bool(value) {
+            Some(true) => named.push(flag),
+            Some(false) => {}
+            None => {
+                return SpcIdentity::Unreadable {
+                    parameter: flag,
+                    value: value.to_owned(),
+                };
+            }
+        }
+    }
+    let client_id = parameter("clientID")
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    if client_id.is_some() {
+        named.push("clientID");
+    }
+    match (named.as_slice(), client_id) {
+        ([], _) => SpcIdentity::Unspecified,
+        (["usePodIdentity"], _) => SpcIdentity::PodIdentity,
+        (["useVMManagedIdentity"], _) => SpcIdentity::VmManagedIdentity,
+        (["clientID"], Some(id)) => SpcIdentity::ClientId(id.to_owned()),
+        _ => SpcIdentity::Several(named),
+    }
+}
+
+/// Go's `strconv.ParseBool` after `strings.TrimSpace`, with empty meaning false, as the Azure
+/// provider reads `usePodIdentity` and `useVMManagedIdentity`.
+pub fn parse_go_bool(value: &str) -> Option<bool> {
+    match value.trim() {
+        "" | "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        _ => None,
+    }
 }
 
 /// One `secretObjects[*].data[*]` entry: a key of a synced Kubernetes Secret.
@@ -343,16 +396,7 @@ impl ClusterFacts for LayeredFacts<'_> {
 
 /// Reads the identity and synced keys of a SecretProviderClass manifest.
 pub fn spc_facts(spc: &Value) -> SpcFacts {
-    let parameter = |key: &str| str_at(spc, &["spec", "parameters", key]);
-    let identity = if parameter("usePodIdentity").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        SpcIdentity::PodIdentity
-    } else if let Some(client_id) = parameter("clientID").filter(|v| !v.is_empty()) {
-        SpcIdentity::ClientId(client_id.to_owned())
-    } else if parameter("useVMManagedIdentity").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        SpcIdentity::VmManagedIdentity
-    } else {
-        SpcIdentity::Unspecified
-    };
+    let identity = spc_identity(&spc["spec"]["parameters"]);
     let mut synced_keys = Vec::new();
     for secret in spc["spec"]["secretObjects"]
         .as_array()

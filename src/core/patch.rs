@@ -38,6 +38,26 @@ pub struct Wiring<'a> {
     pub targets: &'a [ContainerView<'a>],
 }
 
+/// The length of `patch` as compact JSON, counted without building the text.
+pub fn encoded_len(patch: &[PatchOperation]) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing JSON values into a counter cannot fail; a failure would count as oversized.
+    match serde_json::to_writer(&mut counter, patch) {
+        Ok(()) => counter.0,
+        Err(_) => usize::MAX,
+    }
+}
+
 /// The operations that bring `pod` to `wiring`; empty when it is already there.
 pub fn operations(pod: &PodView<'_>, wiring: &Wiring<'_>) -> Result<Vec<PatchOperation>, Denial> {
     let mut ops = Vec::new();

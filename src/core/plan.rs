@@ -34,6 +34,34 @@ pub struct Settings {
     pub default_tenant_id: Option<String>,
     /// Namespaces whose pods are never mutated, even if sent.
     pub ignored_namespaces: BTreeSet<String>,
+    /// How much work one pod may ask for.
+    pub limits: PodLimits,
+}
+
+/// How much work one pod may ask for: a request over a limit is denied naming it, so no pod can
+/// make kvinject (or the API server) hold an answer far larger than a real workload's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodLimits {
+    /// `env.` and `file.` annotations of one pod (`--max-objects-per-pod`).
+    pub max_objects: usize,
+    /// Containers wired in one pod (`--max-target-containers`).
+    pub max_target_containers: usize,
+    /// The JSON Patch for one pod, in bytes (`--max-patch-bytes`).
+    pub max_patch_bytes: usize,
+}
+
+impl Default for PodLimits {
+    /// 100 objects is several times what real workloads reference (the annotations alone then
+    /// take a few KiB of the API server's 256 KiB); 100 containers is well past any real pod;
+    /// 1 MiB of patch is more than the patched pod could hold in etcd (1.5 MiB per object) with
+    /// its own spec.
+    fn default() -> Self {
+        Self {
+            max_objects: 100,
+            max_target_containers: 100,
+            max_patch_bytes: 1024 * 1024,
+        }
+    }
 }
 
 impl Settings {
@@ -51,6 +79,7 @@ impl Settings {
                 .into_iter()
                 .map(str::to_owned)
                 .collect(),
+            limits: PodLimits::default(),
         }
     }
 }
@@ -145,6 +174,13 @@ pub fn plan_pod(
         return Ok(skip);
     }
     let request = Request::read(&view)?;
+    let limits = &settings.limits;
+    check_limit(
+        "Key Vault objects (env. and file. annotations)",
+        request.env.len() + request.files.len(),
+        limits.max_objects,
+        "--max-objects-per-pod",
+    )?;
     let mut warnings = request.warnings.clone();
     if request.spc.is_none() && request.env.is_empty() && request.files.is_empty() {
         warnings.push(warning(format_args!(
@@ -167,6 +203,12 @@ pub fn plan_pod(
         )));
     }
     let targets = target_containers(&view, request.containers)?;
+    check_limit(
+        "target containers",
+        targets.len(),
+        limits.max_target_containers,
+        "--max-target-containers",
+    )?;
     let mount_path = request.mount_path()?;
     // Everything the annotations say is checked before the cluster is asked about identity.
     let mode = match request.spc {
@@ -199,13 +241,33 @@ pub fn plan_pod(
         env: &wired.env,
         targets: &targets,
     };
+    let patch = patch::operations(&view, &wiring)?;
+    check_limit(
+        "bytes of JSON Patch",
+        patch::encoded_len(&patch),
+        limits.max_patch_bytes,
+        "--max-patch-bytes",
+    )?;
     Ok(Decision::Inject(InjectionPlan {
-        patch: patch::operations(&view, &wiring)?,
+        patch,
         spc_name: wired.spc_name,
         generated_spc: wired.generated,
         warnings,
         objects: wired.objects,
     }))
+}
+
+/// Denies a pod that asks for more than `limit` of `what`, naming the count, the limit and the
+/// flag that sets it.
+fn check_limit(what: &str, count: usize, limit: usize, flag: &str) -> Result<(), Denial> {
+    if count <= limit {
+        return Ok(());
+    }
+    Err(Denial::new(format!(
+        "pod needs {count} {what}, over the limit of {limit} ({flag}); split the workload, or ask the \
+         cluster admins to raise {flag}"
+    ))
+    .because(DenialReason::Limit))
 }
 
 /// The skip for a pod kvinject must leave alone (contract: opt-in and never-injected
@@ -380,36 +442,35 @@ type Mounted = (BTreeMap<String, ObjectRef>, Vec<SyncedVar>);
 /// `env.<VAR>` becomes the file `<VAR>`; one name for two objects is a conflict.
 fn mounted_objects(request: &Request<'_>) -> Result<Mounted, Denial> {
     let mut files: BTreeMap<String, ObjectRef> = BTreeMap::new();
+    // The first (smallest) file name of each object: names are visited in order.
+    let mut alias_of: BTreeMap<ObjectRef, String> = BTreeMap::new();
     for (name, value) in &request.files {
-        files.insert(
-            (*name).to_owned(),
-            parse_reference(&format!("{FILE_PREFIX}{name}"), value)?,
-        );
+        let object = parse_reference(&format!("{FILE_PREFIX}{name}"), value)?;
+        alias_of
+            .entry(object.clone())
+            .or_insert_with(|| (*name).to_owned());
+        files.insert((*name).to_owned(), object);
     }
     let mut synced = Vec::new();
-    let mut env_only: BTreeMap<ObjectRef, String> = BTreeMap::new();
     for (var, value) in &request.env {
         let key = format!("{ENV_PREFIX}{var}");
         let object = parse_reference(&key, value)?;
-        let alias = match files.iter().find(|(_, o)| **o == object) {
-            Some((alias, _)) => alias.clone(),
-            None => match env_only.get(&object) {
-                Some(alias) => alias.clone(),
-                None => {
-                    if let Some(other) = files.get(*var) {
-                        return Err(Denial::annotation(
-                            &key,
-                            format!(
-                                "mounts {object} as file {var}, but annotation {FILE_PREFIX}{var} mounts {other} \
-                                 under that name; rename one of the two, or point both at the same object"
-                            ),
-                        ));
-                    }
-                    files.insert((*var).to_owned(), object.clone());
-                    env_only.insert(object, (*var).to_owned());
-                    (*var).to_owned()
+        let alias = match alias_of.get(&object) {
+            Some(alias) => alias.clone(),
+            None => {
+                if let Some(other) = files.get(*var) {
+                    return Err(Denial::annotation(
+                        &key,
+                        format!(
+                            "mounts {object} as file {var}, but annotation {FILE_PREFIX}{var} mounts {other} \
+                             under that name; rename one of the two, or point both at the same object"
+                        ),
+                    ));
                 }
-            },
+                files.insert((*var).to_owned(), object.clone());
+                alias_of.insert(object, (*var).to_owned());
+                (*var).to_owned()
+            }
         };
         synced.push(SyncedVar {
             alias,
@@ -433,6 +494,7 @@ fn reference_mode(
              {namespace}; create it first, or fix the name"
         )));
     };
+    refuse_unusable_spc_identity(spc_name, &spc.identity)?;
     if !identity::matches_spc(identity, &spc.identity) {
         return Err(Denial::annotation(
             SECRET_PROVIDER_CLASS,
@@ -513,6 +575,23 @@ fn synced_key_env(
     }
 }
 
+/// An SPC whose identity parameters the provider cannot use as one identity: denied, naming them.
+fn refuse_unusable_spc_identity(spc_name: &str, identity: &SpcIdentity) -> Result<(), Denial> {
+    let problem = match identity {
+        SpcIdentity::Several(parameters) => format!(
+            "SecretProviderClass {spc_name} names more than one identity ({}); the Azure provider would \
+             not authenticate as the pod: keep exactly one of them",
+            parameters.join(" and ")
+        ),
+        SpcIdentity::Unreadable { parameter, value } => format!(
+            "SecretProviderClass {spc_name} has {parameter}: {value:?}, which the Azure provider cannot read \
+             as a boolean (true, false, 1, 0, t, f): fix the SecretProviderClass"
+        ),
+        _ => return Ok(()),
+    };
+    Err(Denial::annotation(SECRET_PROVIDER_CLASS, problem).because(DenialReason::Identity))
+}
+
 fn describe_spc_identity(identity: &SpcIdentity) -> String {
     match identity {
         SpcIdentity::PodIdentity => "AAD Pod Identity (usePodIdentity)".to_owned(),
@@ -522,6 +601,10 @@ fn describe_spc_identity(identity: &SpcIdentity) -> String {
                 .to_owned()
         }
         SpcIdentity::Unspecified => "no identity".to_owned(),
+        SpcIdentity::Several(parameters) => {
+            format!("several identities ({})", parameters.join(", "))
+        }
+        SpcIdentity::Unreadable { parameter, .. } => format!("an unreadable {parameter}"),
     }
 }
 

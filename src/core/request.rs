@@ -1,7 +1,7 @@
 //! The pod's kvinject annotations, read and checked for form: names, values, mount path,
 //! target containers. Nothing here asks the cluster; `plan` decides what the request means.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::core::annotations::{
     CLIENT_ID, CONTAINERS, DEFAULT_MOUNT_PATH, ENV_PREFIX, FILE_PREFIX, INJECT, INJECTED,
@@ -237,9 +237,15 @@ pub fn target_containers<'a>(
         return Ok(containers);
     };
     let init: Vec<_> = view.containers(ContainerList::InitContainers).collect();
+    // By name, the first of each name: looking names up stays linear in the pod's size.
+    let mut by_name: BTreeMap<&str, ContainerView<'a>> = BTreeMap::new();
+    for container in containers.iter().chain(&init) {
+        by_name.entry(container.name).or_insert(*container);
+    }
     let mut targets: Vec<ContainerView<'a>> = Vec::new();
+    let mut chosen = BTreeSet::new();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let Some(found) = containers.iter().chain(&init).find(|c| c.name == name) else {
+        let Some(found) = by_name.get(name) else {
             let known: Vec<&str> = containers.iter().chain(&init).map(|c| c.name).collect();
             return Err(Denial::annotation(
                 CONTAINERS,
@@ -249,10 +255,7 @@ pub fn target_containers<'a>(
                 ),
             ));
         };
-        if !targets
-            .iter()
-            .any(|t| t.list == found.list && t.index == found.index)
-        {
+        if chosen.insert(found.name) {
             targets.push(*found);
         }
     }

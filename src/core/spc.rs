@@ -1,8 +1,9 @@
 //! The SecretProviderClass kvinject generates (`docs/contract.md` section 4, generate mode).
 //!
-//! Content-addressed: the name is `kvinject-` + the first 10 hex chars of SHA-256 over the
-//! canonical spec, so the same annotations always give the same SPC and rollouts never race on
-//! one mutable object. Pure: nothing is written anywhere from here.
+//! Content-addressed: the name is `kvinject-` + the first 20 hex chars (80 bits) of SHA-256 over
+//! the canonical spec, so the same annotations always give the same SPC and rollouts never race
+//! on one mutable object. 80 bits put a second preimage (another spec with the same name) out of
+//! reach; 40 bits, as before, were minutes on one GPU. Pure: nothing is written from here.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,9 @@ use crate::core::annotations::{
 };
 use crate::core::identity::PodIdentity;
 use crate::core::reference::ObjectRef;
+
+/// Hex characters of the spec's SHA-256 in a generated name: 80 bits.
+pub const NAME_HASH_HEX: usize = 20;
 
 /// One env var synced from a mounted object into the Secret named like the SPC.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +56,7 @@ pub struct GeneratedSpc {
 pub fn generate(namespace: &str, content: &SpcContent<'_>) -> GeneratedSpc {
     let mut spec = canonical_spec(content);
     let digest = Sha256::digest(spec.to_string().as_bytes());
-    let name = format!("{GENERATED_NAME_PREFIX}{}", &hex(&digest)[..10]);
+    let name = format!("{GENERATED_NAME_PREFIX}{}", &hex(&digest)[..NAME_HASH_HEX]);
     if let Some(secret_name) = spec.pointer_mut("/secretObjects/0/secretName") {
         *secret_name = Value::String(name.clone());
     }
