@@ -471,7 +471,7 @@ EVERY_MODE_CLUSTER_GRANTS = {
     ("aadpodidentity.k8s.io", "azureidentitybindings", verb) for verb in ("get", "list", "watch")
 } | {
     ("secrets-store.csi.x-k8s.io", "secretproviderclasses", verb)
-    for verb in ("get", "list", "watch", "create", "patch", "delete")
+    for verb in ("get", "list", "watch", "create", "update", "patch", "delete")
 }
 
 

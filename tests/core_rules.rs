@@ -136,11 +136,7 @@ fn vault_and_tenant_come_from_pod_then_namespace_then_flags() {
             "annotations": {"kvinject.io/vault": vault, "kvinject.io/tenant-id": OTHER_CLIENT}}})
     };
     let bare = pod().container("app").annotate("kvinject.io/env.A", "a");
-    let flags = Settings::new(
-        Some("flag-kv".into()),
-        Some(TENANT.into()),
-        "kvinject",
-    );
+    let flags = Settings::new(Some("flag-kv".into()), Some(TENANT.into()), "kvinject");
     let vault_of = |pod: &Value, facts: &kvinject::core::facts::DocumentFacts| {
         match kvinject::core::plan::plan_pod(pod, NS, facts, &flags) {
             Ok(Decision::Inject(plan)) => {

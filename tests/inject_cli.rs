@@ -258,6 +258,26 @@ fn unreadable_input_is_a_clear_error() {
     );
 }
 
+#[test]
+fn a_yaml_alias_bomb_is_refused_before_it_takes_the_memory() {
+    // 14 KB that YAML aliases make into 4 million strings (within the parser's own limit on
+    // alias replays, which counts replays, not what they hold).
+    let items = vec!["x"; 2000].join(", ");
+    let aliases = vec!["*a"; 2000].join(", ");
+    let text = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: bomb}}\nitems: &a [{items}]\nmore: [{aliases}]\n"
+    );
+    let output = kvinject(&["inject", "-f", "-"], Some(text.as_bytes()));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("Error: standard input: document 1: ")
+            && stderr.contains("the document expands to more than 64 MiB"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}
+
 /// The webhook's answer for every pod and pod template in the examples, applied, equals what
 /// `inject` prints: one core, two adapters.
 #[test]
@@ -304,6 +324,36 @@ fn base64_patch(value: &Value) -> json_patch::Patch {
         .decode(value.as_str().unwrap())
         .unwrap();
     serde_json::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn certs_writes_the_key_0600_over_any_file_and_never_follows_a_link() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    std::fs::create_dir(&out).unwrap();
+    // A world-readable key file from before, and a link planted where the CA goes.
+    std::fs::write(out.join("tls.key"), "old").unwrap();
+    std::fs::set_permissions(out.join("tls.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    std::os::unix::fs::symlink(&victim, out.join("ca.crt")).unwrap();
+    let output = kvinject(&["certs", "--out", out.to_str().unwrap()], None);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let key = std::fs::metadata(out.join("tls.key")).unwrap();
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    let ca = std::fs::symlink_metadata(out.join("ca.crt")).unwrap();
+    assert!(ca.file_type().is_file(), "the link was replaced by a file");
+    assert!(
+        std::fs::read_to_string(out.join("ca.crt"))
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
 }
 
 #[test]

@@ -154,7 +154,11 @@ pub fn generate(
     })
 }
 
-/// Writes `ca.crt`, `tls.crt` and `tls.key` (mode 0600) into `dir`, creating it.
+/// Writes `ca.crt`, `tls.crt` (0644) and `tls.key` (0600) into `dir`, creating it.
+///
+/// Each file is written to a new temporary file, created exclusively with its final mode, then
+/// renamed over the target: an existing file's permissions are never kept, and a symlink in
+/// the target's place is replaced, never followed.
 pub fn write(dir: &Path, certs: &WebhookCerts) -> Result<(), CertError> {
     let fail = |path: &Path, source| CertError::Write {
         path: path.display().to_string(),
@@ -167,16 +171,24 @@ pub fn write(dir: &Path, certs: &WebhookCerts) -> Result<(), CertError> {
         ("tls.key", &certs.key_pem, true),
     ] {
         let path = dir.join(file);
+        let staged = dir.join(format!(".{file}.{}.tmp", std::process::id()));
+        // A leftover of an interrupted run (or a link planted there) goes first.
+        match fs::remove_file(&staged) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(&staged, e)),
+            _ => {}
+        }
         let mut options = fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(if private { 0o600 } else { 0o644 });
         }
-        let mut out = options.open(&path).map_err(|e| fail(&path, e))?;
+        let mut out = options.open(&staged).map_err(|e| fail(&staged, e))?;
         out.write_all(contents.as_bytes())
-            .map_err(|e| fail(&path, e))?;
+            .and_then(|()| out.sync_all())
+            .map_err(|e| fail(&staged, e))?;
+        fs::rename(&staged, &path).map_err(|e| fail(&path, e))?;
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use crate::certs;
 use crate::core::plan::{PodLimits, Settings};
 use crate::keyvault::{VerifierSettings, VerifyMode};
 use crate::offline::manifest::Format;
+use crate::webhook::listener::Limits;
 
 /// kvinject: Azure Key Vault objects for Kubernetes pods, through the Secrets Store CSI driver.
 #[derive(Debug, Parser)]
@@ -224,6 +225,9 @@ pub struct ServeArgs {
     /// so the Service stops sending it traffic before it stops listening.
     #[arg(long, env = "KVINJECT_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
+    /// Generated SecretProviderClasses one namespace may hold before new ones are refused.
+    #[arg(long, env = "KVINJECT_MAX_SPCS_PER_NAMESPACE", default_value_t = Limits::default().max_spcs_per_namespace)]
+    pub max_spcs_per_namespace: usize,
     /// Deadline for the direct look-ups of one admission (objects too new for the caches).
     #[arg(long, env = "KVINJECT_LOOKUP_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub lookup_timeout: Duration,

@@ -90,6 +90,7 @@ struct ServePlan {
     gc_grace_period: Duration,
     shutdown_delay: Duration,
     lookup_timeout: Duration,
+    limits: Limits,
     settings: Settings,
     verify_mode: VerifyMode,
     verifier_settings: VerifierSettings,
@@ -113,6 +114,7 @@ impl ServePlan {
             gc_grace_period,
             shutdown_delay,
             lookup_timeout,
+            max_spcs_per_namespace,
             core,
             verify,
         } = args;
@@ -155,6 +157,10 @@ impl ServePlan {
             gc_grace_period,
             shutdown_delay,
             lookup_timeout,
+            limits: Limits {
+                max_spcs_per_namespace,
+                ..Limits::default()
+            },
             settings: core.settings(),
             verify_mode,
             verifier_settings,
@@ -320,7 +326,7 @@ async fn start_reviewer(
     metrics: &SharedMetrics,
     background: &mut Background,
 ) -> Result<(Reviewer, Option<Cluster>), CliError> {
-    let limits = Limits::default();
+    let limits = plan.limits;
     let settings = plan.settings.clone();
     let (reviewer, cluster) = match (&plan.facts, client) {
         (FactsSource::Manifests(file), _) => {

@@ -113,6 +113,17 @@ impl Cluster {
             .collect()
     }
 
+    /// Names of the generated SPCs the cache holds in `namespace`.
+    pub fn generated_spc_names(&self, namespace: &str) -> BTreeSet<String> {
+        self.spcs
+            .state()
+            .iter()
+            .filter(|spc| spc.namespace().as_deref() == Some(namespace))
+            .filter(|spc| is_managed_by_kvinject(spc.as_ref()))
+            .map(|spc| spc.name_any())
+            .collect()
+    }
+
     /// (namespace, SPC name) of every labelled pod's `kvinject.io/injected` marker.
     pub fn referenced_spcs(&self) -> BTreeSet<(String, String)> {
         self.pods

@@ -1,12 +1,12 @@
-//! Writing the SecretProviderClass an admitted pod needs: server-side apply when the cache
-//! shows it absent, edited, or not marked used (`kvinject.io/last-used`) recently; and the
-//! rules about kvinject's own SPCs that the collector shares.
+//! Writing the SecretProviderClass an admitted pod needs, exactly as generated: created when the
+//! cache shows it absent, replaced whole when it drifted, re-marked (`kvinject.io/last-used`)
+//! when the mark is stale; and the rules about kvinject's own SPCs that the collector shares.
 
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use kube::runtime::reflector::ObjectRef;
 
@@ -28,10 +28,18 @@ pub fn used_within(spc: &DynamicObject, now: Timestamp, period: Duration) -> boo
 }
 
 impl Cluster {
-    /// Makes sure the generated SPC exists as generated, writing it only when the cache shows it
-    /// absent, different, or not marked used for `refresh`. An SPC kvinject does not own is never
-    /// taken over: the core denies those before this is called, and the apply is forced only over
-    /// one the cache shows labelled as kvinject's. Returns whether it wrote.
+    /// Makes sure the generated SPC exists exactly as generated, writing only when the cache
+    /// shows it absent, different, or not marked used for `refresh`:
+    ///
+    /// - absent: created by server-side apply;
+    /// - different in any field of its spec (a hand edit, or fields another manager added, which
+    ///   an apply would leave in place): replaced whole, conditioned on the resourceVersion read,
+    ///   so after one admission the SPC is what kvinject generates;
+    /// - only its `last-used` mark stale: re-applied (forced: kvinject owns its SPCs).
+    ///
+    /// An SPC kvinject does not own is never taken over: the core denies those before this is
+    /// called, and a replacement is conditioned on the version the cache showed as kvinject's.
+    /// Returns whether it wrote.
     pub async fn ensure_spc(
         &self,
         spc: &GeneratedSpc,
@@ -41,23 +49,57 @@ impl Cluster {
         let key = ObjectRef::new_with(&spc.name, spc_resource()).within(namespace);
         let cached = self.spcs.get(&key);
         let now = Timestamp::now();
-        if let Some(cached) = &cached {
-            let current = serde_json::to_value(cached.as_ref()).unwrap_or_default();
-            if is_managed_by_kvinject(cached.as_ref())
-                && used_within(cached, now, refresh)
-                && current["spec"] == spc.manifest["spec"]
-            {
-                return Ok(false);
-            }
-        }
-        let mut manifest = spc.manifest.clone();
-        manifest["metadata"]["annotations"] = serde_json::json!({ LAST_USED: now.to_string() });
+        let mut marked = spc.manifest.clone();
+        marked["metadata"]["annotations"] = serde_json::json!({ LAST_USED: now.to_string() });
         let api =
             Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &spc_resource());
-        let mut params = PatchParams::apply(MANAGED_BY_VALUE);
-        params.force = cached.is_some();
-        api.patch(&spc.name, &params, &Patch::Apply(&manifest))
-            .await?;
+        let Some(cached) = cached else {
+            let params = PatchParams::apply(MANAGED_BY_VALUE);
+            api.patch(&spc.name, &params, &Patch::Apply(&marked))
+                .await?;
+            return Ok(true);
+        };
+        let drifted = cached.data.get("spec") != spc.manifest.get("spec");
+        if !drifted && is_managed_by_kvinject(cached.as_ref()) && used_within(&cached, now, refresh)
+        {
+            return Ok(false);
+        }
+        if drifted {
+            replace_spc(&api, marked, cached.resource_version()).await?;
+        } else {
+            let mut params = PatchParams::apply(MANAGED_BY_VALUE);
+            params.force = true;
+            api.patch(&spc.name, &params, &Patch::Apply(&marked))
+                .await?;
+        }
         Ok(true)
+    }
+}
+
+/// Replaces the SPC with `manifest` if it is still at `resource_version`; when it changed since,
+/// once more at its current version, provided it is still kvinject's.
+async fn replace_spc(
+    api: &Api<DynamicObject>,
+    manifest: serde_json::Value,
+    resource_version: Option<String>,
+) -> Result<(), kube::Error> {
+    let mut object: DynamicObject =
+        serde_json::from_value(manifest).map_err(kube::Error::SerdeError)?;
+    let name = object.name_any();
+    object.metadata.resource_version = resource_version;
+    match api.replace(&name, &PostParams::default(), &object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let conflict = kube::Error::Api(status);
+            match api.get_opt(&name).await? {
+                Some(current) if is_managed_by_kvinject(&current) => {
+                    object.metadata.resource_version = current.resource_version();
+                    api.replace(&name, &PostParams::default(), &object).await?;
+                    Ok(())
+                }
+                _ => Err(conflict),
+            }
+        }
+        Err(other) => Err(other),
     }
 }

@@ -30,6 +30,8 @@ pub enum DenialReason {
     KeyVault,
     /// The pod asks for more than a limit allows.
     Limit,
+    /// The pod's namespace is not opted in.
+    Namespace,
 }
 
 impl DenialReason {
@@ -44,6 +46,7 @@ impl DenialReason {
             Self::InvalidPod => "invalid-pod",
             Self::KeyVault => "keyvault",
             Self::Limit => "limit",
+            Self::Namespace => "namespace",
         }
     }
 }

@@ -184,7 +184,9 @@ mod tests {
         let a = generate("ns1", &content);
         let b = generate("ns2", &content);
         assert_eq!(a.name, b.name, "the namespace is not part of the content");
-        assert!(a.name.starts_with("kvinject-") && a.name.len() == "kvinject-".len() + 10);
+        assert!(
+            a.name.starts_with("kvinject-") && a.name.len() == "kvinject-".len() + NAME_HASH_HEX
+        );
         assert_eq!(
             a.manifest["spec"]["secretObjects"][0]["secretName"],
             a.name.as_str()

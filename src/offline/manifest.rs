@@ -2,14 +2,26 @@
 //!
 //! Bytes to JSON values and back; nothing here knows what the documents mean.
 
+use std::cell::Cell;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::de::DeserializeSeed;
 use serde_json::Value;
 
+use crate::offline::bounded::BoundedValue;
 use crate::offline::yaml;
+
+/// Largest source `inject` reads (a file, or standard input): far more than any set of
+/// manifests, far less than the machine.
+pub const MAX_SOURCE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What the JSON values of one YAML source may take, in bytes charged (text plus a node cost):
+/// room for ordinary YAML of any shape, not for alias bombs.
+fn expansion_limit(source_len: usize) -> usize {
+    (64 * 1024 * 1024usize).max(source_len.saturating_mul(64))
+}
 
 /// How manifests are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -41,6 +53,9 @@ pub enum ManifestError {
         /// The parser's message.
         reason: String,
     },
+    /// A source larger than [`MAX_SOURCE_BYTES`].
+    #[error("{0}: larger than {MAX_SOURCE_BYTES} bytes; split it")]
+    TooLarge(String),
     /// A directory with no manifest in it.
     #[error("{0}: no .yaml, .yml or .json file in this directory")]
     EmptyDirectory(String),
@@ -63,10 +78,7 @@ pub fn read(source: &str) -> Result<Manifests, ManifestError> {
         source,
     };
     if source == "-" {
-        let mut bytes = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .map_err(|e| read_error("standard input", e))?;
+        let bytes = read_bounded(std::io::stdin(), "standard input")?;
         let format = sniff(&bytes);
         return Ok(Manifests {
             documents: parse(&bytes, format, "standard input")?,
@@ -92,7 +104,8 @@ pub fn read(source: &str) -> Result<Manifests, ManifestError> {
     let mut all_json = true;
     for file in files {
         let name = file.display().to_string();
-        let bytes = fs::read(&file).map_err(|e| read_error(&name, e))?;
+        let opened = fs::File::open(&file).map_err(|e| read_error(&name, e))?;
+        let bytes = read_bounded(opened, &name)?;
         let format = extension_format(&file).unwrap_or_else(|| sniff(&bytes));
         all_json &= format == Format::Json;
         documents.extend(parse(&bytes, format, &name)?);
@@ -101,6 +114,22 @@ pub fn read(source: &str) -> Result<Manifests, ManifestError> {
         documents,
         format: if all_json { Format::Json } else { Format::Yaml },
     })
+}
+
+/// Reads at most [`MAX_SOURCE_BYTES`] from `input`; more is an error, not a truncation.
+fn read_bounded(input: impl Read, name: &str) -> Result<Vec<u8>, ManifestError> {
+    let mut bytes = Vec::new();
+    input
+        .take(MAX_SOURCE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| ManifestError::Read {
+            path: name.to_owned(),
+            source,
+        })?;
+    if bytes.len() as u64 > MAX_SOURCE_BYTES {
+        return Err(ManifestError::TooLarge(name.to_owned()));
+    }
+    Ok(bytes)
 }
 
 /// Parses every document in `bytes`.
@@ -121,9 +150,13 @@ pub fn parse(bytes: &[u8], format: Format, source_name: &str) -> Result<Vec<Valu
             }
         }
         Format::Yaml => {
+            // One budget for the whole source: what YAML aliases can make of it is bounded.
+            let limit = expansion_limit(bytes.len());
+            let budget = Cell::new(limit);
             for (i, document) in serde_yaml_ng::Deserializer::from_slice(bytes).enumerate() {
-                let value =
-                    Value::deserialize(document).map_err(|e| parse_error(i + 1, e.to_string()))?;
+                let value = BoundedValue::new(&budget, limit)
+                    .deserialize(document)
+                    .map_err(|e| parse_error(i + 1, e.to_string()))?;
                 if !value.is_null() {
                     documents.push(value);
                 }

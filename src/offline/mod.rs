@@ -4,6 +4,7 @@
 //! YAML 1.1-safe emitter of [`yaml`]; [`inject`] finds every pod and pod template among them
 //! and runs the same core the webhook runs.
 
+pub mod bounded;
 pub mod inject;
 pub mod manifest;
 pub mod yaml;

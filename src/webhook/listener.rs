@@ -42,6 +42,9 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Deadline for writing the SecretProviderClass a pod needs.
     pub write_timeout: Duration,
+    /// Generated SPCs one namespace may hold before a new one is refused: bounds what a flood
+    /// of (forged or real) pods with ever-new annotations can make kvinject store.
+    pub max_spcs_per_namespace: usize,
 }
 
 impl Default for Limits {
@@ -54,6 +57,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(120),
             max_in_flight: 256,
             write_timeout: Duration::from_secs(5),
+            max_spcs_per_namespace: 200,
         }
     }
 }

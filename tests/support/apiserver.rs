@@ -813,6 +813,14 @@ fn apply(
             &format!("Apply failed with 1 conflict: conflict with \"{owner}\": .spec"),
         );
     }
+    if let (Some(current), Some(owner)) = (&current, &owner)
+        && owner != manager
+    {
+        // Server-side apply leaves the fields another manager set and this one does not name.
+        let mut merged = current.clone();
+        merge(&mut merged, &object);
+        object = merged;
+    }
     if let Some(current) = &current {
         object["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
     }
