@@ -116,6 +116,12 @@ impl Default for VerifierSettings {
 
 type CacheKey = (String, ObjectType, String, Option<String>);
 
+/// Answers kept at most: when full, expired ones go first, then all (a bounded cache, so a
+/// stream of ever-new references cannot grow it).
+const MAX_CACHED_ANSWERS: usize = 10_000;
+/// Vaults whose clients are kept at most.
+const MAX_CACHED_VAULTS: usize = 256;
+
 /// Checks objects against Key Vault, with caching and bounds.
 pub struct Verifier {
     credential: Result<Arc<dyn TokenCredential>, String>,
@@ -226,7 +232,14 @@ impl Verifier {
             self.settings.negative_ttl
         };
         if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(key, (Instant::now() + ttl, checked.clone()));
+            let now = Instant::now();
+            if cache.len() >= MAX_CACHED_ANSWERS {
+                cache.retain(|_, (expires, _)| *expires > now);
+            }
+            if cache.len() >= MAX_CACHED_ANSWERS {
+                cache.clear();
+            }
+            cache.insert(key, (now + ttl, checked.clone()));
         }
         checked
     }
@@ -299,6 +312,10 @@ impl Verifier {
             .map_err(error)?,
             permits: Semaphore::new(self.settings.max_in_flight_per_vault.max(1)),
         });
+        if vaults.len() >= MAX_CACHED_VAULTS {
+            // Callers hold their own Arc: dropping the map's copies interrupts nobody.
+            vaults.clear();
+        }
         vaults.insert(vault.to_owned(), clients.clone());
         Ok(clients)
     }

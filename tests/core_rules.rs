@@ -679,6 +679,66 @@ fn reference_spcs_are_read_as_the_azure_provider_reads_them() {
     );
 }
 
+#[test]
+fn namespaces_and_the_server_narrow_the_vaults_pods_may_use() {
+    let guarded = |list: &str| {
+        facts_with(&[
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS,
+            "labels": {"kvinject.io/injection": "enabled"},
+            "annotations": {"kvinject.io/allowed-vaults": list}}}),
+        ])
+    };
+    let wants = |vault: &str| {
+        pod()
+            .container("app")
+            .wants_db_password()
+            .annotate("kvinject.io/vault", vault)
+            .build()
+    };
+    let message = deny(&wants("other-kv"), &guarded("team-kv, shared-kv"));
+    assert!(
+        message.contains(
+            "annotation kvinject.io/vault: Key Vault other-kv is not among the vaults namespace shop's \
+             annotation kvinject.io/allowed-vaults allows ([team-kv, shared-kv])"
+        ),
+        "{message}"
+    );
+    // Vault names are DNS labels: no case.
+    inject(&wants("Shared-KV"), &guarded("team-kv, shared-kv"));
+    // The server's list holds even where the namespace allows the vault.
+    let mut server = settings();
+    server.allowed_vaults = Some(vec!["team-kv".to_owned()]);
+    let denial =
+        kvinject::core::plan::plan_pod(&wants("shared-kv"), NS, &guarded("shared-kv"), &server)
+            .map(|_| ())
+            .unwrap_err();
+    assert_eq!(denial.reason(), DenialReason::Namespace);
+    assert!(
+        denial
+            .message()
+            .contains("the server's --allowed-vaults allows ([team-kv])"),
+        "{denial}"
+    );
+    // Reference mode: the SPC's keyvaultName is held to the same lists.
+    let mut spc = hand_spc(CLIENT);
+    spc["spec"]["parameters"]["keyvaultName"] = json!("other-kv");
+    let mut facts = vec![spc];
+    facts.push(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS,
+        "labels": {"kvinject.io/injection": "enabled"},
+        "annotations": {"kvinject.io/allowed-vaults": "team-kv"}}}),
+    );
+    let referenced = pod()
+        .container("app")
+        .annotate("kvinject.io/secret-provider-class", "hand")
+        .build();
+    let message = deny(&referenced, &facts_with(&facts));
+    assert!(
+        message.contains("annotation kvinject.io/secret-provider-class (SecretProviderClass hand): Key Vault other-kv is not among"),
+        "{message}"
+    );
+}
+
 // ---- Section 5: identity ----
 
 #[test]

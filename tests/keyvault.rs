@@ -366,3 +366,23 @@ async fn the_same_modes_through_inject() {
             .starts_with("Warning: Deployment/checkout:")
     );
 }
+
+#[tokio::test]
+async fn verification_never_asks_about_a_vault_the_server_does_not_allow() {
+    let kv = double().await;
+    let verifier = Arc::new(verifier(&kv, Duration::from_secs(2)));
+    let mut settings = Settings::new(None, None, "kvinject");
+    settings.allowed_vaults = Some(vec!["team-kv".to_owned()]);
+    let webhook = Reviewer::new(Arc::new(fixture_facts()), settings, Limits::default())
+        .with_verifier(verifier, VerifyMode::Deny);
+    // The fixture names shop-prod-kv, which exists in the test vault: not an oracle on it.
+    let asked = kv.requests().len();
+    let denied = admit(&webhook, "/mutate", &fixture("patch-workload-identity")).await;
+    assert_eq!(denied["allowed"], false);
+    let message = denied["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Key Vault shop-prod-kv is not among the vaults the server's --allowed-vaults allows ([team-kv])"),
+        "{message}"
+    );
+    assert_eq!(kv.requests().len(), asked, "Key Vault was not asked");
+}

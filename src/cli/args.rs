@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::certs;
+use crate::core::annotations;
 use crate::core::plan::{PodLimits, Settings};
 use crate::keyvault::{VerifierSettings, VerifyMode};
 use crate::offline::manifest::Format;
@@ -59,6 +60,10 @@ pub struct CoreArgs {
     /// kvinject's own namespace, whose pods are never mutated.
     #[arg(long, env = "KVINJECT_NAMESPACE", default_value = "kvinject")]
     pub kvinject_namespace: String,
+    /// The only Key Vaults any pod may use (comma list; default: any). Namespaces narrow it
+    /// further with the annotation kvinject.io/allowed-vaults.
+    #[arg(long, env = "KVINJECT_ALLOWED_VAULTS", value_delimiter = ',')]
+    pub allowed_vaults: Option<Vec<String>>,
     /// Most Key Vault objects (env. and file. annotations) one pod may ask for.
     #[arg(long, env = "KVINJECT_MAX_OBJECTS_PER_POD", default_value_t = PodLimits::default().max_objects)]
     pub max_objects_per_pod: usize,
@@ -77,11 +82,17 @@ impl CoreArgs {
             default_vault,
             default_tenant_id,
             kvinject_namespace,
+            allowed_vaults,
             max_objects_per_pod,
             max_target_containers,
             max_patch_bytes,
         } = self;
         let mut settings = Settings::new(default_vault, default_tenant_id, &kvinject_namespace);
+        settings.allowed_vaults = allowed_vaults.map(|list| {
+            list.iter()
+                .flat_map(|v| annotations::comma_list(v))
+                .collect()
+        });
         settings.limits = PodLimits {
             max_objects: max_objects_per_pod,
             max_target_containers,

@@ -60,6 +60,18 @@ pub fn is_managed_by_kvinject(label: Option<&str>) -> bool {
     label == Some(MANAGED_BY_VALUE)
 }
 
+/// Namespace annotation (set by cluster admins): comma list of the Key Vaults its pods may use.
+pub const ALLOWED_VAULTS: &str = "kvinject.io/allowed-vaults";
+
+/// A comma list of names, trimmed, empty entries dropped.
+pub fn comma_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// AAD Pod Identity: pod label naming an AzureIdentityBinding selector.
 pub const AAD_POD_IDENTITY_LABEL: &str = "aadpodidbinding";
 /// AzureIdentityBinding annotation: comma list of the ServiceAccounts whose pods may claim it.

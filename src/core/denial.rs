@@ -30,7 +30,7 @@ pub enum DenialReason {
     KeyVault,
     /// The pod asks for more than a limit allows.
     Limit,
-    /// The pod's namespace is not opted in.
+    /// The pod's namespace refuses it: not opted in, or a vault it does not allow.
     Namespace,
 }
 

@@ -20,6 +20,8 @@ pub struct NamespaceFacts {
     pub vault: Option<String>,
     /// `kvinject.io/tenant-id` annotation.
     pub tenant_id: Option<String>,
+    /// `kvinject.io/allowed-vaults`: the only vaults its pods may use, when set.
+    pub allowed_vaults: Option<Vec<String>>,
 }
 
 /// What kvinject reads from a ServiceAccount.
@@ -54,13 +56,7 @@ impl IdentityBindingFacts {
                     annotations::ALLOWED_SERVICE_ACCOUNTS,
                 ],
             )
-            .map(|list| {
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            }),
+            .map(annotations::comma_list),
         })
     }
 }
@@ -147,6 +143,8 @@ pub struct SpcFacts {
     pub managed_by_kvinject: bool,
     /// The identity its parameters name.
     pub identity: SpcIdentity,
+    /// `parameters.keyvaultName`, trimmed, as the provider reads it.
+    pub vault: Option<String>,
     /// Every key it syncs into a Kubernetes Secret.
     pub synced_keys: Vec<SyncedKey>,
 }
@@ -216,6 +214,8 @@ impl DocumentFacts {
                     ) == Some(annotations::NAMESPACE_INJECTION_ENABLED),
                     vault: annotation(annotations::VAULT).map(str::to_owned),
                     tenant_id: annotation(annotations::TENANT_ID).map(str::to_owned),
+                    allowed_vaults: annotation(annotations::ALLOWED_VAULTS)
+                        .map(annotations::comma_list),
                 };
                 self.namespaces.insert(name, facts);
             }
@@ -421,6 +421,10 @@ pub fn spc_facts(spc: &Value) -> SpcFacts {
             &["metadata", "labels", annotations::MANAGED_BY_LABEL],
         )),
         identity,
+        vault: str_at(spc, &["spec", "parameters", "keyvaultName"])
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned),
         synced_keys,
     }
 }

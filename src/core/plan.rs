@@ -36,6 +36,8 @@ pub struct Settings {
     pub ignored_namespaces: BTreeSet<String>,
     /// How much work one pod may ask for.
     pub limits: PodLimits,
+    /// `--allowed-vaults`: the only vaults any pod may use, when set.
+    pub allowed_vaults: Option<Vec<String>>,
 }
 
 /// How much work one pod may ask for: a request over a limit is denied naming it, so no pod can
@@ -80,6 +82,7 @@ impl Settings {
                 .map(str::to_owned)
                 .collect(),
             limits: PodLimits::default(),
+            allowed_vaults: None,
         }
     }
 }
@@ -232,6 +235,7 @@ pub fn plan_pod(
             namespace,
             &identity,
             facts,
+            settings,
             &mut warnings,
         )?,
     };
@@ -347,6 +351,11 @@ fn generate_mode(
     settings: &Settings,
 ) -> Result<Wired, Denial> {
     let (vault, tenant_id) = vault_and_tenant(request, namespace, facts, settings)?;
+    let named_by = match request.vault {
+        Some(_) => format!("annotation {VAULT}"),
+        None => "the vault of its namespace or --default-vault".to_owned(),
+    };
+    refuse_vault_not_allowed(&vault, &named_by, namespace, facts, settings)?;
     let content = SpcContent {
         vault: &vault,
         tenant_id: &tenant_id,
@@ -385,6 +394,42 @@ fn generate_mode(
             references: object_references(request)?,
         }),
     })
+}
+
+/// Namespace guardrails: a vault outside the namespace's `kvinject.io/allowed-vaults`, or the
+/// server's `--allowed-vaults`, is denied naming the list that refuses it. Vault names are
+/// DNS labels: compared without case.
+fn refuse_vault_not_allowed(
+    vault: &str,
+    named_by: &str,
+    namespace: &str,
+    facts: &dyn ClusterFacts,
+    settings: &Settings,
+) -> Result<(), Denial> {
+    let allows = |list: &[String]| list.iter().any(|v| v.eq_ignore_ascii_case(vault));
+    let namespace_list = facts.namespace(namespace).and_then(|ns| ns.allowed_vaults);
+    let refused_by = match (&namespace_list, &settings.allowed_vaults) {
+        (Some(list), _) if !allows(list) => Some((
+            format!(
+                "namespace {namespace}'s annotation {}",
+                keys::ALLOWED_VAULTS
+            ),
+            list,
+        )),
+        (_, Some(list)) if !allows(list) => {
+            Some(("the server's --allowed-vaults".to_owned(), list))
+        }
+        _ => None,
+    };
+    let Some((source, list)) = refused_by else {
+        return Ok(());
+    };
+    Err(Denial::new(format!(
+        "{named_by}: Key Vault {vault} is not among the vaults {source} allows ([{}]); use one of them, \
+         or ask the cluster admins to allow it",
+        list.join(", ")
+    ))
+    .because(DenialReason::Namespace))
 }
 
 /// The vault and tenant of a generate-mode pod: the pod's annotation, else its namespace's,
@@ -486,6 +531,7 @@ fn reference_mode(
     namespace: &str,
     identity: &PodIdentity,
     facts: &dyn ClusterFacts,
+    settings: &Settings,
     warnings: &mut Vec<String>,
 ) -> Result<Wired, Denial> {
     let Some(spc) = facts.secret_provider_class(namespace, spc_name) else {
@@ -495,6 +541,10 @@ fn reference_mode(
         )));
     };
     refuse_unusable_spc_identity(spc_name, &spc.identity)?;
+    if let Some(vault) = &spc.vault {
+        let what = format!("annotation {SECRET_PROVIDER_CLASS} (SecretProviderClass {spc_name})");
+        refuse_vault_not_allowed(vault, &what, namespace, facts, settings)?;
+    }
     if !identity::matches_spc(identity, &spc.identity) {
         return Err(Denial::annotation(
             SECRET_PROVIDER_CLASS,
