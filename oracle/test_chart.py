@@ -329,6 +329,11 @@ def test_the_pod_identity_policy_sees_only_pods_with_the_binding_label(value_set
     assert reaches(hook, shop, {"aadpodidbinding": "checkout"})
     assert reaches(hook, shop, {"aadpodidbinding": ""})
     assert not reaches(hook, shop, {"app": "checkout", "kvinject.io/inject": "true"})
+    # AAD Pod Identity lets a pod of any namespace claim a binding: the policy covers every
+    # namespace, opted in or not, but the system ones and kvinject's own.
+    assert reaches(hook, namespace_labels("quiet", opted_in=False), {"aadpodidbinding": "checkout"})
+    for system in ("kube-system", "kube-node-lease", "kvinject"):
+        assert not reaches(hook, namespace_labels(system), {"aadpodidbinding": "checkout"})
     assert hook["failurePolicy"] == "Fail"
     assert hook["sideEffects"] == "None"
     assert hook["timeoutSeconds"] == 5

@@ -523,6 +523,40 @@ async fn without_the_aad_pod_identity_api_the_denial_says_so() {
 }
 
 #[tokio::test]
+async fn aad_pod_identity_installed_after_kvinject_started_is_watched_from_then_on() {
+    use kvinject::core::facts::ClusterFacts;
+    let api = ApiServer::start().await;
+    seed(&api);
+    api.set_bindings_api(false);
+    let readiness = Arc::new(Readiness::default());
+    let cluster = Cluster::start_with(
+        api.client(),
+        readiness.clone(),
+        Duration::from_millis(500),
+        Duration::from_millis(100),
+    )
+    .await;
+    wait_for(|| readiness.check().is_ok(), "caches to sync").await;
+    assert!(!cluster.identity_bindings_available());
+    api.set_bindings_api(true);
+    api.put(
+        json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentityBinding",
+        "metadata": {"name": "late", "namespace": "ops"},
+        "spec": {"azureIdentity": "id", "selector": "late"}}),
+    );
+    wait_for(
+        || !cluster.identity_bindings(None, "late").is_empty(),
+        "the binding API discovered and its cache filled",
+    )
+    .await;
+    assert!(cluster.identity_bindings_available());
+    assert!(
+        readiness.check().is_ok(),
+        "a late cache never makes kvinject unready"
+    );
+}
+
+#[tokio::test]
 async fn the_collector_deletes_only_unreferenced_expired_kvinject_spcs() {
     let api = ApiServer::start().await;
     seed(&api);
@@ -812,12 +846,12 @@ async fn the_identity_policy_allows_listed_service_accounts_only() {
         assert_eq!(response["allowed"], false, "{operation}");
         let message = response["status"]["message"].as_str().unwrap();
         assert!(
-            message.contains("claims AzureIdentityBinding payments-binding"),
+            message.contains("claims AzureIdentityBinding shop/payments-binding"),
             "{message}"
         );
         assert!(
             message.contains("[payments, payments-batch]")
-                && message.contains("ServiceAccount checkout"),
+                && message.contains("ServiceAccount shop/checkout"),
             "{message}"
         );
     }
@@ -834,7 +868,7 @@ async fn the_identity_policy_allows_listed_service_accounts_only() {
     wait_for(
         || {
             use kvinject::core::facts::ClusterFacts;
-            !cluster.identity_bindings("shop", "open").is_empty()
+            !cluster.identity_bindings(Some("shop"), "open").is_empty()
         },
         "binding",
     )

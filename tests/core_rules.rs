@@ -739,6 +739,67 @@ fn namespaces_and_the_server_narrow_the_vaults_pods_may_use() {
     );
 }
 
+#[test]
+fn a_protected_binding_cannot_be_claimed_from_another_namespace() {
+    use kvinject::core::identity::{self, BindingScope};
+    use kvinject::core::pod::PodView;
+    let protected = |allowed: &str| {
+        json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentityBinding",
+            "metadata": {"name": "payments-binding", "namespace": "ops",
+                "annotations": {"kvinject.io/allowed-service-accounts": allowed}},
+            "spec": {"azureIdentity": "payments-id", "selector": "payments"}})
+    };
+    let claimer = pod()
+        .container("app")
+        .wants_db_password()
+        .label("aadpodidbinding", "payments")
+        .service_account("plain");
+    let facts = |allowed: &str| facts_with(&[protected(allowed), service_account("plain", None)]);
+    // A bare name means the binding's own namespace: ops/payments, not shop/payments.
+    let message = deny(
+        &claimer.clone().service_account("payments").build(),
+        &facts("payments"),
+    );
+    assert!(
+        message.contains("claims AzureIdentityBinding ops/payments-binding")
+            && message.contains("runs as ServiceAccount shop/payments"),
+        "{message}"
+    );
+    // namespace/name lets a pod of another namespace in, by name.
+    inject(&claimer.clone().build(), &facts("payments, shop/plain"));
+    // The policy route sees the same.
+    let pod = claimer.clone().build();
+    let view = PodView::new(&pod).unwrap();
+    let refused = identity::check_pod_identity_policy(
+        &view,
+        NS,
+        &facts("payments"),
+        BindingScope::EveryNamespace,
+    );
+    assert!(refused.is_err());
+    // With forceNamespaced, a binding of another namespace is not the pod's at all.
+    let mut namespaced = settings();
+    namespaced.binding_scope = BindingScope::PodNamespace;
+    let denial = kvinject::core::plan::plan_pod(&pod, NS, &facts("payments"), &namespaced)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        denial
+            .message()
+            .contains("matches no AzureIdentityBinding in namespace shop"),
+        "{denial}"
+    );
+    assert!(
+        identity::check_pod_identity_policy(
+            &view,
+            NS,
+            &facts("payments"),
+            BindingScope::PodNamespace
+        )
+        .is_ok()
+    );
+}
+
 // ---- Section 5: identity ----
 
 #[test]
@@ -777,7 +838,7 @@ fn identity_chain() {
     );
     assert!(
         message.contains(
-            "label aadpodidbinding: shop-id matches no AzureIdentityBinding in namespace shop"
+            "label aadpodidbinding: shop-id matches no AzureIdentityBinding in any namespace"
         ),
         "{message}"
     );

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::certs;
 use crate::core::annotations;
+use crate::core::identity::BindingScope;
 use crate::core::plan::{PodLimits, Settings};
 use crate::keyvault::{VerifierSettings, VerifyMode};
 use crate::offline::manifest::Format;
@@ -64,6 +65,11 @@ pub struct CoreArgs {
     /// further with the annotation kvinject.io/allowed-vaults.
     #[arg(long, env = "KVINJECT_ALLOWED_VAULTS", value_delimiter = ',')]
     pub allowed_vaults: Option<Vec<String>>,
+    /// AAD Pod Identity runs with forceNamespaced: a pod's aadpodidbinding label claims only
+    /// bindings of its own namespace (default: bindings of every namespace, as AAD Pod
+    /// Identity matches them).
+    #[arg(long, env = "KVINJECT_AAD_POD_IDENTITY_FORCE_NAMESPACED")]
+    pub aad_pod_identity_force_namespaced: bool,
     /// Most Key Vault objects (env. and file. annotations) one pod may ask for.
     #[arg(long, env = "KVINJECT_MAX_OBJECTS_PER_POD", default_value_t = PodLimits::default().max_objects)]
     pub max_objects_per_pod: usize,
@@ -83,6 +89,7 @@ impl CoreArgs {
             default_tenant_id,
             kvinject_namespace,
             allowed_vaults,
+            aad_pod_identity_force_namespaced,
             max_objects_per_pod,
             max_target_containers,
             max_patch_bytes,
@@ -93,6 +100,11 @@ impl CoreArgs {
                 .flat_map(|v| annotations::comma_list(v))
                 .collect()
         });
+        settings.binding_scope = if aad_pod_identity_force_namespaced {
+            BindingScope::PodNamespace
+        } else {
+            BindingScope::EveryNamespace
+        };
         settings.limits = PodLimits {
             max_objects: max_objects_per_pod,
             max_target_containers,

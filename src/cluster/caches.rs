@@ -3,7 +3,7 @@
 //! readiness when synced. Every `ClusterFacts` answer of a live server comes from here.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -24,23 +24,35 @@ use crate::core::facts::{
     SpcFacts, spc_facts,
 };
 use crate::lifecycle::readiness::Readiness;
+use crate::lifecycle::ticks::Ticks;
 
 impl Cluster {
     /// Starts the watches and returns at once; `readiness` learns when each cache has synced.
-    /// AzureIdentityBindings are watched only if the cluster serves their API.
+    /// AzureIdentityBindings are watched only if the cluster serves their API; without it, the
+    /// API is asked for again every minute, and watched once it appears.
     pub async fn start(
         client: Client,
         readiness: Arc<Readiness>,
         lookup_timeout: Duration,
     ) -> Self {
-        let bindings_available = client
-            .list_api_group_resources(&format!("{AAD_POD_IDENTITY_GROUP}/v1"))
-            .await
-            .is_ok_and(|list| {
-                list.resources
-                    .iter()
-                    .any(|r| r.name == "azureidentitybindings")
-            });
+        Self::start_with(
+            client,
+            readiness,
+            lookup_timeout,
+            BINDINGS_DISCOVERY_INTERVAL,
+        )
+        .await
+    }
+
+    /// [`Cluster::start`], asking for the AzureIdentityBinding API every `discovery` while the
+    /// cluster does not serve it.
+    pub async fn start_with(
+        client: Client,
+        readiness: Arc<Readiness>,
+        lookup_timeout: Duration,
+        discovery: Duration,
+    ) -> Self {
+        let bindings_available = bindings_served(&client).await;
         if !bindings_available {
             tracing::info!(
                 "AzureIdentityBinding API not served: AAD Pod Identity is unavailable in this cluster"
@@ -69,16 +81,24 @@ impl Cluster {
             client.clone(),
             spc_resource(),
             "secretproviderclasses",
-            &readiness,
+            Some(&readiness),
         );
-        let bindings = bindings_available.then(|| {
-            watch_dynamic(
+        let bindings = Arc::new(OnceLock::new());
+        if bindings_available {
+            let store = watch_dynamic(
                 client.clone(),
                 binding_resource(),
                 "azureidentitybindings",
-                &readiness,
-            )
-        });
+                Some(&readiness),
+            );
+            let _ = bindings.set(store);
+        } else {
+            tokio::spawn(discover_bindings_later(
+                client.clone(),
+                bindings.clone(),
+                discovery,
+            ));
+        }
         Self {
             client,
             namespaces,
@@ -98,7 +118,7 @@ impl Cluster {
             ("pods", self.pods.state().len()),
             ("secretproviderclasses", self.spcs.state().len()),
         ];
-        if let Some(bindings) = &self.bindings {
+        if let Some(bindings) = self.bindings.get() {
             sizes.push(("azureidentitybindings", bindings.state().len()));
         }
         sizes
@@ -156,15 +176,48 @@ where
     let store = writer.as_reader();
     let api = Api::<PartialObjectMeta<K>>::all(client.clone());
     let stream = watcher(api, config).default_backoff().reflect(writer);
-    spawn_watch(stream, store.clone(), part, readiness);
+    spawn_watch(stream, store.clone(), part, Some(readiness));
     store
+}
+
+/// Whether the cluster serves the AzureIdentityBinding API (AAD Pod Identity installed).
+async fn bindings_served(client: &Client) -> bool {
+    client
+        .list_api_group_resources(&format!("{AAD_POD_IDENTITY_GROUP}/v1"))
+        .await
+        .is_ok_and(|list| {
+            list.resources
+                .iter()
+                .any(|r| r.name == "azureidentitybindings")
+        })
+}
+
+/// How often a cluster without the AzureIdentityBinding API is asked again.
+const BINDINGS_DISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// AAD Pod Identity installed after kvinject started: its bindings are watched from then on (not
+/// part of readiness, so every replica does not turn unready at once while the cache fills).
+async fn discover_bindings_later(
+    client: Client,
+    bindings: Arc<OnceLock<Store<DynamicObject>>>,
+    every: Duration,
+) {
+    let mut ticks = Ticks::new(every, std::future::pending::<()>());
+    while ticks.next().await {
+        if bindings_served(&client).await {
+            tracing::info!("AzureIdentityBinding API now served: watching bindings");
+            let store = watch_dynamic(client, binding_resource(), "azureidentitybindings", None);
+            let _ = bindings.set(store);
+            return;
+        }
+    }
 }
 
 fn watch_dynamic(
     client: Client,
     resource: ApiResource,
     part: &'static str,
-    readiness: &Arc<Readiness>,
+    readiness: Option<&Arc<Readiness>>,
 ) -> Store<DynamicObject> {
     let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
     let store = writer.as_reader();
@@ -176,18 +229,26 @@ fn watch_dynamic(
     store
 }
 
-fn spawn_watch<K, S>(stream: S, store: Store<K>, part: &'static str, readiness: &Arc<Readiness>)
-where
+fn spawn_watch<K, S>(
+    stream: S,
+    store: Store<K>,
+    part: &'static str,
+    readiness: Option<&Arc<Readiness>>,
+) where
     K: reflector::Lookup + Clone + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
     S: futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
-    readiness.expect(part);
-    let ready = readiness.clone();
+    if let Some(readiness) = readiness {
+        readiness.expect(part);
+    }
+    let ready = readiness.cloned();
     tokio::spawn(async move {
         if store.wait_until_ready().await.is_ok() {
             tracing::info!(cache = part, "cache synced");
-            ready.set_ready(part);
+            if let Some(ready) = ready {
+                ready.set_ready(part);
+            }
         }
     });
     tokio::spawn(async move {
@@ -223,23 +284,28 @@ impl ClusterFacts for Cluster {
         })
     }
 
-    fn identity_bindings(&self, namespace: &str, selector: &str) -> Vec<IdentityBindingFacts> {
-        let Some(bindings) = &self.bindings else {
+    fn identity_bindings(
+        &self,
+        namespace: Option<&str>,
+        selector: &str,
+    ) -> Vec<IdentityBindingFacts> {
+        let Some(bindings) = self.bindings.get() else {
             return Vec::new();
         };
         bindings
             .state()
             .iter()
-            .filter(|b| b.namespace().as_deref() == Some(namespace))
+            .filter(|b| namespace.is_none_or(|ns| b.namespace().as_deref() == Some(ns)))
             .filter_map(|b| {
-                IdentityBindingFacts::from_manifest(&serde_json::to_value(b.as_ref()).ok()?)
+                let manifest = serde_json::to_value(b.as_ref()).ok()?;
+                IdentityBindingFacts::from_manifest(&manifest, "")
             })
             .filter(|b| b.selector == selector)
             .collect()
     }
 
     fn identity_bindings_available(&self) -> bool {
-        self.bindings.is_some()
+        self.bindings.get().is_some()
     }
 
     fn secret_provider_class(&self, namespace: &str, name: &str) -> Option<SpcFacts> {

@@ -59,9 +59,12 @@ impl Cluster {
                         .filter_map(|o| typed_value(o, &resource.api_version, &resource.kind))
                         .collect()
                 }
-                Miss::IdentityBinding(ns, _) if self.bindings.is_some() => {
+                Miss::IdentityBinding(ns, _) if self.bindings.get().is_some() => {
                     let resource = binding_resource();
-                    let api = Api::<DynamicObject>::namespaced_with(client, ns, &resource);
+                    let api = match ns {
+                        Some(ns) => Api::<DynamicObject>::namespaced_with(client, ns, &resource),
+                        None => Api::<DynamicObject>::all_with(client, &resource),
+                    };
                     let found = api.list(&ListParams::default()).await?.items;
                     found
                         .iter()

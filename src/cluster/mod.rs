@@ -7,6 +7,7 @@
 //! edited or stale ([`spc_store`]). The [`collector`] deletes generated SPCs no pod uses, one
 //! replica at a time ([`lease`]).
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
@@ -44,7 +45,8 @@ pub struct Cluster {
     client: Client,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
-    bindings: Option<Store<DynamicObject>>,
+    /// Set once the cluster serves the AzureIdentityBinding API (at start, or when it appears).
+    bindings: Arc<OnceLock<Store<DynamicObject>>>,
     spcs: Store<DynamicObject>,
     pods: Store<PartialObjectMeta<Pod>>,
     /// Deadline for the direct look-ups of one admission.

@@ -34,6 +34,8 @@ pub struct ServiceAccountFacts {
 /// What kvinject reads from an AzureIdentityBinding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityBindingFacts {
+    /// Its namespace.
+    pub namespace: String,
     /// Its name.
     pub name: String,
     /// `spec.selector`: the `aadpodidbinding` label value that claims it.
@@ -43,9 +45,13 @@ pub struct IdentityBindingFacts {
 }
 
 impl IdentityBindingFacts {
-    /// Reads a binding manifest; `None` without a name or selector.
-    pub fn from_manifest(binding: &Value) -> Option<Self> {
+    /// Reads a binding manifest (in `default_namespace` when it names none); `None` without a
+    /// name or selector.
+    pub fn from_manifest(binding: &Value, default_namespace: &str) -> Option<Self> {
         Some(Self {
+            namespace: str_at(binding, &["metadata", "namespace"])
+                .unwrap_or(default_namespace)
+                .to_owned(),
             name: str_at(binding, &["metadata", "name"])?.to_owned(),
             selector: str_at(binding, &["spec", "selector"])?.to_owned(),
             allowed_service_accounts: str_at(
@@ -155,8 +161,13 @@ pub trait ClusterFacts {
     fn namespace(&self, name: &str) -> Option<NamespaceFacts>;
     /// The ServiceAccount `name` in `namespace`, if known.
     fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccountFacts>;
-    /// The AzureIdentityBindings in `namespace` whose `spec.selector` is `selector`.
-    fn identity_bindings(&self, namespace: &str, selector: &str) -> Vec<IdentityBindingFacts>;
+    /// The AzureIdentityBindings whose `spec.selector` is `selector`: in `namespace`, or in every
+    /// namespace when it is `None` (as AAD Pod Identity matches them unless `forceNamespaced`).
+    fn identity_bindings(
+        &self,
+        namespace: Option<&str>,
+        selector: &str,
+    ) -> Vec<IdentityBindingFacts>;
     /// Whether the cluster serves the AzureIdentityBinding API at all (AAD Pod Identity installed).
     fn identity_bindings_available(&self) -> bool {
         true
@@ -229,7 +240,7 @@ impl DocumentFacts {
             (version, "AzureIdentityBinding")
                 if version.starts_with(annotations::AAD_POD_IDENTITY_GROUP) =>
             {
-                if let Some(binding) = IdentityBindingFacts::from_manifest(document) {
+                if let Some(binding) = IdentityBindingFacts::from_manifest(document, &namespace) {
                     let bindings = self.identity_bindings.entry(namespace).or_default();
                     bindings.retain(|b| b.name != binding.name);
                     bindings.push(binding);
@@ -256,9 +267,16 @@ impl ClusterFacts for DocumentFacts {
             .cloned()
     }
 
-    fn identity_bindings(&self, namespace: &str, selector: &str) -> Vec<IdentityBindingFacts> {
-        self.identity_bindings
-            .get(namespace)
+    fn identity_bindings(
+        &self,
+        namespace: Option<&str>,
+        selector: &str,
+    ) -> Vec<IdentityBindingFacts> {
+        let in_scope: Vec<&Vec<IdentityBindingFacts>> = match namespace {
+            Some(namespace) => self.identity_bindings.get(namespace).into_iter().collect(),
+            None => self.identity_bindings.values().collect(),
+        };
+        in_scope
             .into_iter()
             .flatten()
             .filter(|b| b.selector == selector)
@@ -280,8 +298,8 @@ pub enum Miss {
     Namespace(String),
     /// An unknown ServiceAccount (namespace, name).
     ServiceAccount(String, String),
-    /// No AzureIdentityBinding with a selector (namespace, selector).
-    IdentityBinding(String, String),
+    /// No AzureIdentityBinding with a selector (namespace, or every namespace; selector).
+    IdentityBinding(Option<String>, String),
     /// An unknown SecretProviderClass (namespace, name).
     SecretProviderClass(String, String),
 }
@@ -332,11 +350,15 @@ impl ClusterFacts for RecordingFacts<'_> {
         })
     }
 
-    fn identity_bindings(&self, namespace: &str, selector: &str) -> Vec<IdentityBindingFacts> {
+    fn identity_bindings(
+        &self,
+        namespace: Option<&str>,
+        selector: &str,
+    ) -> Vec<IdentityBindingFacts> {
         let found = self.inner.identity_bindings(namespace, selector);
         let found = (!found.is_empty()).then_some(found);
         self.record(found, || {
-            Miss::IdentityBinding(namespace.to_owned(), selector.to_owned())
+            Miss::IdentityBinding(namespace.map(str::to_owned), selector.to_owned())
         })
         .unwrap_or_default()
     }
@@ -373,10 +395,17 @@ impl ClusterFacts for LayeredFacts<'_> {
             .or_else(|| self.base.service_account(namespace, name))
     }
 
-    fn identity_bindings(&self, namespace: &str, selector: &str) -> Vec<IdentityBindingFacts> {
+    fn identity_bindings(
+        &self,
+        namespace: Option<&str>,
+        selector: &str,
+    ) -> Vec<IdentityBindingFacts> {
         let mut bindings = self.overlay.identity_bindings(namespace, selector);
         for binding in self.base.identity_bindings(namespace, selector) {
-            if !bindings.iter().any(|b| b.name == binding.name) {
+            if !bindings
+                .iter()
+                .any(|b| b.name == binding.name && b.namespace == binding.namespace)
+            {
                 bindings.push(binding);
             }
         }
@@ -473,8 +502,9 @@ mod tests {
             Some("c"),
             "a ServiceAccount without namespace lands in the default namespace"
         );
-        assert_eq!(facts.identity_bindings("legacy", "sel")[0].name, "b");
-        assert!(facts.identity_bindings("apps", "sel").is_empty());
+        assert_eq!(facts.identity_bindings(Some("legacy"), "sel")[0].name, "b");
+        assert!(facts.identity_bindings(Some("apps"), "sel").is_empty());
+        assert_eq!(facts.identity_bindings(None, "sel")[0].namespace, "legacy");
         let spc = facts.secret_provider_class("shop", "hand").unwrap();
         assert_eq!(spc.identity, SpcIdentity::ClientId("c".into()));
         assert!(!spc.managed_by_kvinject);

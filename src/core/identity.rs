@@ -47,6 +47,33 @@ impl fmt::Display for PodIdentity {
     }
 }
 
+/// Where AAD Pod Identity finds the AzureIdentityBinding a pod's `aadpodidbinding` label claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BindingScope {
+    /// In every namespace: AAD Pod Identity's default.
+    #[default]
+    EveryNamespace,
+    /// Only in the pod's own namespace: AAD Pod Identity run with `forceNamespaced`.
+    PodNamespace,
+}
+
+impl BindingScope {
+    /// The namespace to look in for a pod of `pod_namespace` (`None`: every one).
+    fn namespace(self, pod_namespace: &str) -> Option<&str> {
+        match self {
+            Self::EveryNamespace => None,
+            Self::PodNamespace => Some(pod_namespace),
+        }
+    }
+
+    fn describe(self, pod_namespace: &str) -> String {
+        match self {
+            Self::EveryNamespace => "in any namespace".to_owned(),
+            Self::PodNamespace => format!("in namespace {pod_namespace}"),
+        }
+    }
+}
+
 /// Warning returned with every pod that uses AAD Pod Identity (without the `kvinject: ` prefix).
 pub const AAD_POD_IDENTITY_DEPRECATED: &str = "AAD Pod Identity (label aadpodidbinding) is deprecated since 2022-10; \
 migrate to Azure Workload Identity: annotate the pod's ServiceAccount with azure.workload.identity/client-id \
@@ -58,6 +85,7 @@ pub fn resolve(
     namespace: &str,
     requested_client_id: Option<&str>,
     facts: &dyn ClusterFacts,
+    scope: BindingScope,
 ) -> Result<PodIdentity, Denial> {
     let selector = pod.label(AAD_POD_IDENTITY_LABEL).filter(|s| !s.is_empty());
     let service_account = pod.service_account_name();
@@ -77,7 +105,9 @@ pub fn resolve(
              remove the {AAD_POD_IDENTITY_LABEL} label, or run the pod as a ServiceAccount without \
              {WORKLOAD_IDENTITY_CLIENT_ID}"
         ))),
-        (Some(selector), None) => aad_pod_identity(selector, service_account, namespace, facts),
+        (Some(selector), None) => {
+            aad_pod_identity(selector, service_account, namespace, facts, scope)
+        }
         (None, Some(client_id)) => Ok(PodIdentity::WorkloadIdentity {
             client_id,
             service_account: service_account.to_owned(),
@@ -149,62 +179,86 @@ fn workload_client_id(
     }
 }
 
-/// AAD Pod Identity: a binding with the pod's selector must exist in its namespace, and its
-/// identity policy must let the pod's ServiceAccount claim it.
+/// AAD Pod Identity: a binding with the pod's selector must exist where AAD Pod Identity looks
+/// (`scope`), and the policy of every such binding must let the pod's ServiceAccount claim it.
 fn aad_pod_identity(
     selector: &str,
     service_account: &str,
     namespace: &str,
     facts: &dyn ClusterFacts,
+    scope: BindingScope,
 ) -> Result<PodIdentity, Denial> {
-    let bindings = facts.identity_bindings(namespace, selector);
+    let bindings = facts.identity_bindings(scope.namespace(namespace), selector);
     if bindings.is_empty() {
         let fix = if facts.identity_bindings_available() {
             format!(
-                "create an AzureIdentityBinding with spec.selector: {selector} there, or fix the label"
+                "create an AzureIdentityBinding with spec.selector: {selector} in namespace {namespace}, or fix the label"
             )
         } else {
             "AAD Pod Identity is not installed in this cluster (no AzureIdentityBinding API): use workload identity".to_owned()
         };
         return Err(Denial::missing(format!(
-            "label {AAD_POD_IDENTITY_LABEL}: {selector} matches no AzureIdentityBinding in namespace {namespace}; {fix}"
+            "label {AAD_POD_IDENTITY_LABEL}: {selector} matches no AzureIdentityBinding {}; {fix}",
+            scope.describe(namespace)
         )));
     }
-    check_binding_policy(&bindings, selector, service_account)?;
+    check_binding_policy(&bindings, selector, namespace, service_account)?;
     Ok(PodIdentity::AadPodIdentity {
         selector: selector.to_owned(),
     })
 }
 
 /// The identity policy for every pod that carries `aadpodidbinding`, injected or not: each
-/// matching binding that lists `kvinject.io/allowed-service-accounts` must list the pod's
-/// ServiceAccount. A label alone must not be enough to take an identity.
+/// binding the label claims (where AAD Pod Identity looks, `scope`) that lists
+/// `kvinject.io/allowed-service-accounts` must list the pod's ServiceAccount. A label alone must
+/// not be enough to take an identity, from any namespace.
 pub fn check_pod_identity_policy(
     pod: &PodView<'_>,
     namespace: &str,
     facts: &dyn ClusterFacts,
+    scope: BindingScope,
 ) -> Result<(), Denial> {
     let Some(selector) = pod.label(AAD_POD_IDENTITY_LABEL).filter(|s| !s.is_empty()) else {
         return Ok(());
     };
-    let bindings = facts.identity_bindings(namespace, selector);
-    check_binding_policy(&bindings, selector, pod.service_account_name())
+    let bindings = facts.identity_bindings(scope.namespace(namespace), selector);
+    check_binding_policy(&bindings, selector, namespace, pod.service_account_name())
+}
+
+/// Whether an `allowed-service-accounts` entry names ServiceAccount `service_account` of
+/// `pod_namespace`: `namespace/name`, or a bare `name` of the binding's own namespace.
+fn entry_allows(
+    entry: &str,
+    binding: &IdentityBindingFacts,
+    pod_namespace: &str,
+    service_account: &str,
+) -> bool {
+    match entry.split_once('/') {
+        Some((namespace, name)) => namespace == pod_namespace && name == service_account,
+        None => binding.namespace == pod_namespace && entry == service_account,
+    }
 }
 
 fn check_binding_policy(
     bindings: &[IdentityBindingFacts],
     selector: &str,
+    pod_namespace: &str,
     service_account: &str,
 ) -> Result<(), Denial> {
     for binding in bindings {
         let Some(allowed) = &binding.allowed_service_accounts else {
             continue;
         };
-        if !allowed.iter().any(|sa| sa == service_account) {
+        if !allowed
+            .iter()
+            .any(|entry| entry_allows(entry, binding, pod_namespace, service_account))
+        {
             return Err(identity_denial(format!(
-                "label {AAD_POD_IDENTITY_LABEL}: {selector} claims AzureIdentityBinding {}, whose \
-                 {ALLOWED_SERVICE_ACCOUNTS} is [{}], but the pod runs as ServiceAccount {service_account}; run the \
-                 pod as one of those ServiceAccounts, or ask the binding's owner to add {service_account}",
+                "label {AAD_POD_IDENTITY_LABEL}: {selector} claims AzureIdentityBinding {}/{}, whose \
+                 {ALLOWED_SERVICE_ACCOUNTS} is [{}], but the pod runs as ServiceAccount \
+                 {pod_namespace}/{service_account}; run the pod as one of those ServiceAccounts, or ask the \
+                 binding's owner to add {pod_namespace}/{service_account}",
+                binding.namespace,
                 binding.name,
                 allowed.join(", ")
             )));

@@ -15,7 +15,7 @@ use crate::core::annotations::{
 };
 use crate::core::denial::{Denial, DenialReason, warning};
 use crate::core::facts::{ClusterFacts, SpcFacts, SpcIdentity, SyncedKey};
-use crate::core::identity::{self, AAD_POD_IDENTITY_DEPRECATED, PodIdentity};
+use crate::core::identity::{self, AAD_POD_IDENTITY_DEPRECATED, BindingScope, PodIdentity};
 use crate::core::patch::{self, EnvWire, Wiring};
 use crate::core::pod::PodView;
 use crate::core::reference::ObjectRef;
@@ -38,6 +38,8 @@ pub struct Settings {
     pub limits: PodLimits,
     /// `--allowed-vaults`: the only vaults any pod may use, when set.
     pub allowed_vaults: Option<Vec<String>>,
+    /// Where AAD Pod Identity finds bindings (`--aad-pod-identity-force-namespaced`).
+    pub binding_scope: BindingScope,
 }
 
 /// How much work one pod may ask for: a request over a limit is denied naming it, so no pod can
@@ -83,6 +85,7 @@ impl Settings {
                 .collect(),
             limits: PodLimits::default(),
             allowed_vaults: None,
+            binding_scope: BindingScope::default(),
         }
     }
 }
@@ -221,7 +224,13 @@ pub fn plan_pod(
             Mode::Reference(spc_name)
         }
     };
-    let identity = identity::resolve(&view, namespace, request.client_id, facts)?;
+    let identity = identity::resolve(
+        &view,
+        namespace,
+        request.client_id,
+        facts,
+        settings.binding_scope,
+    )?;
     if matches!(identity, PodIdentity::AadPodIdentity { .. }) {
         warnings.push(warning(AAD_POD_IDENTITY_DEPRECATED));
     }

@@ -402,8 +402,9 @@ fn answer_pod_identity(
         .object
         .as_ref()
         .ok_or(ReviewError::MissingObject("Pod"))?;
-    let checked = PodView::new(pod)
-        .and_then(|view| identity::check_pod_identity_policy(&view, &namespace, facts));
+    let checked = PodView::new(pod).and_then(|view| {
+        identity::check_pod_identity_policy(&view, &namespace, facts, settings.binding_scope)
+    });
     Ok(match checked {
         Ok(()) => answer,
         Err(denial) => answer.deny(&denial),

@@ -114,12 +114,26 @@ namespaceSelector:
   matchLabels:
     kvinject.io/injection: enabled
   matchExpressions:
-    - key: kubernetes.io/metadata.name
-      operator: NotIn
-      values:
-        - kube-system
-        - kube-node-lease
-        - {{ .Release.Namespace }}
+    {{- include "kvinject.notSystemNamespace" . | nindent 4 }}
+{{- end }}
+
+{{/*
+Every namespace but the system ones and kvinject's own: the identity policy must hold wherever
+a pod can claim a binding, not only in opted-in namespaces.
+*/}}
+{{- define "kvinject.everyNamespaceSelector" -}}
+namespaceSelector:
+  matchExpressions:
+    {{- include "kvinject.notSystemNamespace" . | nindent 4 }}
+{{- end }}
+
+{{- define "kvinject.notSystemNamespace" -}}
+- key: kubernetes.io/metadata.name
+  operator: NotIn
+  values:
+    - kube-system
+    - kube-node-lease
+    - {{ .Release.Namespace }}
 {{- end }}
 
 {{/*
