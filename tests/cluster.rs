@@ -103,7 +103,7 @@ async fn readiness_waits_for_every_cache_and_says_which() {
 }
 
 #[tokio::test]
-async fn caches_use_metadata_only_watches_and_labelled_pods() {
+async fn caches_use_metadata_only_watches_and_see_every_pod() {
     let api = ApiServer::start().await;
     seed(&api);
     let _ = start(&api).await;
@@ -112,10 +112,8 @@ async fn caches_use_metadata_only_watches_and_labelled_pods() {
         .iter()
         .find(|r| r.path == "/api/v1/pods")
         .expect("pods are listed");
-    assert_eq!(
-        pods.param("labelSelector").as_deref(),
-        Some("kvinject.io/inject=true")
-    );
+    // Every pod: a pod's labels can change after admission, its use of the SPC does not.
+    assert_eq!(pods.param("labelSelector"), None);
     for path in [
         "/api/v1/namespaces",
         "/api/v1/serviceaccounts",
@@ -390,6 +388,28 @@ async fn a_namespace_holds_at_most_the_cap_of_generated_spcs() {
 }
 
 #[tokio::test]
+async fn a_write_that_would_outlast_the_webhook_timeout_is_cut_short_and_denied_with_why() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    let (cluster, _) = start(&api).await;
+    let state = state(&cluster);
+    // The API server allows this webhook 2 s; the SPC write would take 4.
+    api.delay_next("PATCH", "secretproviderclasses", Duration::from_secs(4));
+    let response = admit(
+        &state,
+        "/mutate?timeout=2s",
+        &fixture("patch-workload-identity"),
+    )
+    .await;
+    assert_eq!(response["allowed"], false);
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the time left within the webhook's timeout"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn a_hand_edited_spc_is_restored_and_a_foreign_one_never_overwritten() {
     let api = ApiServer::start().await;
     seed(&api);
@@ -577,6 +597,10 @@ async fn the_collector_deletes_only_unreferenced_expired_kvinject_spcs() {
     api.put(spc("kvinject-foreign004", false, long_ago));
     api.put(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "shop",
         "labels": {"kvinject.io/inject": "true"}, "annotations": {"kvinject.io/injected": "kvinject-inuse00002"}}, "spec": {}}));
+    // A pod whose label was removed after admission still mounts its SPC.
+    api.put(spc("kvinject-relabel005", true, long_ago));
+    api.put(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "q", "namespace": "shop",
+        "labels": {"app": "q"}, "annotations": {"kvinject.io/injected": "kvinject-relabel005"}}, "spec": {}}));
     let (cluster, _) = start(&api).await;
     let mut collector = Collector::new(cluster.clone(), Duration::from_millis(300));
     let first = collector.pass().await;
@@ -626,6 +650,7 @@ async fn the_collector_deletes_only_unreferenced_expired_kvinject_spcs() {
         "kvinject-inuse00002",
         "kvinject-usednow003",
         "kvinject-foreign004",
+        "kvinject-relabel005",
     ] {
         assert!(
             api.get("secretproviderclasses", "shop", kept).is_some(),
@@ -635,6 +660,7 @@ async fn the_collector_deletes_only_unreferenced_expired_kvinject_spcs() {
 
     // A pod that stops referencing an SPC starts its clock; a new reference stops it.
     api.remove("pods", "shop", "p");
+    api.remove("pods", "shop", "q");
     wait_for(|| cluster.referenced_spcs().is_empty(), "pod deletion seen").await;
     let pass = collector.pass().await;
     assert!(pass.deleted.is_empty(), "a fresh grace period: {pass:?}");

@@ -2,7 +2,7 @@
 //! AzureIdentityBindings (when served) and SecretProviderClasses in full; each reports to
 //! readiness when synced. Every `ClusterFacts` answer of a live server comes from here.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -16,9 +16,7 @@ use kube::{Client, Resource, ResourceExt};
 
 use crate::cluster::spc_store::is_managed_by_kvinject;
 use crate::cluster::{Cluster, binding_resource, spc_resource};
-use crate::core::annotations::{
-    AAD_POD_IDENTITY_GROUP, INJECT, INJECTED, WORKLOAD_IDENTITY_CLIENT_ID,
-};
+use crate::core::annotations::{AAD_POD_IDENTITY_GROUP, INJECTED, WORKLOAD_IDENTITY_CLIENT_ID};
 use crate::core::facts::{
     ClusterFacts, DocumentFacts, IdentityBindingFacts, NamespaceFacts, ServiceAccountFacts,
     SpcFacts, spc_facts,
@@ -70,13 +68,7 @@ impl Cluster {
             "serviceaccounts",
             &readiness,
         );
-        // Only labelled pods can reference a generated SPC: that bounds the cache.
-        let pods = watch_metadata::<Pod>(
-            &client,
-            watcher::Config::default().labels(&format!("{INJECT}=true")),
-            "pods",
-            &readiness,
-        );
+        let pods = watch_pod_markers(&client, &readiness);
         let spcs = watch_dynamic(
             client.clone(),
             spc_resource(),
@@ -211,6 +203,30 @@ async fn discover_bindings_later(
             return;
         }
     }
+}
+
+/// Every pod, metadata only, each stripped as it arrives to what the collector reads: its name
+/// and the `kvinject.io/injected` marker. Not only labelled pods: a pod keeps using its SPC
+/// however its labels change after admission.
+fn watch_pod_markers(client: &Client, readiness: &Arc<Readiness>) -> Store<PartialObjectMeta<Pod>> {
+    let writer = reflector::store::Writer::<PartialObjectMeta<Pod>>::default();
+    let store = writer.as_reader();
+    let api = Api::<PartialObjectMeta<Pod>>::all(client.clone());
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|pod| {
+            let meta = &mut pod.metadata;
+            let marker = meta.annotations.as_mut().and_then(|a| a.remove(INJECTED));
+            meta.annotations = marker.map(|m| BTreeMap::from([(INJECTED.to_owned(), m)]));
+            meta.labels = None;
+            meta.managed_fields = None;
+            meta.owner_references = None;
+            meta.finalizers = None;
+            meta.generate_name = None;
+        })
+        .reflect(writer);
+    spawn_watch(stream, store.clone(), "pods", Some(readiness));
+    store
 }
 
 fn watch_dynamic(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,7 +23,7 @@ use crate::core::denial::MESSAGE_PREFIX;
 use crate::lifecycle::readiness::Readiness;
 use crate::webhook::admission::{self, ReviewError, Route};
 use crate::webhook::metrics::SharedMetrics;
-use crate::webhook::review::Reviewer;
+use crate::webhook::review::{Budget, Reviewer};
 
 /// Largest AdmissionReview body accepted.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -33,14 +33,17 @@ pub fn admission_router(state: Reviewer) -> Router {
     let metrics = state.metrics().clone();
     let max_in_flight = state.limits().max_in_flight;
     let router = Router::new()
-        .route("/mutate", post(|s, h, b| handle(Route::Mutate, s, h, b)))
+        .route(
+            "/mutate",
+            post(|s, q, h, b| handle(Route::Mutate, s, q, h, b)),
+        )
         .route(
             "/validate-workloads",
-            post(|s, h, b| handle(Route::ValidateWorkloads, s, h, b)),
+            post(|s, q, h, b| handle(Route::ValidateWorkloads, s, q, h, b)),
         )
         .route(
             "/validate-pod-identity",
-            post(|s, h, b| handle(Route::ValidatePodIdentity, s, h, b)),
+            post(|s, q, h, b| handle(Route::ValidatePodIdentity, s, q, h, b)),
         )
         .with_state(state);
     harden(router, metrics, max_in_flight)
@@ -176,11 +179,14 @@ impl IntoResponse for HttpError {
 async fn handle(
     route: Route,
     State(state): State<Reviewer>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let started = Instant::now();
+    let budget = Budget::for_timeout(started, webhook_timeout(query.as_deref()));
     let metrics = state.metrics().clone();
-    match answer_http(route, state, headers, body).await {
+    match answer_http(route, state, headers, body, (started, budget)).await {
         Ok(response) => response,
         Err(error) => {
             let response = error.into_response();
@@ -195,8 +201,8 @@ async fn answer_http(
     state: Reviewer,
     headers: HeaderMap,
     body: Body,
+    (started, budget): (Instant, Budget),
 ) -> Result<Response, HttpError> {
-    let started = Instant::now();
     check_content_type(&headers)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -207,7 +213,7 @@ async fn answer_http(
     }
     let body = read_body(body, state.limits().body_timeout).await?;
     let decoded = admission::decode(&body)?;
-    let answer = state.review(route, &decoded).await?;
+    let answer = state.review(route, &decoded, budget).await?;
     let kind = &decoded.request.kind.kind;
     state.metrics().admission(
         route.as_str(),
@@ -236,6 +242,31 @@ async fn answer_http(
     Ok(([(header::CONTENT_TYPE, "application/json")], encoded).into_response())
 }
 
+/// The webhook timeout the API server names in the URL (`?timeout=10s`, a Go duration of whole
+/// seconds as it writes them), else its default. Anything unreadable counts as the default,
+/// and no timeout is taken as longer than the 30 s the API server allows.
+fn webhook_timeout(query: Option<&str>) -> Duration {
+    const MAX: Duration = Duration::from_secs(30);
+    let value = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("timeout="));
+    let parsed = value.and_then(|v| {
+        let (number, scale) = if let Some(ms) = v.strip_suffix("ms") {
+            (ms, 1)
+        } else if let Some(s) = v.strip_suffix('s') {
+            (s, 1000)
+        } else {
+            return None;
+        };
+        number
+            .parse::<u64>()
+            .ok()
+            .map(|n| Duration::from_millis(n.saturating_mul(scale)))
+    });
+    parsed.unwrap_or(Budget::DEFAULT_TIMEOUT).min(MAX)
+}
+
 fn check_content_type(headers: &HeaderMap) -> Result<(), HttpError> {
     let value = headers
         .get(header::CONTENT_TYPE)
@@ -257,5 +288,31 @@ async fn read_body(body: Body, limit: Duration) -> Result<Bytes, HttpError> {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<LengthLimitError>() => Err(HttpError::PayloadTooLarge),
         Err(error) => Err(HttpError::BodyRead(error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::webhook_timeout;
+
+    #[test]
+    fn the_timeout_comes_from_the_query_as_the_api_server_writes_it() {
+        assert_eq!(webhook_timeout(Some("timeout=5s")), Duration::from_secs(5));
+        assert_eq!(
+            webhook_timeout(Some("a=b&timeout=1500ms")),
+            Duration::from_millis(1500)
+        );
+        // Unreadable or absent: the API server's default; never more than it allows.
+        assert_eq!(
+            webhook_timeout(Some("timeout=soon")),
+            Duration::from_secs(10)
+        );
+        assert_eq!(webhook_timeout(None), Duration::from_secs(10));
+        assert_eq!(
+            webhook_timeout(Some("timeout=3600s")),
+            Duration::from_secs(30)
+        );
     }
 }

@@ -5,8 +5,9 @@
 //! is one method below and reads like its line in `docs/contract.md`; the HTTP layer only
 //! translates, and the rules themselves live in `core`.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
 use crate::core::annotations::{NAMESPACE_INJECTION_ENABLED, NAMESPACE_INJECTION_LABEL};
@@ -18,6 +19,41 @@ use crate::keyvault::{Verifier, VerifyMode};
 use crate::webhook::admission::{self, Answer, Decoded, Outcome, ReviewError, Route};
 use crate::webhook::listener::Limits;
 use crate::webhook::metrics::SharedMetrics;
+
+/// Time kept for the SPC write when Key Vault verification runs before it.
+const WRITE_RESERVE: Duration = Duration::from_secs(1);
+
+/// The time one review may take: the API server's `?timeout=` less a margin, so kvinject answers
+/// (or denies with its reason) before the API server gives up on it.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    deadline: Instant,
+}
+
+impl Budget {
+    /// The API server's default webhook timeout, when a request names none.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A budget from `started` for a webhook whose timeout is `timeout`: a tenth of it, at least
+    /// 250 ms, is kept for the answer to travel.
+    pub fn for_timeout(started: Instant, timeout: Duration) -> Self {
+        let margin = (timeout / 10).max(Duration::from_millis(250));
+        Self {
+            deadline: started + timeout.saturating_sub(margin),
+        }
+    }
+
+    /// Time left.
+    pub fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// `work` within `time` (and within the budget); `None` when it did not finish.
+    async fn run<T>(&self, time: Duration, work: impl Future<Output = T>) -> Option<T> {
+        let time = time.min(self.left());
+        tokio::time::timeout(time, work).await.ok()
+    }
+}
 
 /// Everything the pipeline reads: where facts come from, where SPCs go, and the verifier.
 #[derive(Clone)]
@@ -85,18 +121,28 @@ impl Reviewer {
         self.limits
     }
 
-    /// Answers one decoded request that came through `route`.
-    pub async fn review(&self, route: Route, decoded: &Decoded) -> Result<Answer, ReviewError> {
-        let answer = self.plan(route, decoded).await?;
+    /// Answers one decoded request that came through `route`, every step within `budget`.
+    pub async fn review(
+        &self,
+        route: Route,
+        decoded: &Decoded,
+        budget: Budget,
+    ) -> Result<Answer, ReviewError> {
+        let answer = self.plan(route, decoded, budget).await?;
         let answer = soften_for_workloads(route, answer);
-        let answer = self.require_opted_in(route, decoded, answer).await;
-        let answer = self.verify(answer).await;
-        Ok(self.write_spc(decoded, answer).await)
+        let answer = self.require_opted_in(route, decoded, answer, budget).await;
+        let answer = self.verify(answer, budget).await;
+        Ok(self.write_spc(decoded, answer, budget).await)
     }
 
     /// The core over the facts; when it denies for an object the caches do not know (yet), one
     /// direct look-up round and the core again.
-    async fn plan(&self, route: Route, decoded: &Decoded) -> Result<Answer, ReviewError> {
+    async fn plan(
+        &self,
+        route: Route,
+        decoded: &Decoded,
+        budget: Budget,
+    ) -> Result<Answer, ReviewError> {
         let facts = self.facts.as_ref();
         // The recorder is dropped before any await: it borrows facts that need not be Sync.
         let (answer, misses) = {
@@ -107,7 +153,10 @@ impl Reviewer {
         let (true, Some(cluster)) = (answer.missing_fact, &self.cluster) else {
             return Ok(answer);
         };
-        let overlay = cluster.fetch(&misses).await;
+        // Out of time, the denial over the caches stands.
+        let Some(overlay) = budget.run(budget.left(), cluster.fetch(&misses)).await else {
+            return Ok(answer);
+        };
         let layered = LayeredFacts {
             overlay: &overlay,
             base: facts,
@@ -118,7 +167,13 @@ impl Reviewer {
     /// In a cluster, a pod is only patched (and its SPC only written) in a namespace labelled
     /// `kvinject.io/injection: enabled`: the webhook's namespaceSelector already says so, but a
     /// forged review can name any namespace. The cache first; one direct read when it says no.
-    async fn require_opted_in(&self, route: Route, decoded: &Decoded, answer: Answer) -> Answer {
+    async fn require_opted_in(
+        &self,
+        route: Route,
+        decoded: &Decoded,
+        answer: Answer,
+        budget: Budget,
+    ) -> Answer {
         let Some(cluster) = &self.cluster else {
             return answer;
         };
@@ -135,8 +190,13 @@ impl Reviewer {
         if opted_in(self.facts.as_ref()) {
             return answer;
         }
-        let fetched = cluster.fetch(&[Miss::Namespace(namespace.clone())]).await;
-        if opted_in(&fetched) {
+        let miss = [Miss::Namespace(namespace.clone())];
+        let read = cluster.fetch(&miss);
+        if budget
+            .run(budget.left(), read)
+            .await
+            .is_some_and(|fetched| opted_in(&fetched))
+        {
             return answer;
         }
         answer.deny(
@@ -150,7 +210,7 @@ impl Reviewer {
 
     /// Checks the objects of an admitted generate-mode pod against Key Vault: problems with an
     /// object deny in `deny` mode and warn in `warn` mode; not knowing always only warns.
-    async fn verify(&self, mut answer: Answer) -> Answer {
+    async fn verify(&self, mut answer: Answer, budget: Budget) -> Answer {
         let (Some((verifier, mode)), Some(objects)) = (&self.verifier, answer.objects.clone())
         else {
             return answer;
@@ -158,8 +218,17 @@ impl Reviewer {
         if answer.outcome == Outcome::Denied || objects.references.is_empty() {
             return answer;
         }
+        // What is left after keeping time for the SPC write.
+        let time = budget.left().saturating_sub(WRITE_RESERVE);
+        let checks = verifier.verify(&objects.vault, &objects.references);
+        let Some(reports) = budget.run(time, checks).await else {
+            answer.push_warning(warning(format_args!(
+                "Key Vault objects not verified: no time left within the webhook's timeout; admitted without verification"
+            )));
+            return answer;
+        };
         let mut refusals = Vec::new();
-        for (label, report) in verifier.verify(&objects.vault, &objects.references).await {
+        for (label, report) in reports {
             self.metrics.verification(label);
             match report {
                 Some(report) if report.about_object && *mode == VerifyMode::Deny => {
@@ -178,7 +247,7 @@ impl Reviewer {
 
     /// Makes sure the SPC an admitted pod needs exists before the pod does: written to the
     /// cluster (never for a dry run), or in facts mode, a warning when the facts lack it.
-    async fn write_spc(&self, decoded: &Decoded, mut answer: Answer) -> Answer {
+    async fn write_spc(&self, decoded: &Decoded, mut answer: Answer, budget: Budget) -> Answer {
         let Some(spc) = answer.generated_spc.clone() else {
             return answer;
         };
@@ -189,7 +258,7 @@ impl Reviewer {
                 if let Some(denial) = self.over_spc_cap(cluster, &spc.name, &namespace) {
                     return answer.deny(&denial);
                 }
-                if let Err(reason) = self.apply_spc(cluster, &spc, &namespace).await {
+                if let Err(reason) = self.apply_spc(cluster, &spc, &namespace, budget).await {
                     answer = answer.deny(
                         &Denial::new(format!(
                             "could not write SecretProviderClass {} in namespace {namespace}: {reason}; the pod \
@@ -242,24 +311,23 @@ impl Reviewer {
         cluster: &Cluster,
         spc: &GeneratedSpc,
         namespace: &str,
+        budget: Budget,
     ) -> Result<(), String> {
-        let written = tokio::time::timeout(
-            self.limits.write_timeout,
-            cluster.ensure_spc(spc, namespace, self.spc_refresh),
-        )
-        .await;
+        let time = budget.left().min(self.limits.write_timeout);
+        let written = budget
+            .run(time, cluster.ensure_spc(spc, namespace, self.spc_refresh))
+            .await;
         let result = match written {
-            Ok(Ok(applied)) => {
+            Some(Ok(applied)) => {
                 if applied {
                     self.metrics.spc_apply(true);
                 }
                 return Ok(());
             }
-            Ok(Err(kube::Error::Api(status))) => status.message,
-            Ok(Err(other)) => other.to_string(),
-            Err(_) => format!(
-                "no answer from the API server within {:?}",
-                self.limits.write_timeout
+            Some(Err(kube::Error::Api(status))) => status.message,
+            Some(Err(other)) => other.to_string(),
+            None => format!(
+                "no answer from the API server within {time:?}, the time left within the webhook's timeout"
             ),
         };
         self.metrics.spc_apply(false);
