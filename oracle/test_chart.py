@@ -24,7 +24,7 @@ FULLNAME = "kvinject"
 TLS_SECRET = "kvinject-tls"
 
 # Value set -> what scripts/check-packaging sets (see scripts/packaging/write_value_sets.py).
-VALUE_SETS = ["defaults", "cert-manager", "cert-manager-issuer", "provided", "single-replica"]
+VALUE_SETS = ["defaults", "cert-manager", "cert-manager-issuer", "provided", "single-replica", "hardened"]
 COMMITTED = {"defaults": "kvinject.yaml", "cert-manager": "kvinject-cert-manager.yaml"}
 CERT_MODE = {
     "defaults": "selfManaged",
@@ -32,6 +32,7 @@ CERT_MODE = {
     "cert-manager-issuer": "certManager",
     "provided": "provided",
     "single-replica": "selfManaged",
+    "hardened": "selfManaged",
 }
 
 
@@ -441,7 +442,9 @@ def test_the_serving_certificate_reaches_kvinject(value_set):
             "--service-name": FULLNAME,
         }.items() <= given.items()
         assert "--tls-cert-file" not in given and "--tls-key-file" not in given
-        assert "volumes" not in pod and "volumeMounts" not in container(value_set)
+        # Nothing mounted but, when kvinject checks client certificates, their CA.
+        assert all(v["name"] == "client-ca" for v in pod.get("volumes", []))
+        assert all(m["name"] == "client-ca" for m in container(value_set).get("volumeMounts", []))
     else:
         assert "--self-managed-certs" not in given and "--tls-secret-name" not in given
         assert given["--tls-cert-file"] == "/etc/kvinject/tls/tls.crt"
@@ -622,3 +625,35 @@ def test_committed_manifests_say_they_are_generated():
         assert "Do not edit by hand" in text.splitlines()[2]
         assert not any(line != line.rstrip() for line in text.splitlines()), f"{name}: trailing whitespace"
         assert "kind: Namespace" not in text, "the namespace is created before applying, not by the manifests"
+
+
+@every_set
+def test_the_webhook_port_is_fenced_only_when_asked_and_then_only_for_its_sources(value_set):
+    policies = [d for d in documents(value_set) if d["kind"] == "NetworkPolicy"]
+    if value_set != "hardened":
+        assert policies == []
+        return
+    (policy,) = policies
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    webhook, health = policy["spec"]["ingress"]
+    assert webhook["ports"] == [{"protocol": "TCP", "port": 8443}]
+    assert webhook["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}]
+    assert health == {"ports": [{"protocol": "TCP", "port": 8080}]}
+    deployment = one(value_set, "Deployment")
+    assert selector_matches(policy["spec"]["podSelector"], deployment["spec"]["template"]["metadata"]["labels"])
+
+
+@every_set
+def test_a_client_ca_makes_kvinject_require_client_certificates(value_set):
+    deployment = one(value_set, "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    config_maps = [d for d in documents(value_set) if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-client-ca")]
+    if value_set != "hardened":
+        assert "--client-ca-file" not in args and config_maps == []
+        return
+    assert args[args.index("--client-ca-file") + 1] == "/etc/kvinject/client-ca/ca.crt"
+    (config_map,) = config_maps
+    assert config_map["data"]["ca.crt"].startswith("-----BEGIN CERTIFICATE-----")
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "client-ca", "configMap": {"name": config_map["metadata"]["name"]}} in volumes
+

@@ -15,7 +15,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use kvinject::core::plan::Settings;
 use kvinject::webhook::listener::{self, Limits};
 use kvinject::webhook::{http, review::Reviewer};
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
 use support::webhook::{client_config, fixture_facts, review_bytes as fixture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -289,5 +290,110 @@ async fn an_oversized_body_is_refused_without_reading_it() {
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "answered without waiting for the body"
+    );
+}
+
+/// A client CA and a client certificate it signed (clientAuth), PEM: (CA, certificate, key).
+fn client_pki() -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let mut params = CertificateParams::new(vec!["kube-apiserver".to_owned()]).unwrap();
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// One admission over HTTP/1.1 as a client presenting `identity` (certificate, key), if any.
+async fn post_as(
+    addr: SocketAddr,
+    server_ca: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<StatusCode, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(server_ca.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
+    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("kvinject.kvinject.svc").unwrap();
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(mutate_request(fixture("allow-update")))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(response.status())
+}
+
+#[tokio::test]
+async fn with_a_client_ca_only_clients_holding_its_certificate_are_served() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let server = kvinject::certs::generate("kvinject", "kvinject", 30, 7).unwrap();
+    kvinject::certs::write(dir.path(), &server).unwrap();
+    let (client_ca, client_cert, client_key) = client_pki();
+    let (_, stranger_cert, stranger_key) = client_pki();
+    std::fs::write(dir.path().join("client-ca.crt"), &client_ca).unwrap();
+    let store = kvinject::webhook::tls::CertStore::new(
+        kvinject::webhook::tls::ServingCert::from_files(
+            &dir.path().join("tls.crt"),
+            &dir.path().join("tls.key"),
+        )
+        .unwrap(),
+    );
+    let tls = kvinject::webhook::tls::server_config_for_clients(
+        store,
+        Some(&dir.path().join("client-ca.crt")),
+    )
+    .unwrap();
+    let app = http::admission_router(Reviewer::new(
+        Arc::new(fixture_facts()),
+        Settings::new(None, None, "kvinject"),
+        Limits::default(),
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(listener::serve_tls(
+        listener,
+        tls,
+        app,
+        Limits::default(),
+        std::future::pending(),
+    ));
+
+    let trusted = post_as(addr, &server.ca_pem, Some((&client_cert, &client_key))).await;
+    assert_eq!(trusted, Ok(StatusCode::OK));
+    let anonymous = post_as(addr, &server.ca_pem, None).await;
+    assert!(anonymous.is_err(), "no client certificate: {anonymous:?}");
+    let stranger = post_as(addr, &server.ca_pem, Some((&stranger_cert, &stranger_key))).await;
+    assert!(
+        stranger.is_err(),
+        "a certificate of another CA: {stranger:?}"
     );
 }

@@ -32,6 +32,13 @@ sets = {
         }
     },
     "single-replica": {"replicas": 1},
+    "hardened": {
+        "webhook": {"clientCA": (pki / "ca.crt").read_text()},
+        "networkPolicy": {
+            "enabled": True,
+            "webhookFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}],
+        },
+    },
 }
 for name, values in sets.items():
     (out / f"{name}.yaml").write_text(yaml.safe_dump(values, sort_keys=False))

@@ -203,6 +203,10 @@ pub struct ServeArgs {
         required_unless_present = "self_managed_certs"
     )]
     pub tls_key_file: Option<PathBuf>,
+    /// PEM CA bundle: require every HTTPS client to present a certificate it signed (for API
+    /// servers configured to present one to webhooks). Default: no client certificates.
+    #[arg(long, env = "KVINJECT_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
     /// How often the certificate files are checked for a change.
     #[arg(long, env = "KVINJECT_CERT_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub cert_reload_interval: Duration,

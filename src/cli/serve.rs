@@ -81,6 +81,7 @@ enum FactsSource {
 /// Everything `serve` needs, read from the flags.
 struct ServePlan {
     certificates: CertificateSource,
+    client_ca_file: Option<PathBuf>,
     facts: FactsSource,
     kubeconfig: Option<PathBuf>,
     listen: SocketAddr,
@@ -101,6 +102,7 @@ impl ServePlan {
         let ServeArgs {
             tls_cert_file,
             tls_key_file,
+            client_ca_file,
             cert_reload_interval,
             self_managed_certs,
             tls_secret_name,
@@ -148,6 +150,7 @@ impl ServePlan {
         });
         Ok(Self {
             certificates,
+            client_ca_file,
             facts,
             kubeconfig,
             listen,
@@ -222,7 +225,7 @@ pub async fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     };
     let store = start_certificates(&plan, client.as_ref(), &mut background).await?;
     readiness.watch_certificate(store.clone());
-    let tls = tls::server_config_with(store)?;
+    let tls = tls::server_config_for_clients(store, plan.client_ca_file.as_deref())?;
     let metrics = SharedMetrics::default();
     let (reviewer, cluster) =
         start_reviewer(&plan, client, &readiness, &metrics, &mut background).await?;

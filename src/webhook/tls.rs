@@ -183,13 +183,48 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
-/// The server configuration over a [`CertStore`].
+/// The server configuration over a [`CertStore`], without client certificates.
 pub fn server_config_with(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_for_clients(store, None)
+}
+
+/// The server configuration over a [`CertStore`]; with `client_ca_file`, every client must
+/// present a certificate that CA signed (the API server does, when its AdmissionConfiguration
+/// gives it one for webhooks), and a handshake without one fails.
+pub fn server_config_for_clients(
+    store: Arc<CertStore>,
+    client_ca_file: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(store);
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let pem = |reason: String| TlsError::Pem {
+                path: path.to_owned(),
+                reason,
+            };
+            let bytes = std::fs::read(path).map_err(|e| pem(e.to_string()))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&bytes) {
+                roots
+                    .add(cert.map_err(|e| pem(e.to_string()))?)
+                    .map_err(|e| pem(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(pem("no CERTIFICATE block".into()));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| pem(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(store);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
