@@ -675,3 +675,35 @@ async fn metrics_and_one_json_log_line_per_admission() {
         "never whole objects in the logs"
     );
 }
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_refused_and_the_held_ones_keep_serving() {
+    let tls = tls();
+    let limits = Limits {
+        max_connections: 3,
+        ..Limits::default()
+    };
+    let addr = serve(webhook_app(limits), limits, &tls).await;
+    let connector = connector(&tls.ca_pem);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(Client::open(addr, &connector).await.unwrap());
+    }
+    // The fourth is closed before any TLS: the handshake fails.
+    assert!(connect(addr, &connector).await.is_err(), "over the cap");
+    for client in &mut held {
+        assert_eq!(client.post("/mutate", &fixture()).await, Ok(200));
+    }
+    // A slot freed is a slot to take.
+    held.pop();
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(client) = Client::open(addr, &connector).await {
+            again = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut again = again.expect("a freed slot is served again");
+    assert_eq!(again.post("/mutate", &fixture()).await, Ok(200));
+}

@@ -14,12 +14,13 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::webhook::deadlines::DeadlineIo;
 
-/// HTTP/2 connections multiplex and ping; their idle handling is the protocol's own, so the
-/// byte-stream deadlines are set out of reach.
+/// HTTP/2 connections multiplex and ping (keep-alive below drops dead peers); the HTTP/1.1
+/// byte-stream deadlines do not apply to them and are set out of reach.
 const HTTP2_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 /// Pause after a failed `accept` (out of file descriptors and the like) instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -45,6 +46,14 @@ pub struct Limits {
     /// Generated SPCs one namespace may hold before a new one is refused: bounds what a flood
     /// of (forged or real) pods with ever-new annotations can make kvinject store.
     pub max_spcs_per_namespace: usize,
+    /// Open HTTPS connections at once; one more is closed as soon as it is accepted, before
+    /// any TLS work (the API server keeps a few per replica; a flood gets a fast refusal).
+    pub max_connections: usize,
+    /// Streams in flight on one HTTP/2 connection.
+    pub max_http2_streams: u32,
+    /// HTTP/2 keep-alive: a ping after this long without frames; a peer that does not answer
+    /// within the same time is dropped.
+    pub http2_keep_alive: Duration,
 }
 
 impl Default for Limits {
@@ -58,6 +67,9 @@ impl Default for Limits {
             max_in_flight: 256,
             write_timeout: Duration::from_secs(5),
             max_spcs_per_namespace: 200,
+            max_connections: 1024,
+            max_http2_streams: 64,
+            http2_keep_alive: Duration::from_secs(30),
         }
     }
 }
@@ -80,8 +92,14 @@ pub async fn serve_tls(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_http2_streams)
+        .keep_alive_interval(Some(limits.http2_keep_alive))
+        .keep_alive_timeout(limits.http2_keep_alive);
     let request_deadline = limits.header_timeout + limits.body_timeout;
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
@@ -97,11 +115,17 @@ pub async fn serve_tls(
             },
             () = &mut shutdown => break,
         };
+        let Ok(slot) = connections.clone().try_acquire_owned() else {
+            // Dropping the stream closes it: no handshake, no memory for it.
+            tracing::debug!(%peer, "connection limit reached; refused");
+            continue;
+        };
         let acceptor = acceptor.clone();
         let builder = builder.clone();
         let service = TowerToHyperService::new(app.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _slot = slot;
             let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream))
                 .await
             {
