@@ -8,7 +8,6 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use base64::Engine;
-use http_body_util::BodyExt;
 use kvinject::core::plan::{self, Decision, InjectionPlan, Settings};
 use kvinject::webhook::listener::Limits;
 use kvinject::webhook::{http, review::Reviewer};
@@ -58,13 +57,7 @@ async fn send(request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec
     let response = router().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
+    let body = support::webhook::body_bytes(response.into_body()).await;
     (status, headers, body)
 }
 

@@ -116,16 +116,7 @@ async fn a_certificate_swapped_under_load_is_picked_up_with_zero_failures() {
         ServingCert::from_files(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).unwrap(),
     );
     let (addr, _stop) = serve(store.clone()).await;
-    let (_stop_watch, watch_stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(tls::watch_files(
-        store.clone(),
-        dir.path().join("tls.crt"),
-        dir.path().join("tls.key"),
-        Duration::from_millis(50),
-        async {
-            let _ = watch_stopped.await;
-        },
-    ));
+    let _stop_watch = watch_dir(&store, dir.path(), Duration::from_millis(50));
     let connector = connector(&[&first.ca_pem, &second.ca_pem]);
     let body = std::fs::read("tests/fixtures/reviews/allow-update.json").unwrap();
     let failures = Arc::new(AtomicUsize::new(0));
@@ -193,28 +184,14 @@ async fn a_bad_replacement_is_refused_and_reported_while_the_old_one_serves() {
     let readiness = Arc::new(Readiness::default());
     readiness.watch_certificate(store.clone());
     let (addr, _stop) = serve(store.clone()).await;
-    let (_stop_watch, watch_stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(tls::watch_files(
-        store.clone(),
-        dir.path().join("tls.crt"),
-        dir.path().join("tls.key"),
-        Duration::from_millis(30),
-        async {
-            let _ = watch_stopped.await;
-        },
-    ));
+    let _stop_watch = watch_dir(&store, dir.path(), Duration::from_millis(30));
     let connector = connector(&[&good.ca_pem]);
     let body = std::fs::read("tests/fixtures/reviews/allow-update.json").unwrap();
     let good_der = leaf_der(&good.cert_pem);
 
     let expired = {
         let ca = certs::new_ca("kvinject", "kvinject", Validity::days(30)).unwrap();
-        let now = time::OffsetDateTime::now_utc();
-        let validity = Validity {
-            not_before: now - time::Duration::days(10),
-            not_after: now - time::Duration::days(1),
-        };
-        certs::issue(&ca, "kvinject", "kvinject", validity).unwrap()
+        issued_between(&ca, time::Duration::days(10), time::Duration::days(-1))
     };
     let other_key = certs::generate("kvinject", "kvinject", 30, 7)
         .unwrap()
@@ -270,20 +247,45 @@ async fn a_bad_replacement_is_refused_and_reported_while_the_old_one_serves() {
     }
 }
 
+/// Watches `dir`'s tls.crt and tls.key for `store` every `interval`, until the sender returned
+/// is dropped.
+fn watch_dir(
+    store: &Arc<CertStore>,
+    dir: &Path,
+    interval: Duration,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(tls::watch_files(
+        store.clone(),
+        dir.join("tls.crt"),
+        dir.join("tls.key"),
+        interval,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    stop
+}
+
+/// A serving certificate of `ca` valid from `ago` before now until `ahead` after it: (PEM
+/// certificate, PEM key).
+fn issued_between(
+    ca: &certs::CaPair,
+    ago: time::Duration,
+    ahead: time::Duration,
+) -> (String, String) {
+    let now = time::OffsetDateTime::now_utc();
+    let validity = Validity {
+        not_before: now - ago,
+        not_after: now + ahead,
+    };
+    certs::issue(ca, "kvinject", "kvinject", validity).unwrap()
+}
+
 #[test]
 fn an_expired_serving_certificate_makes_kvinject_unready() {
     let ca = certs::new_ca("kvinject", "kvinject", Validity::days(30)).unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    let (cert, key) = certs::issue(
-        &ca,
-        "kvinject",
-        "kvinject",
-        Validity {
-            not_before: now - time::Duration::hours(1),
-            not_after: now + time::Duration::seconds(1),
-        },
-    )
-    .unwrap();
+    let (cert, key) = issued_between(&ca, time::Duration::hours(1), time::Duration::seconds(1));
     let store = CertStore::new(ServingCert::from_pem(cert.as_bytes(), key.as_bytes()).unwrap());
     let readiness = Readiness::default();
     readiness.watch_certificate(store);
@@ -411,17 +413,7 @@ async fn self_managed_certificates_are_made_once_published_and_shared() {
 async fn a_serving_certificate_near_expiry_is_renewed_and_picked_up() {
     let api = ApiServer::start().await;
     let ca = certs::new_ca("kvinject", "kvinject", Validity::days(3650)).unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    let (cert, key) = certs::issue(
-        &ca,
-        "kvinject",
-        "kvinject",
-        Validity {
-            not_before: now - time::Duration::days(300),
-            not_after: now + time::Duration::days(20),
-        },
-    )
-    .unwrap();
+    let (cert, key) = issued_between(&ca, time::Duration::days(300), time::Duration::days(20));
     use base64::Engine;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
     api.put(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kvinject-tls", "namespace": "kvinject"}, "type": "kubernetes.io/tls",
@@ -448,7 +440,7 @@ async fn a_serving_certificate_near_expiry_is_renewed_and_picked_up() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        store.not_after().unwrap() > now + time::Duration::days(300),
+        store.not_after().unwrap() > time::OffsetDateTime::now_utc() + time::Duration::days(280),
         "a fresh year"
     );
     assert_eq!(

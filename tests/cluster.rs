@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
-use http_body_util::BodyExt;
 use kvinject::cluster::Cluster;
 use kvinject::cluster::collector::Collector;
 use kvinject::cluster::lease::LeaseLock;
@@ -80,16 +79,7 @@ async fn readiness_waits_for_every_cache_and_says_which() {
         .await
         .unwrap();
     assert_eq!(response.status(), 503);
-    let text = String::from_utf8(
-        response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
+    let text = String::from_utf8(support::webhook::body_bytes(response.into_body()).await).unwrap();
     assert_eq!(text, "not ready: waiting for: secretproviderclasses\n");
     api.release("secretproviderclasses");
     wait_for(|| readiness.check().is_ok(), "ready").await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -97,13 +97,7 @@ async fn post_http1(webhook: &Webhook, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
     let status = response.status();
     (
         status,
-        response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
+        support::webhook::body_bytes(response.into_body()).await,
     )
 }
 

@@ -181,12 +181,7 @@ pub fn plan_pod(
     }
     let request = Request::read(&view)?;
     let limits = &settings.limits;
-    check_limit(
-        "Key Vault objects (env. and file. annotations)",
-        request.env.len() + request.files.len(),
-        limits.max_objects,
-        "--max-objects-per-pod",
-    )?;
+    limits.check_objects(request.env.len() + request.files.len())?;
     let mut warnings = request.warnings.clone();
     if request.spc.is_none() && request.env.is_empty() && request.files.is_empty() {
         warnings.push(warning(format_args!(
@@ -198,23 +193,9 @@ pub fn plan_pod(
             warnings,
         });
     }
-    if facts
-        .namespace(namespace)
-        .is_some_and(|ns| !ns.injection_enabled)
-    {
-        warnings.push(warning(format_args!(
-            "namespace {namespace} is not labelled {}: {}; the webhook only sees pods of namespaces that are",
-            keys::NAMESPACE_INJECTION_LABEL,
-            keys::NAMESPACE_INJECTION_ENABLED
-        )));
-    }
+    warnings.extend(namespace_not_opted_in(namespace, facts));
     let targets = target_containers(&view, request.containers)?;
-    check_limit(
-        "target containers",
-        targets.len(),
-        limits.max_target_containers,
-        "--max-target-containers",
-    )?;
+    limits.check_targets(targets.len())?;
     let mount_path = request.mount_path()?;
     // Everything the annotations say is checked before the cluster is asked about identity.
     let mode = match request.spc {
@@ -255,12 +236,7 @@ pub fn plan_pod(
         targets: &targets,
     };
     let patch = patch::operations(&view, &wiring)?;
-    check_limit(
-        "bytes of JSON Patch",
-        patch::encoded_len(&patch),
-        limits.max_patch_bytes,
-        "--max-patch-bytes",
-    )?;
+    limits.check_patch(&patch)?;
     Ok(Decision::Inject(InjectionPlan {
         patch,
         spc_name: wired.spc_name,
@@ -268,6 +244,45 @@ pub fn plan_pod(
         warnings,
         objects: wired.objects,
     }))
+}
+
+/// The warning for a pod of a namespace known not to be opted in.
+fn namespace_not_opted_in(namespace: &str, facts: &dyn ClusterFacts) -> Option<String> {
+    let known_not_opted_in = facts
+        .namespace(namespace)
+        .is_some_and(|ns| !ns.injection_enabled);
+    known_not_opted_in.then(|| {
+        warning(format_args!(
+            "namespace {namespace} is not labelled {}: {}; the webhook only sees pods of namespaces that are",
+            keys::NAMESPACE_INJECTION_LABEL,
+            keys::NAMESPACE_INJECTION_ENABLED
+        ))
+    })
+}
+
+impl PodLimits {
+    /// The objects (`env.` and `file.` annotations) of one pod.
+    fn check_objects(&self, count: usize) -> Result<(), Denial> {
+        let what = "Key Vault objects (env. and file. annotations)";
+        check_limit(what, count, self.max_objects, "--max-objects-per-pod")
+    }
+
+    /// The containers to wire.
+    fn check_targets(&self, count: usize) -> Result<(), Denial> {
+        let (limit, flag) = (self.max_target_containers, "--max-target-containers");
+        check_limit("target containers", count, limit, flag)
+    }
+
+    /// The patch, as the JSON it is sent as.
+    fn check_patch(&self, patch: &[PatchOperation]) -> Result<(), Denial> {
+        let size = patch::encoded_len(patch);
+        check_limit(
+            "bytes of JSON Patch",
+            size,
+            self.max_patch_bytes,
+            "--max-patch-bytes",
+        )
+    }
 }
 
 /// Denies a pod that asks for more than `limit` of `what`, naming the count, the limit and the

@@ -78,6 +78,15 @@ pub async fn admit(reviewer: &Reviewer, path: &str, review: &Value) -> Value {
     answer["response"].take()
 }
 
+/// The whole body of a response, as bytes.
+pub async fn body_bytes<B>(body: B) -> Vec<u8>
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Debug,
+{
+    body.collect().await.unwrap().to_bytes().to_vec()
+}
+
 /// A loopback port nothing listens on (at the moment of asking).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
