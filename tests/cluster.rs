@@ -337,12 +337,27 @@ async fn a_review_for_a_namespace_not_opted_in_writes_nothing_and_gets_no_patch(
         "one direct read before denying: {requests:?}"
     );
     assert!(api.get("secretproviderclasses", "quiet", "x").is_none());
+    // A flood of them costs the API server one read per recheck period, not one per review.
+    api.clear_requests();
+    for _ in 0..20 {
+        assert_eq!(admit(&state, "/mutate", &forged).await["allowed"], false);
+    }
+    assert!(api.writes_and_gets().is_empty(), "no more reads");
 
     // Labelled a moment ago, before the cache saw it: the direct read admits it.
     api.put_unseen(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "quiet",
         "labels": {"kvinject.io/injection": "enabled"},
         "annotations": {"kvinject.io/vault": "shop-prod-kv", "kvinject.io/tenant-id": "72f988bf-86f1-41af-91ab-2d7cd011db47"}}}));
-    let response = admit(&state, "/mutate", &forged).await;
+    let rechecking = Reviewer::live(
+        cluster.clone(),
+        Settings::new(None, None, "kvinject"),
+        Limits {
+            namespace_recheck: Duration::ZERO,
+            ..Limits::default()
+        },
+        Duration::from_secs(150),
+    );
+    let response = admit(&rechecking, "/mutate", &forged).await;
     assert_eq!(response["allowed"], true, "{response}");
 }
 

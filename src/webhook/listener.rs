@@ -46,6 +46,8 @@ pub struct Limits {
     /// Generated SPCs one namespace may hold before a new one is refused: bounds what a flood
     /// of (forged or real) pods with ever-new annotations can make kvinject store.
     pub max_spcs_per_namespace: usize,
+    /// A namespace a direct read showed not opted in is not read again for this long.
+    pub namespace_recheck: Duration,
     /// Open HTTPS connections at once; one more is closed as soon as it is accepted, before
     /// any TLS work (the API server keeps a few per replica; a flood gets a fast refusal).
     pub max_connections: usize,
@@ -67,6 +69,7 @@ impl Default for Limits {
             max_in_flight: 256,
             write_timeout: Duration::from_secs(5),
             max_spcs_per_namespace: 200,
+            namespace_recheck: Duration::from_secs(10),
             max_connections: 1024,
             max_http2_streams: 64,
             http2_keep_alive: Duration::from_secs(30),

@@ -5,8 +5,9 @@
 //! is one method below and reads like its line in `docs/contract.md`; the HTTP layer only
 //! translates, and the rules themselves live in `core`.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
@@ -65,7 +66,13 @@ pub struct Reviewer {
     spc_refresh: Duration,
     metrics: SharedMetrics,
     verifier: Option<(Arc<Verifier>, VerifyMode)>,
+    /// Namespaces a direct read just showed not opted in, and when: a flood of forged reviews
+    /// naming them costs the API server one read per `namespace_recheck`, not one per review.
+    refused_namespaces: Arc<Mutex<HashMap<String, Instant>>>,
 }
+
+/// Namespaces remembered as not opted in, at most; when full, the memory starts afresh.
+const MAX_REFUSED_NAMESPACES: usize = 1024;
 
 impl Reviewer {
     /// A pipeline over fixed `facts` (manifests): nothing is looked up or written.
@@ -82,6 +89,7 @@ impl Reviewer {
             spc_refresh: Duration::ZERO,
             metrics: SharedMetrics::default(),
             verifier: None,
+            refused_namespaces: Arc::default(),
         }
     }
 
@@ -190,14 +198,17 @@ impl Reviewer {
         if opted_in(self.facts.as_ref()) {
             return answer;
         }
-        let miss = [Miss::Namespace(namespace.clone())];
-        let read = cluster.fetch(&miss);
-        if budget
-            .run(budget.left(), read)
-            .await
-            .is_some_and(|fetched| opted_in(&fetched))
-        {
-            return answer;
+        if !self.refused_recently(&namespace) {
+            let miss = [Miss::Namespace(namespace.clone())];
+            let read = cluster.fetch(&miss);
+            if budget
+                .run(budget.left(), read)
+                .await
+                .is_some_and(|fetched| opted_in(&fetched))
+            {
+                return answer;
+            }
+            self.remember_refused(&namespace);
         }
         answer.deny(
             &Denial::new(format!(
@@ -206,6 +217,23 @@ impl Reviewer {
             ))
             .because(DenialReason::Namespace),
         )
+    }
+
+    fn refused_recently(&self, namespace: &str) -> bool {
+        let recheck = self.limits.namespace_recheck;
+        let refused = self.refused_namespaces.lock().ok();
+        refused
+            .and_then(|r| r.get(namespace).copied())
+            .is_some_and(|at| at.elapsed() < recheck)
+    }
+
+    fn remember_refused(&self, namespace: &str) {
+        if let Ok(mut refused) = self.refused_namespaces.lock() {
+            if refused.len() >= MAX_REFUSED_NAMESPACES {
+                refused.clear();
+            }
+            refused.insert(namespace.to_owned(), Instant::now());
+        }
     }
 
     /// Checks the objects of an admitted generate-mode pod against Key Vault: problems with an
