@@ -125,15 +125,22 @@ impl Cluster {
             .collect()
     }
 
-    /// Names of the generated SPCs the cache holds in `namespace`.
-    pub fn generated_spc_names(&self, namespace: &str) -> BTreeSet<String> {
-        self.spcs
+    /// How many generated SPCs the cache holds in `namespace`, unless it already holds `name`
+    /// there (`None`: writing that one again stores nothing new). Only a new SPC pays for the
+    /// count, so the steady state stays a single look-up.
+    pub fn generated_spcs_besides(&self, namespace: &str, name: &str) -> Option<usize> {
+        let key = ObjectRef::new_with(name, spc_resource()).within(namespace);
+        if self.spcs.get(&key).is_some() {
+            return None;
+        }
+        let held = self
+            .spcs
             .state()
             .iter()
             .filter(|spc| spc.namespace().as_deref() == Some(namespace))
             .filter(|spc| is_managed_by_kvinject(spc.as_ref()))
-            .map(|spc| spc.name_any())
-            .collect()
+            .count();
+        Some(held)
     }
 
     /// (namespace, SPC name) of every labelled pod's `kvinject.io/injected` marker.
