@@ -9,10 +9,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::http::header;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, header};
+use axum::response::IntoResponse;
 use axum::routing::post;
 use kvinject::webhook::http;
 use kvinject::webhook::listener::{self, Limits};
@@ -81,13 +83,22 @@ async fn main() -> ExitCode {
     };
     let response = Bytes::from(allow_response(size));
     let limits = Limits::default();
+    let metrics = SharedMetrics::default();
+    // The same gate as the admission routes: body read and counted, an answering slot taken.
+    let gate = Arc::new(http::Gate::for_limits(&limits));
+    let rejected = metrics.clone();
     let router = Router::new().route(
         "/mutate",
-        post(move |_body: Bytes| async move {
-            ([(header::CONTENT_TYPE, "application/json")], response)
+        post(move |headers: HeaderMap, body: Body| async move {
+            match gate.admit(&headers, body, limits.body_timeout).await {
+                Ok(_admitted) => {
+                    ([(header::CONTENT_TYPE, "application/json")], response).into_response()
+                }
+                Err(error) => error.respond(&rejected),
+            }
         }),
     );
-    let app = http::harden(router, SharedMetrics::default(), limits.max_in_flight);
+    let app = http::harden(router, metrics);
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

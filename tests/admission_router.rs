@@ -281,7 +281,7 @@ async fn controller_made_pods_use_the_request_namespace() {
 async fn invalid_bodies_get_400_with_a_reason() {
     let expected = [
         ("array", "not a JSON object"),
-        ("deep-nesting", "recursion limit"),
+        ("deep-nesting", "invalid type: sequence"),
         ("empty-uid", "empty uid"),
         ("empty", "body is not JSON"),
         ("invalid-utf8", "body is not JSON"),
@@ -428,4 +428,84 @@ async fn a_hundred_container_pod_gets_a_valid_patch() {
     let mut again = request.clone();
     again["request"]["object"] = patched;
     assert!(review(&again).await["response"].get("patch").is_none());
+}
+
+#[path = "../bench/bodies.rs"]
+mod bodies;
+
+/// Adds fields kvinject never reads all over a pod or workload: they must change nothing.
+fn with_unread_fields(mut object: Value) -> Value {
+    fn scatter(node: &mut Value, depth: usize) {
+        match node {
+            Value::Object(map) => {
+                for value in map.values_mut() {
+                    scatter(value, depth + 1);
+                }
+                map.insert("unreadField".into(), serde_json::json!({"n": [1, 2, 3]}));
+            }
+            Value::Array(items) if depth < 12 => {
+                items.iter_mut().for_each(|v| scatter(v, depth + 1))
+            }
+            _ => {}
+        }
+    }
+    scatter(&mut object, 0);
+    if let Some(annotations) = object.pointer_mut("/metadata/annotations") {
+        annotations["example.com/unrelated"] = "x".into();
+    }
+    object
+}
+
+#[test]
+fn the_object_read_pruned_gets_the_answer_it_gets_read_whole() {
+    use kvinject::webhook::admission::{self, Decoded, Route};
+    let facts = fixture_facts();
+    let mut bodies: Vec<(String, Route, Vec<u8>)> = Vec::new();
+    for (dir, route) in [
+        ("reviews", Route::Mutate),
+        ("workloads", Route::ValidateWorkloads),
+        ("pod-identity", Route::ValidatePodIdentity),
+    ] {
+        for file in fixtures(dir) {
+            let body = std::fs::read(&file).unwrap();
+            let mut review: Value = serde_json::from_slice(&body).unwrap();
+            let object = review["request"]["object"].take();
+            review["request"]["object"] = with_unread_fields(object);
+            let name = file.display().to_string();
+            bodies.push((
+                format!("{name} with unread fields"),
+                route,
+                review.to_string().into(),
+            ));
+            bodies.push((name, route, body));
+        }
+    }
+    for case in &bodies::CASES {
+        bodies.push((case.name.into(), Route::Mutate, bodies::review_body(case)));
+    }
+    let mut compared = 0;
+    for (name, route, body) in &bodies {
+        let pruned = admission::decode(body).unwrap();
+        let review: Value = serde_json::from_slice(body).unwrap();
+        let whole = Decoded {
+            request: pruned.request.clone(),
+            object: Some(review["request"]["object"].clone()).filter(|o| !o.is_null()),
+        };
+        if let (Some(kept), Some(all)) = (&pruned.object, &whole.object) {
+            assert!(kept.to_string().len() <= all.to_string().len(), "{name}");
+        }
+        let answer = |decoded| admission::answer(*route, decoded, &facts, &settings()).unwrap();
+        let (pruned_answer, whole_answer) = (answer(&pruned), answer(&whole));
+        assert_eq!(
+            String::from_utf8(pruned_answer.encode()).unwrap(),
+            String::from_utf8(whole_answer.encode()).unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            pruned_answer.generated_spc, whole_answer.generated_spc,
+            "{name}"
+        );
+        compared += 1;
+    }
+    assert!(compared > 50, "{compared} bodies compared");
 }

@@ -205,7 +205,7 @@ fn a_denial_prints_the_webhook_message_and_exits_non_zero() {
         &Settings::new(None, None, "kvinject"),
     )
     .unwrap();
-    let message = answered.response.unwrap().result.message;
+    let message = answered.denial_message().unwrap().to_owned();
     assert!(
         stderr.contains(&message),
         "same message as the webhook: {message}"
@@ -306,7 +306,7 @@ fn inject_and_the_webhook_agree() {
                 "operation": "CREATE", "userInfo": {}, "object": pod}});
             let answered =
                 admission::review(review.to_string().as_bytes(), &facts, &settings).unwrap();
-            let encoded: Value = serde_json::from_slice(&admission::encode(answered)).unwrap();
+            let encoded: Value = serde_json::from_slice(&answered.encode()).unwrap();
             let patch = base64_patch(&encoded["response"]["patch"]);
             let mut patched = pod.clone();
             json_patch::patch(&mut patched, &patch).unwrap();

@@ -11,6 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Body;
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use axum::routing::post;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -222,7 +225,7 @@ async fn a_panicking_handler_is_a_500_for_its_request_only_and_counted() {
     let app = Router::new()
         .route("/panic", post(panicking))
         .route("/ok", post(|| async { "fine" }));
-    let app = http::harden(app, metrics.clone(), 16);
+    let app = http::harden(app, metrics.clone());
     let addr = serve(app, Limits::default(), &tls).await;
     let connector = connector(&tls.ca_pem);
     let mut client = Client::open(addr, &connector).await.unwrap();
@@ -249,14 +252,22 @@ async fn a_panicking_handler_is_a_500_for_its_request_only_and_counted() {
 async fn a_burst_beyond_capacity_gets_fast_503s_not_a_queue() {
     let tls = tls();
     let metrics = Arc::new(Metrics::new());
+    // The admission routes' gate, in front of a handler that takes its time.
+    let gate = Arc::new(http::Gate::new(4, http::MAX_BODY_BYTES));
+    let rejected = metrics.clone();
     let app = Router::new().route(
         "/slow",
-        post(|| async {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            "done"
+        post(move |headers: HeaderMap, body: Body| async move {
+            match gate.admit(&headers, body, Duration::from_secs(2)).await {
+                Ok(_admitted) => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    "done".into_response()
+                }
+                Err(error) => error.respond(&rejected),
+            }
         }),
     );
-    let app = http::harden(app, metrics.clone(), 4);
+    let app = http::harden(app, metrics.clone());
     let addr = serve(app, Limits::default(), &tls).await;
     let connector = connector(&tls.ca_pem);
     let mut clients = Vec::new();
@@ -376,7 +387,7 @@ async fn a_slow_api_server_costs_at_most_the_write_deadline() {
         http::admission_router(state),
         axum::http::Request::post("/mutate")
             .header("content-type", "application/json")
-            .body(axum::body::Body::from(fixture()))
+            .body(Body::from(fixture()))
             .unwrap(),
     )
     .await

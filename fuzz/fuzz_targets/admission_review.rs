@@ -1,5 +1,6 @@
 //! Arbitrary bytes as an AdmissionReview body: decoding, answering on every route and encoding
-//! the answer must never panic, whatever arrives.
+//! the answer must never panic, whatever arrives; and the object read pruned gets exactly the
+//! answer it gets read whole.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -22,13 +23,28 @@ fuzz_target!(|body: &[u8]| {
     let Ok(decoded) = admission::decode(body) else {
         return;
     };
+    let whole = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .map(|mut review| review["request"]["object"].take())
+        .filter(|object| !object.is_null());
+    let whole = admission::Decoded {
+        request: decoded.request.clone(),
+        object: whole,
+    };
     for route in [
         Route::Mutate,
         Route::ValidateWorkloads,
         Route::ValidatePodIdentity,
     ] {
         if let Ok(answer) = admission::answer(route, &decoded, &*FACTS, &SETTINGS) {
-            let encoded = admission::encode(answer.into_review());
+            let encoded = answer.encode();
+            let whole_answer = admission::answer(route, &whole, &*FACTS, &SETTINGS)
+                .expect("the whole object is answered when the pruned one is");
+            assert_eq!(
+                String::from_utf8_lossy(&encoded),
+                String::from_utf8_lossy(&whole_answer.encode()),
+                "pruned and whole objects get the same answer"
+            );
             let response: serde_json::Value =
                 serde_json::from_slice(&encoded).expect("the encoded answer is JSON");
             assert_eq!(

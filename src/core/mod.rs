@@ -2,7 +2,7 @@
 //!
 //! No I/O, no clock, no async: the pod arrives as JSON, the cluster as [`facts::ClusterFacts`],
 //! the server's flags as [`plan::Settings`]; the answer is data (patch operations, the
-//! SecretProviderClass to write, warnings) or a [`denial::Denial`]. Only std, serde_json,
+//! SecretProviderClass to write, warnings) or a [`denial::Denial`]. Only std, serde, serde_json,
 //! json-patch, sha2 and thiserror are used here, so every rule is testable in microseconds.
 
 pub mod annotations;
@@ -12,6 +12,7 @@ pub mod identity;
 pub mod patch;
 pub mod plan;
 pub mod pod;
+pub mod pruned;
 pub mod reference;
 pub mod request;
 pub mod spc;

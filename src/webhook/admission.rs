@@ -7,16 +7,19 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use json_patch::Patch;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::response::Status;
+use kube::core::admission::Operation;
+use kube::core::{GroupVersionKind, GroupVersionResource};
+use serde::de::{DeserializeSeed, IgnoredAny};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::error::Category;
 
 use crate::core::denial::{Denial, DenialReason};
 use crate::core::facts::ClusterFacts;
 use crate::core::identity;
 use crate::core::plan::{self, Decision, Settings, SkipReason};
 use crate::core::pod::{PodView, template_path};
+use crate::core::pruned::{self, Keep};
 use crate::core::spc::GeneratedSpc;
 
 /// The only AdmissionReview version kvinject registers for.
@@ -91,12 +94,46 @@ impl Outcome {
     }
 }
 
-/// A decoded request: the typed envelope, and the object exactly as received.
+/// The envelope fields kvinject reads of `request` (`oldObject`, `options` and `userInfo` are
+/// read past without being kept).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestHead {
+    /// Echoed in the response.
+    pub uid: String,
+    /// The object's kind.
+    pub kind: GroupVersionKind,
+    /// The resource it was sent to.
+    pub resource: GroupVersionResource,
+    /// `status`, `binding`, ... when sent to a subresource.
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    /// The object's name (empty for controller-made pods).
+    #[serde(default)]
+    pub name: String,
+    /// The request's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// CREATE, UPDATE, ...
+    pub operation: Operation,
+    /// Whether the request is a dry run.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Required as the API server always sends it; never read.
+    #[serde(rename = "userInfo")]
+    _user_info: IgnoredAny,
+    /// The object, pruned; moved to [`Decoded::object`].
+    #[serde(default, deserialize_with = "object")]
+    object: Option<Value>,
+}
+
+/// A decoded request: the envelope, and the fields of the object the core reads
+/// ([`pruned::KEPT`]), in the order received.
 #[derive(Debug, Clone)]
 pub struct Decoded {
-    /// `request`, with `object` left out.
-    pub request: AdmissionRequest<DynamicObject>,
-    /// `request.object` as received (never through typed structs).
+    /// `request`, without the object.
+    pub request: RequestHead,
+    /// `request.object`, pruned (never through typed structs).
     pub object: Option<Value>,
 }
 
@@ -150,10 +187,14 @@ impl Decoded {
 /// An answered admission request.
 #[derive(Debug)]
 pub struct Answer {
-    /// The response before any patch, kept to build a denial from.
-    blank: AdmissionResponse,
-    /// The response, ready for [`Answer::into_review`].
-    pub response: AdmissionResponse,
+    /// The request's uid, echoed.
+    uid: String,
+    /// The denial message, when denied.
+    message: Option<String>,
+    /// The JSON Patch, serialised, when patched.
+    patch: Option<Vec<u8>>,
+    /// Warnings shown to the user, allowed or denied.
+    warnings: Vec<String>,
     /// How it ended.
     pub outcome: Outcome,
     /// The SecretProviderClass the admitted pod needs (mutate, generate mode).
@@ -170,10 +211,11 @@ pub struct Answer {
 
 impl Answer {
     fn allow(decoded: &Decoded) -> Self {
-        let blank = AdmissionResponse::from(&decoded.request);
         Self {
-            response: blank.clone(),
-            blank,
+            uid: decoded.request.uid.clone(),
+            message: None,
+            patch: None,
+            warnings: Vec::new(),
             outcome: Outcome::Allowed,
             generated_spc: None,
             skipped: None,
@@ -186,10 +228,8 @@ impl Answer {
     /// Denies the request (also one that was allowed, e.g. when the SPC it needs could not be
     /// written); warnings already given stay.
     pub fn deny(mut self, denial: &Denial) -> Self {
-        let warnings = self.response.warnings.take();
-        self.response = self.blank.clone().deny(denial.message());
-        self.response.result = Status::failure(denial.message(), "Forbidden").with_code(403);
-        self.response.warnings = warnings;
+        self.message = Some(denial.message().to_owned());
+        self.patch = None;
         self.outcome = Outcome::Denied;
         self.generated_spc = None;
         self.objects = None;
@@ -200,11 +240,7 @@ impl Answer {
 
     /// Turns a denial into an allowed answer carrying the message as a warning.
     pub fn softened(mut self) -> Self {
-        if self.outcome == Outcome::Denied {
-            let message = std::mem::take(&mut self.response.result.message);
-            let warnings = self.response.warnings.take();
-            self.response = self.blank.clone();
-            self.response.warnings = warnings;
+        if let Some(message) = self.message.take() {
             self.push_warning(format!(
                 "{message} (checked again when its pods are created)"
             ));
@@ -217,43 +253,124 @@ impl Answer {
 
     /// The denial message, if denied.
     pub fn denial_message(&self) -> Option<&str> {
-        (self.outcome == Outcome::Denied).then_some(self.response.result.message.as_str())
+        self.message.as_deref()
+    }
+
+    /// The warnings given.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Adds a warning to the response.
     pub fn push_warning(&mut self, warning: String) {
-        self.response
-            .warnings
-            .get_or_insert_with(Vec::new)
-            .push(warning);
+        self.warnings.push(warning);
     }
 
     fn with_warnings(mut self, warnings: &[String]) -> Self {
-        for warning in warnings {
-            self.push_warning(warning.clone());
-        }
+        self.warnings.extend_from_slice(warnings);
         self
     }
 
-    /// The response review, for [`encode`].
-    pub fn into_review(self) -> AdmissionReview<DynamicObject> {
-        self.response.into_review()
+    /// The response AdmissionReview, as the API server reads it: `patch` is the Go `[]byte`
+    /// field, a base64 string.
+    pub fn encode(&self) -> Vec<u8> {
+        let status = self.message.as_deref().map(|message| WireStatus {
+            status: "Failure",
+            message,
+            reason: "Forbidden",
+            code: 403,
+        });
+        let review = WireReview {
+            api_version: ADMISSION_V1,
+            kind: "AdmissionReview",
+            response: WireResponse {
+                uid: &self.uid,
+                allowed: self.message.is_none(),
+                status,
+                patch: self.patch.as_deref().map(|patch| STANDARD.encode(patch)),
+                patch_type: self.patch.as_ref().map(|_| "JSONPatch"),
+                warnings: &self.warnings,
+            },
+        };
+        serde_json::to_vec(&review).expect("a response of strings always serialises")
     }
 }
 
-/// Decodes one AdmissionReview body.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireReview<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: WireResponse<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponse<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<WireStatus<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+}
+
+#[derive(Serialize)]
+struct WireStatus<'a> {
+    status: &'static str,
+    message: &'a str,
+    reason: &'static str,
+    code: u16,
+}
+
+/// The envelope of a request review: only what kvinject reads is kept.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireRequestReview {
+    #[serde(default, deserialize_with = "text")]
+    api_version: Value,
+    #[serde(default, deserialize_with = "text")]
+    kind: Value,
+    #[serde(default)]
+    request: Option<RequestHead>,
+}
+
+fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+    Keep::Text.deserialize(deserializer)
+}
+
+fn object<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    let object = pruned::KEPT.deserialize(deserializer)?;
+    Ok((!object.is_null()).then_some(object))
+}
+
+/// Decodes one AdmissionReview body in one pass over the bytes, keeping only the envelope fields
+/// kvinject reads and the object's fields the core reads: memory follows those, not the body.
 pub fn decode(body: &[u8]) -> Result<Decoded, ReviewError> {
-    let mut document: Value = serde_json::from_slice(body).map_err(ReviewError::NotJson)?;
-    if !document.is_object() {
-        return Err(ReviewError::NotAdmissionReview("not a JSON object".into()));
+    // A typed envelope would also take a JSON array as a struct: only an object is a review.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(match serde_json::from_slice::<IgnoredAny>(body) {
+            Err(e) => ReviewError::NotJson(e),
+            Ok(_) => ReviewError::NotAdmissionReview("not a JSON object".into()),
+        });
     }
-    if document["kind"] != "AdmissionReview" {
+    let review: WireRequestReview =
+        serde_json::from_slice(body).map_err(|e| match e.classify() {
+            Category::Data => ReviewError::NotAdmissionReview(e.to_string()),
+            _ => ReviewError::NotJson(e),
+        })?;
+    if review.kind != "AdmissionReview" {
         return Err(ReviewError::NotAdmissionReview(format!(
             "kind is {}, not AdmissionReview",
-            document["kind"]
+            review.kind
         )));
     }
-    match document["apiVersion"].as_str() {
+    match review.api_version.as_str() {
         Some(ADMISSION_V1) => {}
         other => {
             return Err(ReviewError::UnsupportedVersion(
@@ -261,19 +378,11 @@ pub fn decode(body: &[u8]) -> Result<Decoded, ReviewError> {
             ));
         }
     }
-    // The object is kept as received; only the request envelope goes through typed structs.
-    let object = document
-        .get_mut("request")
-        .and_then(|request| request.get_mut("object"))
-        .map(Value::take)
-        .filter(|object| !object.is_null());
-    let review: AdmissionReview<DynamicObject> = serde_json::from_value(document)
-        .map_err(|e| ReviewError::NotAdmissionReview(e.to_string()))?;
-    let request: AdmissionRequest<DynamicObject> =
-        review.try_into().map_err(|_| ReviewError::MissingRequest)?;
+    let mut request = review.request.ok_or(ReviewError::MissingRequest)?;
     if request.uid.is_empty() {
         return Err(ReviewError::MissingUid);
     }
+    let object = request.object.take();
     Ok(Decoded { request, object })
 }
 
@@ -296,9 +405,9 @@ pub fn review(
     body: &[u8],
     facts: &dyn ClusterFacts,
     settings: &Settings,
-) -> Result<AdmissionReview<DynamicObject>, ReviewError> {
+) -> Result<Answer, ReviewError> {
     let decoded = decode(body)?;
-    Ok(answer(Route::Mutate, &decoded, facts, settings)?.into_review())
+    answer(Route::Mutate, &decoded, facts, settings)
 }
 
 fn is_pods(decoded: &Decoded) -> bool {
@@ -330,10 +439,9 @@ fn answer_pod_create(
         Decision::Skip { reason, .. } => answer.skipped = Some(reason),
         Decision::Inject(plan) => {
             if !plan.patch.is_empty() {
-                answer.response = answer
-                    .response
-                    .with_patch(Patch(plan.patch))
+                let patch = serde_json::to_vec(&Patch(plan.patch))
                     .expect("a patch of JSON values always serialises");
+                answer.patch = Some(patch);
                 answer.outcome = Outcome::Patched;
             }
             answer.generated_spc = plan.generated_spc;
@@ -409,21 +517,4 @@ fn answer_pod_identity(
         Ok(()) => answer,
         Err(denial) => answer.deny(&denial),
     })
-}
-
-/// Serialises a response review for the wire.
-///
-/// `AdmissionResponse::patch` is a `Vec<u8>` that serde writes as an array of numbers, but the
-/// API server reads the Go `[]byte` field as a base64 string; this is the one place that fixes it.
-pub fn encode(mut review: AdmissionReview<DynamicObject>) -> Vec<u8> {
-    // Taken out before serialising: as a Vec<u8> it would become one JSON number per byte.
-    let patch = review.response.as_mut().and_then(|r| r.patch.take());
-    let mut value = serde_json::to_value(&review).expect("an AdmissionReview always serialises");
-    if let (Some(patch), Some(response)) = (
-        patch,
-        value.get_mut("response").and_then(Value::as_object_mut),
-    ) {
-        response.insert("patch".into(), Value::String(STANDARD.encode(patch)));
-    }
-    serde_json::to_vec(&value).expect("a JSON value always serialises")
 }

@@ -8,30 +8,132 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::error_handling::HandleErrorLayer;
+use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tower::{BoxError, ServiceBuilder};
+use http_body_util::BodyExt;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::cluster::Cluster;
 use crate::core::denial::MESSAGE_PREFIX;
 use crate::lifecycle::readiness::Readiness;
 use crate::webhook::admission::{self, ReviewError, Route};
+use crate::webhook::listener::Limits;
 use crate::webhook::metrics::SharedMetrics;
 use crate::webhook::review::{Budget, Reviewer};
 
-/// Largest AdmissionReview body accepted.
+/// Largest AdmissionReview body accepted. The API server accepts request bodies up to 3 MiB and
+/// etcd stores objects up to 1.5 MiB; an UPDATE's review carries the object and `oldObject`,
+/// both as JSON (larger than the protobuf some clients send), plus the envelope. 8 MiB holds
+/// the largest review a real API server can send, with room.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
-/// The HTTPS router: `POST /mutate`, `/validate-workloads`, `/validate-pod-identity`, hardened.
-pub fn admission_router(state: Reviewer) -> Router {
-    let metrics = state.metrics().clone();
-    let max_in_flight = state.limits().max_in_flight;
+/// What one replica admits at once, counted after the headers: bytes of bodies being read or
+/// held, and requests being answered (taken once the body is read, so a slow sender holds
+/// bytes, never an answering slot). Beyond either, the request is answered 503 at once.
+#[derive(Debug)]
+pub struct Gate {
+    body_bytes: Semaphore,
+    in_flight: Semaphore,
+}
+
+/// A request let through the [`Gate`]: its body, and the permits held until it is answered.
+#[derive(Debug)]
+pub struct Admitted<'a> {
+    /// The whole body.
+    pub body: Vec<u8>,
+    _bytes: SemaphorePermit<'a>,
+    _in_flight: SemaphorePermit<'a>,
+}
+
+impl Gate {
+    /// A gate for `max_in_flight` answers and `max_body_bytes` of bodies at once.
+    pub fn new(max_in_flight: usize, max_body_bytes: usize) -> Self {
+        Self {
+            body_bytes: Semaphore::new(max_body_bytes.max(MAX_BODY_BYTES)),
+            in_flight: Semaphore::new(max_in_flight.max(1)),
+        }
+    }
+
+    /// The gate of `limits`.
+    pub fn for_limits(limits: &Limits) -> Self {
+        Self::new(limits.max_in_flight, limits.max_body_bytes_in_flight)
+    }
+
+    /// Checks the headers, reads the body (at most [`MAX_BODY_BYTES`], within `timeout`,
+    /// each byte counted against the budget as it arrives) and takes an answering slot.
+    pub async fn admit(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+        timeout: Duration,
+    ) -> Result<Admitted<'_>, HttpError> {
+        check_content_type(headers)?;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+            return Err(HttpError::PayloadTooLarge);
+        }
+        // A declared length is reserved whole, so the buffer is allocated once.
+        let reserved = declared.unwrap_or(0) as usize;
+        let mut bytes = self.take_bytes(reserved)?;
+        let read = tokio::time::timeout(timeout, async {
+            let mut body = body;
+            let (mut buffer, mut held) = (Vec::with_capacity(reserved), reserved);
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| HttpError::BodyRead(e.to_string()))?;
+                let Ok(data) = frame.into_data() else {
+                    continue; // trailers
+                };
+                let total = buffer.len() + data.len();
+                if total > MAX_BODY_BYTES {
+                    return Err(HttpError::PayloadTooLarge);
+                }
+                if total > held {
+                    bytes.merge(self.take_bytes(total - held)?);
+                    held = total;
+                }
+                buffer.extend_from_slice(&data);
+            }
+            Ok((buffer, bytes))
+        });
+        let (body, bytes) = read.await.map_err(|_| HttpError::BodyTimeout(timeout))??;
+        let in_flight = self
+            .in_flight
+            .try_acquire()
+            .map_err(|_| HttpError::Overloaded)?;
+        Ok(Admitted {
+            body,
+            _bytes: bytes,
+            _in_flight: in_flight,
+        })
+    }
+
+    fn take_bytes(&self, count: usize) -> Result<SemaphorePermit<'_>, HttpError> {
+        let count = u32::try_from(count).map_err(|_| HttpError::PayloadTooLarge)?;
+        self.body_bytes
+            .try_acquire_many(count)
+            .map_err(|_| HttpError::Overloaded)
+    }
+}
+
+/// The state of the admission routes.
+#[derive(Clone)]
+struct Admission {
+    reviewer: Reviewer,
+    gate: Arc<Gate>,
+}
+
+/// The HTTPS router: `POST /mutate`, `/validate-workloads`, `/validate-pod-identity`, behind one
+/// [`Gate`] for all three, hardened.
+pub fn admission_router(reviewer: Reviewer) -> Router {
+    let metrics = reviewer.metrics().clone();
+    let gate = Arc::new(Gate::for_limits(&reviewer.limits()));
     let router = Router::new()
         .route(
             "/mutate",
@@ -45,44 +147,24 @@ pub fn admission_router(state: Reviewer) -> Router {
             "/validate-pod-identity",
             post(|s, q, h, b| handle(Route::ValidatePodIdentity, s, q, h, b)),
         )
-        .with_state(state);
-    harden(router, metrics, max_in_flight)
+        .with_state(Admission { reviewer, gate });
+    harden(router, metrics)
 }
 
 /// Wraps a router so that a panicking handler answers 500 for its request only (and is
-/// counted), and requests beyond `max_in_flight` are answered 503 at once instead of queueing.
-pub fn harden(router: Router, metrics: SharedMetrics, max_in_flight: usize) -> Router {
-    let on_panic = metrics.clone();
-    let on_overload = metrics;
-    // Turning handlers into routes first means the layers below are built once and shared by
-    // every request (a handler left boxed would get its own concurrency limit per request).
-    let router: Router = router.with_state(());
-    router.layer(
-        ServiceBuilder::new()
-            .layer(CatchPanicLayer::custom(
-                move |_panic: Box<dyn std::any::Any + Send>| {
-                    on_panic.panic();
-                    tracing::error!("request handler panicked");
-                    (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("{MESSAGE_PREFIX}internal error\n"),
-                    )
-                        .into_response()
-                },
-            ))
-            .layer(HandleErrorLayer::new(move |_: BoxError| {
-                let metrics = on_overload.clone();
-                async move {
-                    metrics.rejected(503);
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("{MESSAGE_PREFIX}overloaded, retry\n"),
-                    )
-                }
-            }))
-            .load_shed()
-            .concurrency_limit(max_in_flight.max(1)),
-    )
+/// counted).
+pub fn harden(router: Router, metrics: SharedMetrics) -> Router {
+    router.layer(CatchPanicLayer::custom(
+        move |_panic: Box<dyn std::any::Any + Send>| {
+            metrics.panic();
+            tracing::error!("request handler panicked");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{MESSAGE_PREFIX}internal error\n"),
+            )
+                .into_response()
+        },
+    ))
 }
 
 /// The health router: `GET /healthz` (alive), `GET /readyz` (serving admissions: listener up and
@@ -150,6 +232,9 @@ pub enum HttpError {
     /// Body could not be read.
     #[error("reading body: {0}")]
     BodyRead(String),
+    /// More requests or body bytes at once than the [`Gate`] lets through.
+    #[error("overloaded, retry")]
+    Overloaded,
     /// Not an admission request kvinject can answer.
     #[error(transparent)]
     Review(#[from] ReviewError),
@@ -162,6 +247,7 @@ impl IntoResponse for HttpError {
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, true),
             Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, true),
             Self::BodyRead(_) => (StatusCode::BAD_REQUEST, true),
+            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, true),
             Self::Review(_) => (StatusCode::BAD_REQUEST, false),
         };
         tracing::warn!(status = status.as_u16(), error = %self, "rejected request");
@@ -176,43 +262,41 @@ impl IntoResponse for HttpError {
     }
 }
 
+impl HttpError {
+    /// The response, counted in the metrics.
+    pub fn respond(self, metrics: &SharedMetrics) -> Response {
+        let response = self.into_response();
+        metrics.rejected(response.status().as_u16());
+        response
+    }
+}
+
 async fn handle(
     route: Route,
-    State(state): State<Reviewer>,
+    State(Admission { reviewer, gate }): State<Admission>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
     let budget = Budget::for_timeout(started, webhook_timeout(query.as_deref()));
-    let metrics = state.metrics().clone();
-    match answer_http(route, state, headers, body, (started, budget)).await {
-        Ok(response) => response,
-        Err(error) => {
-            let response = error.into_response();
-            metrics.rejected(response.status().as_u16());
-            response
-        }
-    }
+    let admitted = gate
+        .admit(&headers, body, reviewer.limits().body_timeout)
+        .await;
+    let answered = match admitted {
+        Ok(admitted) => answer_http(route, &reviewer, &admitted.body, (started, budget)).await,
+        Err(error) => Err(error),
+    };
+    answered.unwrap_or_else(|error| error.respond(reviewer.metrics()))
 }
 
 async fn answer_http(
     route: Route,
-    state: Reviewer,
-    headers: HeaderMap,
-    body: Body,
+    state: &Reviewer,
+    body: &[u8],
     (started, budget): (Instant, Budget),
 ) -> Result<Response, HttpError> {
-    check_content_type(&headers)?;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
-        return Err(HttpError::PayloadTooLarge);
-    }
-    let body = read_body(body, state.limits().body_timeout).await?;
-    let decoded = admission::decode(&body)?;
+    let decoded = admission::decode(body)?;
     let answer = state.review(route, &decoded, budget).await?;
     let kind = &decoded.request.kind.kind;
     state.metrics().admission(
@@ -238,7 +322,7 @@ async fn answer_http(
         denial = answer.denial_message(),
         "admission"
     );
-    let encoded = admission::encode(answer.into_review());
+    let encoded = answer.encode();
     Ok(([(header::CONTENT_TYPE, "application/json")], encoded).into_response())
 }
 
@@ -280,22 +364,107 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), HttpError> {
     }
 }
 
-async fn read_body(body: Body, limit: Duration) -> Result<Bytes, HttpError> {
-    let collected = tokio::time::timeout(limit, Limited::new(body, MAX_BODY_BYTES).collect())
-        .await
-        .map_err(|_| HttpError::BodyTimeout(limit))?;
-    match collected {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(HttpError::PayloadTooLarge),
-        Err(error) => Err(HttpError::BodyRead(error.to_string())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use super::webhook_timeout;
+    use axum::body::{Body, Bytes};
+    use axum::http::{HeaderMap, HeaderValue, header};
+    use futures_util::StreamExt;
+    use futures_util::stream;
+
+    use super::{Gate, HttpError, MAX_BODY_BYTES, webhook_timeout};
+
+    fn headers(length: Option<usize>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(length) = length {
+            headers.insert(header::CONTENT_LENGTH, length.into());
+        }
+        headers
+    }
+
+    /// A body that sends `chunks` and then never ends.
+    fn stalled(chunks: Vec<Vec<u8>>) -> Body {
+        let chunks = stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| Ok::<_, std::io::Error>(Bytes::from(c))),
+        );
+        Body::from_stream(chunks.chain(stream::pending()))
+    }
+
+    const LONG: Duration = Duration::from_secs(3600);
+
+    #[tokio::test]
+    async fn a_slow_body_holds_bytes_never_an_answering_slot() {
+        let gate = std::sync::Arc::new(Gate::new(1, 16 * 1024 * 1024));
+        let slow = tokio::spawn({
+            let gate = gate.clone();
+            async move {
+                let _ = gate
+                    .admit(&headers(Some(100)), stalled(vec![b"{".to_vec()]), LONG)
+                    .await;
+            }
+        });
+        tokio::task::yield_now().await;
+        let admitted = gate
+            .admit(&headers(None), Body::from("{}"), LONG)
+            .await
+            .unwrap();
+        assert_eq!(admitted.body, b"{}");
+        // The one answering slot is taken now: the next complete body is refused at once.
+        let refused = gate.admit(&headers(None), Body::from("{}"), LONG).await;
+        assert!(matches!(refused, Err(HttpError::Overloaded)), "{refused:?}");
+        drop(admitted);
+        assert!(
+            gate.admit(&headers(None), Body::from("{}"), LONG)
+                .await
+                .is_ok()
+        );
+        slow.abort();
+    }
+
+    #[tokio::test]
+    async fn bodies_beyond_the_byte_budget_are_refused_at_once_declared_or_not() {
+        let gate = std::sync::Arc::new(Gate::new(64, MAX_BODY_BYTES));
+        // A declared length is reserved whole before the first byte arrives.
+        let declared = tokio::spawn({
+            let gate = gate.clone();
+            async move {
+                let _ = gate
+                    .admit(&headers(Some(MAX_BODY_BYTES)), stalled(vec![]), LONG)
+                    .await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let refused = gate.admit(&headers(Some(10)), Body::from("{}"), LONG).await;
+        assert!(matches!(refused, Err(HttpError::Overloaded)), "{refused:?}");
+        declared.abort();
+        let _ = declared.await;
+        // Without a length, bytes are counted as they arrive.
+        let half = vec![b' '; MAX_BODY_BYTES / 2 + 1];
+        let chunked = tokio::spawn({
+            let gate = gate.clone();
+            let half = half.clone();
+            async move {
+                let _ = gate.admit(&headers(None), stalled(vec![half]), LONG).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let refused = gate.admit(&headers(None), stalled(vec![half]), LONG).await;
+        assert!(matches!(refused, Err(HttpError::Overloaded)), "{refused:?}");
+        chunked.abort();
+        let _ = chunked.await;
+        assert!(
+            gate.admit(&headers(None), Body::from("{}"), LONG)
+                .await
+                .is_ok()
+        );
+    }
 
     #[test]
     fn the_timeout_comes_from_the_query_as_the_api_server_writes_it() {

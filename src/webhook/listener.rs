@@ -39,8 +39,12 @@ pub struct Limits {
     /// An HTTP/1.1 keep-alive connection with no request in flight is closed after this; longer
     /// than the 90 s for which the API server reuses idle connections.
     pub idle_timeout: Duration,
-    /// Requests handled at once; more are answered 503 at once instead of queueing.
+    /// Requests answered at once, counted once their body is read; more are answered 503 at
+    /// once instead of queueing.
     pub max_in_flight: usize,
+    /// Bytes of request bodies read or held at once; a body that would go beyond is answered
+    /// 503 at once. Bounds the memory a flood of large or slow bodies can take.
+    pub max_body_bytes_in_flight: usize,
     /// Deadline for writing the SecretProviderClass a pod needs.
     pub write_timeout: Duration,
     /// Generated SPCs one namespace may hold before a new one is refused: bounds what a flood
@@ -67,6 +71,7 @@ impl Default for Limits {
             drain_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(120),
             max_in_flight: 256,
+            max_body_bytes_in_flight: 64 * 1024 * 1024,
             write_timeout: Duration::from_secs(5),
             max_spcs_per_namespace: 200,
             namespace_recheck: Duration::from_secs(10),

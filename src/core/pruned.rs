@@ -1,0 +1,349 @@
+//! The object of an admission request, read straight from the request bytes keeping only the
+//! fields the core reads.
+//!
+//! A pod or workload can carry megabytes kvinject never looks at (`managedFields`, images,
+//! probes, a forged field of millions of numbers). Built as a whole tree, that costs memory and
+//! time in proportion to the body; read through [`KEPT`], it costs what kvinject reads.
+//!
+//! What is dropped can never change a decision or a patch:
+//! - a dropped field is one no code of the core reads (the schema below lists every one it does);
+//! - array items are never dropped, so the indexes in JSON Patch paths stay those of the object
+//!   as received;
+//! - a value of another type than the schema expects keeps its JSON type (an object becomes
+//!   `{}`, an array `[]`, a string `""`): the core reads such a value only for its type.
+//!
+//! `tests/pruned.rs` checks that every fixture gets the same answer read pruned or whole.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use crate::core::annotations::{AAD_POD_IDENTITY_LABEL, MIRROR_POD, PREFIX};
+
+/// What of a JSON value is kept.
+#[derive(Clone, Copy)]
+pub enum Keep {
+    /// Strings and other scalars as they are.
+    Text,
+    /// Only the JSON type (the core checks presence, never the content).
+    Shape,
+    /// An object: these fields, each by its own rule; every other field is dropped.
+    Fields(&'static [(&'static str, Keep)]),
+    /// An array: every item, by the rule.
+    Items(&'static Keep),
+    /// An object of strings: only the entries whose key passes.
+    Keys(fn(&str) -> bool),
+}
+
+fn kept_annotation(key: &str) -> bool {
+    key.starts_with(PREFIX) || key == MIRROR_POD
+}
+
+fn kept_label(key: &str) -> bool {
+    key.starts_with(PREFIX) || key == AAD_POD_IDENTITY_LABEL
+}
+
+const METADATA: Keep = Keep::Fields(&[
+    ("name", Keep::Text),
+    ("generateName", Keep::Text),
+    ("namespace", Keep::Text),
+    ("labels", Keep::Keys(kept_label)),
+    ("annotations", Keep::Keys(kept_annotation)),
+    (
+        "ownerReferences",
+        Keep::Items(&Keep::Fields(&[
+            ("kind", Keep::Text),
+            ("name", Keep::Text),
+            ("controller", Keep::Text),
+        ])),
+    ),
+]);
+
+const NAMED: &[(&str, Keep)] = &[("name", Keep::Text), ("key", Keep::Text)];
+
+const CONTAINER: Keep = Keep::Fields(&[
+    ("name", Keep::Text),
+    (
+        "env",
+        Keep::Items(&Keep::Fields(&[
+            ("name", Keep::Text),
+            ("value", Keep::Shape),
+            (
+                "valueFrom",
+                Keep::Fields(&[("secretKeyRef", Keep::Fields(NAMED))]),
+            ),
+        ])),
+    ),
+    (
+        "volumeMounts",
+        Keep::Items(&Keep::Fields(&[
+            ("name", Keep::Text),
+            ("mountPath", Keep::Text),
+        ])),
+    ),
+]);
+
+const VOLUME: Keep = Keep::Fields(&[
+    ("name", Keep::Text),
+    (
+        "csi",
+        Keep::Fields(&[
+            ("driver", Keep::Text),
+            (
+                "volumeAttributes",
+                Keep::Fields(&[("secretProviderClass", Keep::Text)]),
+            ),
+        ]),
+    ),
+]);
+
+const POD_SPEC: &[(&str, Keep)] = &[
+    ("serviceAccountName", Keep::Text),
+    ("serviceAccount", Keep::Text),
+    ("volumes", Keep::Items(&VOLUME)),
+    ("containers", Keep::Items(&CONTAINER)),
+    ("initContainers", Keep::Items(&CONTAINER)),
+];
+
+const TEMPLATE: Keep = Keep::Fields(&[("metadata", METADATA), ("spec", Keep::Fields(POD_SPEC))]);
+
+/// A Pod, or a workload with its pod template (`spec.template`, a CronJob's
+/// `spec.jobTemplate.spec.template`): their fields never share a name, so one schema reads both.
+pub const KEPT: Keep = Keep::Fields(&[
+    ("apiVersion", Keep::Text),
+    ("kind", Keep::Text),
+    ("metadata", METADATA),
+    (
+        "spec",
+        Keep::Fields(&[
+            POD_SPEC[0],
+            POD_SPEC[1],
+            POD_SPEC[2],
+            POD_SPEC[3],
+            POD_SPEC[4],
+            ("template", TEMPLATE),
+            (
+                "jobTemplate",
+                Keep::Fields(&[("spec", Keep::Fields(&[("template", TEMPLATE)]))]),
+            ),
+        ]),
+    ),
+]);
+
+impl<'de> DeserializeSeed<'de> for Keep {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Keep {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(match self {
+            Self::Text => v.to_owned(),
+            _ => String::new(),
+        }))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        match self {
+            Self::Items(rule) => {
+                while let Some(item) = seq.next_element_seed(*rule)? {
+                    items.push(item);
+                }
+            }
+            _ => while seq.next_element::<IgnoredAny>()?.is_some() {},
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut kept = Map::new();
+        while let Some(Key(key)) = map.next_key()? {
+            let rule = match self {
+                Self::Fields(fields) => fields.iter().find(|(f, _)| *f == key).map(|(_, r)| *r),
+                Self::Keys(keep) => keep(&key).then_some(Self::Text),
+                _ => None,
+            };
+            match rule {
+                Some(rule) => {
+                    kept.insert(key.into_owned(), map.next_value_seed(rule)?);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(kept))
+    }
+}
+
+/// An object key, borrowed from the input when it holds no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Reads `bytes` (one JSON value) keeping what `rule` keeps.
+pub fn from_slice(bytes: &[u8], rule: Keep) -> serde_json::Result<Value> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = rule.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{KEPT, Keep, from_slice};
+
+    fn pruned(value: serde_json::Value) -> serde_json::Value {
+        from_slice(value.to_string().as_bytes(), KEPT).unwrap()
+    }
+
+    #[test]
+    fn fields_kvinject_never_reads_are_dropped_and_items_stay() {
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": "web", "managedFields": [{"manager": "kubectl"}],
+                "labels": {"app": "web", "kvinject.io/inject": "true", "aadpodidbinding": "b"},
+                "annotations": {"kvinject.io/env.A": "a", "note": "x", "kubernetes.io/config.mirror": "m"},
+            },
+            "spec": {
+                "containers": [
+                    {"name": "a", "image": "big", "env": [{"name": "X", "value": "secret-ish"}]},
+                    {"name": "b", "ports": [{"containerPort": 80}]},
+                ],
+                "tolerations": [{"key": "k"}],
+                "volumes": [{"name": "v", "emptyDir": {}}],
+            },
+            "status": {"phase": "Pending"},
+        });
+        assert_eq!(
+            pruned(pod),
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {
+                    "name": "web",
+                    "labels": {"kvinject.io/inject": "true", "aadpodidbinding": "b"},
+                    "annotations": {"kvinject.io/env.A": "a", "kubernetes.io/config.mirror": "m"},
+                },
+                "spec": {
+                    "containers": [{"name": "a", "env": [{"name": "X", "value": ""}]}, {"name": "b"}],
+                    "volumes": [{"name": "v"}],
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn a_value_of_another_type_keeps_its_type_only() {
+        let pod = json!({
+            "metadata": {"name": {"deep": [1, 2, 3]}, "annotations": {"kvinject.io/vault": 7}},
+            "spec": ["not", "an", "object"],
+        });
+        assert_eq!(
+            pruned(pod),
+            json!({"metadata": {"name": {}, "annotations": {"kvinject.io/vault": 7}}, "spec": []})
+        );
+        assert_eq!(from_slice(br#""text""#, Keep::Shape).unwrap(), json!(""));
+    }
+
+    #[test]
+    fn templates_of_workloads_and_cron_jobs_are_read() {
+        let template = json!({
+            "metadata": {"annotations": {"kvinject.io/env.A": "a"}, "labels": {"tier": "x"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+        });
+        let kept = json!({
+            "metadata": {"annotations": {"kvinject.io/env.A": "a"}, "labels": {}},
+            "spec": {"containers": [{"name": "c"}]},
+        });
+        let deployment =
+            json!({"kind": "Deployment", "spec": {"replicas": 3, "template": template}});
+        assert_eq!(
+            pruned(deployment),
+            json!({"kind": "Deployment", "spec": {"template": kept}})
+        );
+        let cron = json!({"spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": template}}}});
+        assert_eq!(
+            pruned(cron),
+            json!({"spec": {"jobTemplate": {"spec": {"template": kept}}}})
+        );
+    }
+
+    #[test]
+    fn escaped_keys_and_bad_json_are_handled() {
+        let kept = from_slice(br#"{"metadata": {"n\u0061me": "web"}}"#, KEPT).unwrap();
+        assert_eq!(kept, json!({"metadata": {"name": "web"}}));
+        assert!(from_slice(br#"{"metadata": "#, KEPT).is_err());
+        assert!(from_slice(br#"{} trailing"#, KEPT).is_err());
+        // Nesting is followed only as deep as the schema: deeper values are skipped without
+        // recursion, so no depth overflows the stack.
+        let deep = format!(
+            r#"{{"spec": {{"x": {}{}}}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(
+            from_slice(deep.as_bytes(), KEPT).unwrap(),
+            json!({"spec": {}})
+        );
+        assert!(from_slice("[".repeat(10_000).as_bytes(), KEPT).is_err());
+    }
+}
