@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # kvinject's image: one static binary on a distroless base. No shell, no package manager, runs as
 # a non-root user and writes nothing to its root filesystem (the chart mounts it read-only).
+# Base images are named by tag: their digests cannot be resolved where this project's CI runs;
+# docs/security.md says how a release pins them by digest.
 
 # Build stage: glibc is linked in (crt-static), so the binary needs no shared library at run time.
 # --target keeps RUSTFLAGS off build scripts and proc-macros, which must stay dynamic.
