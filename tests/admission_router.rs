@@ -284,6 +284,7 @@ async fn invalid_bodies_get_400_with_a_reason() {
         ("deep-nesting", "invalid type: sequence"),
         ("empty-uid", "empty uid"),
         ("empty", "body is not JSON"),
+        ("invalid-utf8-unread", "invalid UTF-8"),
         ("invalid-utf8", "body is not JSON"),
         ("no-request", "has no request"),
         ("no-uid", "missing field `uid`"),

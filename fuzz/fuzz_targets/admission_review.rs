@@ -23,10 +23,12 @@ fuzz_target!(|body: &[u8]| {
     let Ok(decoded) = admission::decode(body) else {
         return;
     };
-    let whole = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .map(|mut review| review["request"]["object"].take())
-        .filter(|object| !object.is_null());
+    // The tree reader refuses some bodies the pruned one skips through unread (nesting past 128
+    // levels, numbers beyond f64): there is no whole answer to compare with then.
+    let Ok(mut review) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return;
+    };
+    let whole = Some(review["request"]["object"].take()).filter(|object| !object.is_null());
     let whole = admission::Decoded {
         request: decoded.request.clone(),
         object: whole,

@@ -351,19 +351,23 @@ fn object<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Va
 /// Decodes one AdmissionReview body in one pass over the bytes, keeping only the envelope fields
 /// kvinject reads and the object's fields the core reads: memory follows those, not the body.
 pub fn decode(body: &[u8]) -> Result<Decoded, ReviewError> {
+    // JSON is UTF-8 throughout, also in the fields skipped unread (which serde_json does not
+    // check): checked once here, and the parse below then checks no string again.
+    let body = std::str::from_utf8(body).map_err(|e| {
+        ReviewError::NotJson(serde::de::Error::custom(format_args!("invalid UTF-8: {e}")))
+    })?;
     // A typed envelope would also take a JSON array as a struct: only an object is a review.
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    if first.is_some_and(|b| *b != b'{') {
-        return Err(match serde_json::from_slice::<IgnoredAny>(body) {
+    let first = body.bytes().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| b != b'{') {
+        return Err(match serde_json::from_str::<IgnoredAny>(body) {
             Err(e) => ReviewError::NotJson(e),
             Ok(_) => ReviewError::NotAdmissionReview("not a JSON object".into()),
         });
     }
-    let review: WireRequestReview =
-        serde_json::from_slice(body).map_err(|e| match e.classify() {
-            Category::Data => ReviewError::NotAdmissionReview(e.to_string()),
-            _ => ReviewError::NotJson(e),
-        })?;
+    let review: WireRequestReview = serde_json::from_str(body).map_err(|e| match e.classify() {
+        Category::Data => ReviewError::NotAdmissionReview(e.to_string()),
+        _ => ReviewError::NotJson(e),
+    })?;
     if review.kind != "AdmissionReview" {
         return Err(ReviewError::NotAdmissionReview(format!(
             "kind is {}, not AdmissionReview",
