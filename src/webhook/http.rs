@@ -63,8 +63,8 @@ impl Gate {
         Self::new(limits.max_in_flight, limits.max_body_bytes_in_flight)
     }
 
-    /// Checks the headers, reads the body (at most [`MAX_BODY_BYTES`], within `timeout`,
-    /// each byte counted against the budget as it arrives) and takes an answering slot.
+    /// Checks the headers, reads the body (at most [`MAX_BODY_BYTES`], within `timeout`, each
+    /// byte counted against the budget as it arrives) and takes an answering slot.
     pub async fn admit(
         &self,
         headers: &HeaderMap,
@@ -79,25 +79,22 @@ impl Gate {
         if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
             return Err(HttpError::PayloadTooLarge);
         }
-        // A declared length is reserved whole, so the buffer is allocated once.
-        let reserved = declared.unwrap_or(0) as usize;
-        let mut bytes = self.take_bytes(reserved)?;
+        // Bytes count as they arrive, not as declared: a sender that declares 8 MiB and stalls
+        // holds only what it sent. The buffer is sized once from the declared length (address
+        // space only until written).
+        let mut bytes = self.take_bytes(0)?;
         let read = tokio::time::timeout(timeout, async {
             let mut body = body;
-            let (mut buffer, mut held) = (Vec::with_capacity(reserved), reserved);
+            let mut buffer = Vec::with_capacity(declared.unwrap_or(0) as usize);
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|e| HttpError::BodyRead(e.to_string()))?;
                 let Ok(data) = frame.into_data() else {
                     continue; // trailers
                 };
-                let total = buffer.len() + data.len();
-                if total > MAX_BODY_BYTES {
+                if buffer.len() + data.len() > MAX_BODY_BYTES {
                     return Err(HttpError::PayloadTooLarge);
                 }
-                if total > held {
-                    bytes.merge(self.take_bytes(total - held)?);
-                    held = total;
-                }
+                bytes.merge(self.take_bytes(data.len())?);
                 buffer.extend_from_slice(&data);
             }
             Ok((buffer, bytes))
@@ -429,9 +426,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bodies_beyond_the_byte_budget_are_refused_at_once_declared_or_not() {
+    async fn bodies_beyond_the_byte_budget_are_refused_at_once_as_their_bytes_arrive() {
         let gate = std::sync::Arc::new(Gate::new(64, MAX_BODY_BYTES));
-        // A declared length is reserved whole before the first byte arrives.
+        // A declared length holds nothing until bytes arrive: declaring 8 MiB and stalling
+        // does not shut others out.
         let declared = tokio::spawn({
             let gate = gate.clone();
             async move {
@@ -441,11 +439,14 @@ mod tests {
             }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let refused = gate.admit(&headers(Some(10)), Body::from("{}"), LONG).await;
-        assert!(matches!(refused, Err(HttpError::Overloaded)), "{refused:?}");
+        assert!(
+            gate.admit(&headers(Some(2)), Body::from("{}"), LONG)
+                .await
+                .is_ok()
+        );
         declared.abort();
         let _ = declared.await;
-        // Without a length, bytes are counted as they arrive.
+        // Bytes sent and held count: a second body passing the budget is refused.
         let half = vec![b' '; MAX_BODY_BYTES / 2 + 1];
         let chunked = tokio::spawn({
             let gate = gate.clone();
