@@ -173,6 +173,53 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     );
 }
 
+#[tokio::test]
+async fn an_http2_connection_without_requests_is_closed_after_the_idle_timeout() {
+    let tls = tls();
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(400),
+        http2_keep_alive: Duration::from_millis(100),
+        ..Limits::default()
+    };
+    let addr = serve(webhook_app(limits), limits, &tls).await;
+    let h2 = TlsConnector::from(Arc::new(client_config(
+        &[&tls.ca_pem],
+        rustls::DEFAULT_VERSIONS,
+        &[b"h2"],
+    )));
+    let stream = connect(addr, &h2).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    // Requests keep it open past the idle timeout (pings alone would not).
+    let started = Instant::now();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let response = sender
+            .send_request(request("/mutate", &fixture()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert!(!connection.is_finished(), "open while used");
+    let idle_from = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("closed when idle")
+        .unwrap()
+        .unwrap();
+    assert!(
+        idle_from.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        idle_from.elapsed()
+    );
+    assert!(started.elapsed() >= Duration::from_millis(800));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_slowloris_connections_do_not_stop_real_requests() {
     let tls = tls();

@@ -1,4 +1,5 @@
-//! Per-connection deadlines for HTTP/1.1, enforced on the byte stream.
+//! Per-connection deadlines: for HTTP/1.1 enforced on the byte stream ([`DeadlineIo`]), for
+//! HTTP/2 on requests ([`RequestActivity`]), whose keep-alive pings keep the byte stream busy.
 //!
 //! The API server keeps webhook connections alive and reuses them for up to 90 s of idleness,
 //! so an idle connection must live longer than that; a client that starts a request must finish
@@ -10,6 +11,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -129,5 +131,53 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+/// Requests in flight on one connection, and since when there has been none.
+#[derive(Debug)]
+pub struct RequestActivity {
+    /// (requests in flight, when the last one ended or the connection opened)
+    state: Mutex<(usize, Instant)>,
+}
+
+/// One request in flight; ending it (also by cancellation) is dropping it.
+#[derive(Debug)]
+pub struct ActiveRequest(Arc<RequestActivity>);
+
+impl RequestActivity {
+    /// A fresh connection, idle from now.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new((0, Instant::now())),
+        })
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn enter(self: &Arc<Self>) -> ActiveRequest {
+        self.update(|(active, _)| *active += 1);
+        ActiveRequest(self.clone())
+    }
+
+    /// When the connection will have been without requests for `idle`; `None` while one is in
+    /// flight.
+    pub fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+        let (active, since) = *self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        (active == 0).then_some(since + idle)
+    }
+
+    fn update(&self, change: impl FnOnce(&mut (usize, Instant))) {
+        change(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.update(|(active, since)| {
+            *active -= 1;
+            if *active == 0 {
+                *since = Instant::now();
+            }
+        });
     }
 }

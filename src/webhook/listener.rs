@@ -11,16 +11,19 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tower::ServiceBuilder;
 
-use crate::webhook::deadlines::DeadlineIo;
+use crate::webhook::deadlines::{DeadlineIo, RequestActivity};
 
 /// HTTP/2 connections multiplex and ping (keep-alive below drops dead peers); the HTTP/1.1
-/// byte-stream deadlines do not apply to them and are set out of reach.
+/// byte-stream deadlines do not apply to them and are set out of reach: their idleness is
+/// counted in requests ([`RequestActivity`]).
 const HTTP2_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 /// Pause after a failed `accept` (out of file descriptors and the like) instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -36,8 +39,9 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// After shutdown is asked, open connections get this long to finish.
     pub drain_timeout: Duration,
-    /// An HTTP/1.1 keep-alive connection with no request in flight is closed after this; longer
-    /// than the 90 s for which the API server reuses idle connections.
+    /// A keep-alive connection with no request in flight is closed after this (HTTP/2: with
+    /// GOAWAY; its pings do not count as requests); longer than the 90 s for which the API
+    /// server reuses idle connections.
     pub idle_timeout: Duration,
     /// Requests answered at once, counted once their body is read; more are answered 503 at
     /// once instead of queueing.
@@ -92,7 +96,7 @@ pub async fn serve_tls(
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
+    let (drain, draining) = watch::channel(false);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's header timeout would also close idle keep-alive connections; DeadlineIo does both
     // jobs apart (see `deadlines`).
@@ -106,8 +110,8 @@ pub async fn serve_tls(
         .max_concurrent_streams(limits.max_http2_streams)
         .keep_alive_interval(Some(limits.http2_keep_alive))
         .keep_alive_timeout(limits.http2_keep_alive);
-    let request_deadline = limits.header_timeout + limits.body_timeout;
-    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let max_connections = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let connections = Arc::new(Semaphore::new(max_connections));
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
@@ -128,10 +132,8 @@ pub async fn serve_tls(
             tracing::debug!(%peer, "connection limit reached; refused");
             continue;
         };
-        let acceptor = acceptor.clone();
-        let builder = builder.clone();
-        let service = TowerToHyperService::new(app.clone());
-        let watcher = graceful.watcher();
+        let (acceptor, builder, app) = (acceptor.clone(), builder.clone(), app.clone());
+        let draining = draining.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream))
@@ -141,27 +143,80 @@ pub async fn serve_tls(
                 Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
-            let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let (idle, request) = if http2 {
-                (HTTP2_DEADLINE, HTTP2_DEADLINE)
-            } else {
-                (limits.idle_timeout, request_deadline)
-            };
-            let io = DeadlineIo::new(tls, idle, request);
-            let connection = builder
-                .serve_connection(TokioIo::new(io), service)
-                .into_owned();
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
-            }
+            serve_connection(tls, &builder, app, limits, draining).await;
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+    let _ = drain.send(true);
+    // Every connection holds a slot until it ends: all slots back means all drained.
+    let drained = connections.acquire_many(max_connections as u32);
+    if tokio::time::timeout(limits.drain_timeout, drained)
         .await
         .is_err()
     {
         tracing::warn!("drain timed out; closing remaining connections");
+    }
+}
+
+/// Serves one connection until it ends, closing it gracefully when the server drains or, over
+/// HTTP/2, when it has had no request for `limits.idle_timeout`.
+async fn serve_connection(
+    tls: TlsStream<TcpStream>,
+    builder: &auto::Builder<TokioExecutor>,
+    app: Router,
+    limits: Limits,
+    mut draining: watch::Receiver<bool>,
+) {
+    let peer = tls.get_ref().0.peer_addr().ok();
+    let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let (idle, request) = if http2 {
+        (HTTP2_DEADLINE, HTTP2_DEADLINE)
+    } else {
+        (
+            limits.idle_timeout,
+            limits.header_timeout + limits.body_timeout,
+        )
+    };
+    let activity = RequestActivity::new();
+    let tracked = activity.clone();
+    let service = ServiceBuilder::new()
+        .map_future(move |response| {
+            let request = tracked.enter();
+            async move {
+                let response = response.await;
+                drop(request);
+                response
+            }
+        })
+        .service(app);
+    let io = DeadlineIo::new(tls, idle, request);
+    let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+    tokio::pin!(connection);
+    let mut closing = false;
+    loop {
+        // While a request is in flight the connection cannot be idle before now + idle_timeout.
+        let idle_at = activity
+            .idle_deadline(limits.idle_timeout)
+            .unwrap_or_else(|| Instant::now() + limits.idle_timeout);
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(error) = ended {
+                    tracing::debug!(?peer, %error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = draining.changed(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = tokio::time::sleep_until(idle_at), if http2 && !closing => {
+                if activity.idle_deadline(limits.idle_timeout).is_some_and(|at| at <= Instant::now()) {
+                    tracing::debug!(?peer, "HTTP/2 connection idle; closing");
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
     }
 }
 
