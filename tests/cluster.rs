@@ -119,6 +119,127 @@ async fn caches_use_metadata_only_watches_and_see_every_pod() {
     }
 }
 
+/// `metadata` as the API server returns it: with `managedFields`, a
+/// `last-applied-configuration` annotation and labels kvinject never reads.
+fn as_served(mut object: Value) -> Value {
+    let applied = object.to_string();
+    let metadata = object["metadata"].as_object_mut().unwrap();
+    metadata.insert(
+        "managedFields".into(),
+        json!([{"manager": "kubectl-client-side-apply",
+        "operation": "Update", "apiVersion": "v1", "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:metadata": {"f:annotations": {".": {}}, "f:labels": {".": {}}}}}]),
+    );
+    metadata.insert(
+        "ownerReferences".into(),
+        json!([{"apiVersion": "v1", "kind": "Thing",
+        "name": "owner", "uid": "u-1"}]),
+    );
+    let labels = metadata.entry("labels").or_insert(json!({}));
+    labels["app.kubernetes.io/part-of"] = json!("storefront");
+    let annotations = metadata.entry("annotations").or_insert(json!({}));
+    annotations["kubectl.kubernetes.io/last-applied-configuration"] = json!(applied);
+    object
+}
+
+#[tokio::test]
+async fn caches_read_paged_metadata_keep_what_kvinject_reads_and_follow_changes() {
+    use kvinject::core::facts::{ClusterFacts, NamespaceFacts};
+    let api = ApiServer::start().await;
+    api.put(as_served(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop",
+        "labels": {"kvinject.io/injection": "enabled"},
+        "annotations": {"kvinject.io/vault": "shop-prod-kv", "kvinject.io/allowed-vaults": "shop-prod-kv, shared-kv"}}})));
+    // More ServiceAccounts than one page holds.
+    let accounts = 2 * kvinject::cluster::caches::LIST_PAGE_SIZE as usize + 50;
+    for i in 0..accounts {
+        api.put(as_served(
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {
+            "name": format!("app-{i:03}"), "namespace": "shop",
+            "annotations": {"azure.workload.identity/client-id": format!("client-{i}")}}}),
+        ));
+    }
+    let pod = |name: &str, marker: Option<&str>| {
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"containers": [{"name": "app", "image": "shop/app:1"}]}});
+        if let Some(marker) = marker {
+            pod["metadata"]["annotations"] = json!({"kvinject.io/injected": marker});
+        }
+        as_served(pod)
+    };
+    api.put(pod("marked", Some("kvinject-00000000000000000001")));
+    api.put(pod("plain", None));
+    let (cluster, _) = start(&api).await;
+
+    // Namespaces, ServiceAccounts and pods are listed metadata-only, in pages.
+    let requests = api.requests();
+    for path in [
+        "/api/v1/namespaces",
+        "/api/v1/serviceaccounts",
+        "/api/v1/pods",
+    ] {
+        let list = requests
+            .iter()
+            .find(|r| r.path == path && r.param("watch").is_none())
+            .unwrap_or_else(|| panic!("{path} is listed"));
+        assert!(
+            list.accept.contains("PartialObjectMetadataList"),
+            "{list:?}"
+        );
+        assert_eq!(list.param("limit").as_deref(), Some("100"), "{list:?}");
+    }
+    let pages = requests
+        .iter()
+        .filter(|r| r.path == "/api/v1/serviceaccounts" && r.param("watch").is_none())
+        .filter(|r| r.param("continue").is_some())
+        .count();
+    assert_eq!(pages, 2, "{accounts} ServiceAccounts in pages of 100");
+
+    // Every answer survives the cut.
+    assert_eq!(
+        cluster.namespace("shop"),
+        Some(NamespaceFacts {
+            injection_enabled: true,
+            vault: Some("shop-prod-kv".into()),
+            tenant_id: None,
+            allowed_vaults: Some(vec!["shop-prod-kv".into(), "shared-kv".into()]),
+        })
+    );
+    for i in [0, accounts - 1] {
+        let account = cluster.service_account("shop", &format!("app-{i:03}"));
+        assert_eq!(account.unwrap().client_id, Some(format!("client-{i}")));
+    }
+    let sizes: std::collections::BTreeMap<_, _> = cluster.cache_sizes().into_iter().collect();
+    assert_eq!(sizes["serviceaccounts"], accounts);
+    assert_eq!(sizes["pods"], 1, "only pods with a marker are kept");
+    let referenced = [(
+        "shop".to_owned(),
+        "kvinject-00000000000000000001".to_owned(),
+    )];
+    assert_eq!(cluster.referenced_spcs(), referenced.into());
+
+    // Changes follow: a marker appears, another goes, a ServiceAccount goes.
+    api.put(pod("plain", Some("kvinject-00000000000000000002")));
+    api.put(pod("marked", None));
+    api.remove("serviceaccounts", "shop", "app-000");
+    wait_for(
+        || cluster.service_account("shop", "app-000").is_none(),
+        "the deletion",
+    )
+    .await;
+    wait_for(
+        || {
+            cluster.referenced_spcs()
+                == [(
+                    "shop".to_owned(),
+                    "kvinject-00000000000000000002".to_owned(),
+                )]
+                .into()
+        },
+        "the markers to follow the pods",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_compacted_watch_relists_and_misses_nothing() {
     let api = ApiServer::start().await;

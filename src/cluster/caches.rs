@@ -1,25 +1,37 @@
-//! The watch caches: Namespaces, ServiceAccounts and labelled pods metadata-only,
-//! AzureIdentityBindings (when served) and SecretProviderClasses in full; each reports to
-//! readiness when synced. Every `ClusterFacts` answer of a live server comes from here.
+//! The watch caches: Namespaces, ServiceAccounts and pods through metadata-only watches,
+//! AzureIdentityBindings (when served) and SecretProviderClasses; each reports to readiness when
+//! synced. Every `ClusterFacts` answer of a live server comes from here.
+//!
+//! Each cache keeps only what kvinject reads, cut as an event arrives and before anything is
+//! stored: Namespaces, ServiceAccounts and pods become small typed entries ([`KeyedCache`]);
+//! bindings and SPCs keep a few labels and annotations and the spec the checks and the drift
+//! comparison read ([`slim_binding`], [`slim_spc`]). As the API server returns them (with
+//! `managedFields` and `last-applied-configuration`) objects average about 6 KB; cached, tens of
+//! bytes. Initial lists are paged ([`LIST_PAGE_SIZE`]), so a sync holds one page as sent at a
+//! time, not a whole list.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::core::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
+use crate::cluster::keyed::{CacheWriter, KeyedCache};
 use crate::cluster::spc_store::is_managed_by_kvinject;
 use crate::cluster::{Cluster, binding_resource, spc_resource};
-use crate::core::annotations::{AAD_POD_IDENTITY_GROUP, INJECTED, WORKLOAD_IDENTITY_CLIENT_ID};
+use crate::core::annotations::{
+    AAD_POD_IDENTITY_GROUP, ALLOWED_SERVICE_ACCOUNTS, INJECTED, LAST_USED, MANAGED_BY_LABEL,
+    WORKLOAD_IDENTITY_CLIENT_ID,
+};
 use crate::core::facts::{
-    ClusterFacts, DocumentFacts, IdentityBindingFacts, NamespaceFacts, ServiceAccountFacts,
-    SpcFacts, spc_facts,
+    ClusterFacts, IdentityBindingFacts, NamespaceFacts, ServiceAccountFacts, SpcFacts, spc_facts,
 };
 use crate::lifecycle::readiness::Readiness;
 use crate::lifecycle::ticks::Ticks;
@@ -56,23 +68,22 @@ impl Cluster {
                 "AzureIdentityBinding API not served: AAD Pod Identity is unavailable in this cluster"
             );
         }
-        let namespaces = watch_metadata::<Namespace>(
+        let namespaces =
+            watch_entries::<Namespace, _>(&client, "namespaces", namespace_entry, &readiness);
+        let service_accounts = watch_entries::<ServiceAccount, _>(
             &client,
-            watcher::Config::default(),
-            "namespaces",
-            &readiness,
-        );
-        let service_accounts = watch_metadata::<ServiceAccount>(
-            &client,
-            watcher::Config::default(),
             "serviceaccounts",
+            service_account_entry,
             &readiness,
         );
-        let pods = watch_pod_markers(&client, &readiness);
+        // Every pod, not only labelled ones: a pod keeps using its SPC however its labels change
+        // after admission.
+        let pods = watch_entries::<Pod, _>(&client, "pods", pod_marker, &readiness);
         let spcs = watch_dynamic(
             client.clone(),
             spc_resource(),
             "secretproviderclasses",
+            slim_spc,
             Some(&readiness),
         );
         let bindings = Arc::new(OnceLock::new());
@@ -81,6 +92,7 @@ impl Cluster {
                 client.clone(),
                 binding_resource(),
                 "azureidentitybindings",
+                slim_binding,
                 Some(&readiness),
             );
             let _ = bindings.set(store);
@@ -105,9 +117,9 @@ impl Cluster {
     /// (cache name, objects in it), for metrics.
     pub fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
         let mut sizes = vec![
-            ("namespaces", self.namespaces.state().len()),
-            ("serviceaccounts", self.service_accounts.state().len()),
-            ("pods", self.pods.state().len()),
+            ("namespaces", self.namespaces.len()),
+            ("serviceaccounts", self.service_accounts.len()),
+            ("pods", self.pods.len()),
             ("secretproviderclasses", self.spcs.state().len()),
         ];
         if let Some(bindings) = self.bindings.get() {
@@ -143,25 +155,58 @@ impl Cluster {
         Some(held)
     }
 
-    /// (namespace, SPC name) of every labelled pod's `kvinject.io/injected` marker.
+    /// (namespace, SPC name) of every pod's `kvinject.io/injected` marker.
     pub fn referenced_spcs(&self) -> BTreeSet<(String, String)> {
-        self.pods
-            .state()
-            .iter()
-            .filter_map(|pod| {
-                let spc = pod.annotations().get(INJECTED)?;
-                Some((pod.namespace().unwrap_or_default(), spc.clone()))
-            })
-            .collect()
+        let mut referenced = BTreeSet::new();
+        self.pods.for_each(|namespace, _, spc| {
+            referenced.insert((namespace.to_owned(), spc.to_string()));
+        });
+        referenced
     }
 }
 
-fn watch_metadata<K>(
+/// Objects a page of an initial list: the API server's answers are read one page at a time, so
+/// this bounds what a sync holds as sent (about 6 KB an object with `managedFields`). client-go's
+/// reflectors ask for 500; a smaller page costs more requests but far less transient memory,
+/// which the allocator keeps as resident.
+pub const LIST_PAGE_SIZE: u32 = 100;
+
+fn watcher_config() -> watcher::Config {
+    watcher::Config::default().page_size(LIST_PAGE_SIZE)
+}
+
+/// A Namespace as cached: what the core reads of it.
+fn namespace_entry(namespace: &PartialObjectMeta<Namespace>) -> Option<NamespaceFacts> {
+    let label = |key: &str| namespace.labels().get(key).map(String::as_str);
+    let annotation = |key: &str| namespace.annotations().get(key).map(String::as_str);
+    Some(NamespaceFacts::read(label, annotation))
+}
+
+/// A ServiceAccount as cached: its workload identity client ID.
+fn service_account_entry(
+    account: &PartialObjectMeta<ServiceAccount>,
+) -> Option<ServiceAccountFacts> {
+    Some(ServiceAccountFacts {
+        client_id: account
+            .annotations()
+            .get(WORKLOAD_IDENTITY_CLIENT_ID)
+            .cloned(),
+    })
+}
+
+/// A pod as cached: the SPC its `kvinject.io/injected` marker names; a pod without one is not
+/// kept.
+fn pod_marker(pod: &PartialObjectMeta<Pod>) -> Option<Box<str>> {
+    Some(pod.annotations().get(INJECTED)?.as_str().into())
+}
+
+/// Watches `K` metadata-only into a cache of the entries `entry` makes.
+fn watch_entries<K, V>(
     client: &Client,
-    config: watcher::Config,
     part: &'static str,
+    entry: fn(&PartialObjectMeta<K>) -> Option<V>,
     readiness: &Arc<Readiness>,
-) -> Store<PartialObjectMeta<K>>
+) -> Arc<KeyedCache<V>>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -170,13 +215,81 @@ where
         + Send
         + Sync
         + 'static,
+    V: Clone + Send + Sync + 'static,
 {
-    let writer = reflector::store::Writer::<PartialObjectMeta<K>>::default();
-    let store = writer.as_reader();
+    let cache = Arc::new(KeyedCache::new());
+    // Api<PartialObjectMeta<_>> asks for metadata only: the API server sends no spec or status.
     let api = Api::<PartialObjectMeta<K>>::all(client.clone());
-    let stream = watcher(api, config).default_backoff().reflect(writer);
-    spawn_watch(stream, store.clone(), part, Some(readiness));
-    store
+    let mut writer = CacheWriter::new(entry);
+    let stream = watcher(api, watcher_config()).default_backoff().map_ok({
+        let cache = cache.clone();
+        move |event| writer.apply(&cache, event)
+    });
+    readiness.expect(part);
+    let ready = readiness.clone();
+    tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache.synced().await;
+            tracing::info!(cache = part, "cache synced");
+            ready.set_ready(part);
+        }
+    });
+    tokio::spawn(drive(stream, part));
+    cache
+}
+
+/// A kept subset of an object's metadata: its name and namespace, the labels and annotations
+/// named, and its resourceVersion when `resource_version`.
+fn keep_metadata(
+    metadata: &mut ObjectMeta,
+    labels: &[&str],
+    annotations: &[&str],
+    resource_version: bool,
+) {
+    let only = |map: Option<BTreeMap<String, String>>, keys: &[&str]| {
+        let mut map = map?;
+        let kept: BTreeMap<String, String> = keys
+            .iter()
+            .filter_map(|key| map.remove_entry(*key))
+            .collect();
+        (!kept.is_empty()).then_some(kept)
+    };
+    *metadata = ObjectMeta {
+        name: metadata.name.take(),
+        namespace: metadata.namespace.take(),
+        resource_version: metadata
+            .resource_version
+            .take()
+            .filter(|_| resource_version),
+        labels: only(metadata.labels.take(), labels),
+        annotations: only(metadata.annotations.take(), annotations),
+        ..ObjectMeta::default()
+    };
+}
+
+/// An AzureIdentityBinding as cached: name, namespace, the identity policy annotation and
+/// `spec.selector`.
+pub fn slim_binding(binding: &mut DynamicObject) {
+    keep_metadata(
+        &mut binding.metadata,
+        &[],
+        &[ALLOWED_SERVICE_ACCOUNTS],
+        false,
+    );
+    let selector = binding.data["spec"]["selector"].take();
+    binding.types = None;
+    binding.data = serde_json::json!({ "spec": { "selector": selector } });
+}
+
+/// A SecretProviderClass as cached: name, namespace, resourceVersion (replacements and
+/// deletions are conditioned on it), whose it is, when an admission last used it, and the whole
+/// `spec` (the checks read it; drift is any difference in it). `status` and the rest go.
+pub fn slim_spc(spc: &mut DynamicObject) {
+    keep_metadata(&mut spc.metadata, &[MANAGED_BY_LABEL], &[LAST_USED], true);
+    let spec = spc.data["spec"].take();
+    spc.types = None;
+    spc.data = serde_json::json!({ "spec": spec });
 }
 
 /// Whether the cluster serves the AzureIdentityBinding API (AAD Pod Identity installed).
@@ -205,48 +318,32 @@ async fn discover_bindings_later(
     while ticks.next().await {
         if bindings_served(&client).await {
             tracing::info!("AzureIdentityBinding API now served: watching bindings");
-            let store = watch_dynamic(client, binding_resource(), "azureidentitybindings", None);
+            let store = watch_dynamic(
+                client,
+                binding_resource(),
+                "azureidentitybindings",
+                slim_binding,
+                None,
+            );
             let _ = bindings.set(store);
             return;
         }
     }
 }
 
-/// Every pod, metadata only, each stripped as it arrives to what the collector reads: its name
-/// and the `kvinject.io/injected` marker. Not only labelled pods: a pod keeps using its SPC
-/// however its labels change after admission.
-fn watch_pod_markers(client: &Client, readiness: &Arc<Readiness>) -> Store<PartialObjectMeta<Pod>> {
-    let writer = reflector::store::Writer::<PartialObjectMeta<Pod>>::default();
-    let store = writer.as_reader();
-    let api = Api::<PartialObjectMeta<Pod>>::all(client.clone());
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(|pod| {
-            let meta = &mut pod.metadata;
-            let marker = meta.annotations.as_mut().and_then(|a| a.remove(INJECTED));
-            meta.annotations = marker.map(|m| BTreeMap::from([(INJECTED.to_owned(), m)]));
-            meta.labels = None;
-            meta.managed_fields = None;
-            meta.owner_references = None;
-            meta.finalizers = None;
-            meta.generate_name = None;
-        })
-        .reflect(writer);
-    spawn_watch(stream, store.clone(), "pods", Some(readiness));
-    store
-}
-
 fn watch_dynamic(
     client: Client,
     resource: ApiResource,
     part: &'static str,
+    slim: fn(&mut DynamicObject),
     readiness: Option<&Arc<Readiness>>,
 ) -> Store<DynamicObject> {
     let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
     let store = writer.as_reader();
     let api = Api::<DynamicObject>::all_with(client, &resource);
-    let stream = watcher(api, watcher::Config::default())
+    let stream = watcher(api, watcher_config())
         .default_backoff()
+        .modify(slim)
         .reflect(writer);
     spawn_watch(stream, store.clone(), part, readiness);
     store
@@ -274,37 +371,29 @@ fn spawn_watch<K, S>(
             }
         }
     });
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            if let Err(error) = event {
-                tracing::warn!(cache = part, %error, "watch error; retrying with backoff");
-            }
+    tokio::spawn(drive(stream, part));
+}
+
+/// Runs a watch to its end (it ends only with the process), logging its errors.
+async fn drive<T, S>(stream: S, part: &'static str)
+where
+    S: futures_util::Stream<Item = Result<T, watcher::Error>>,
+{
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        if let Err(error) = event {
+            tracing::warn!(cache = part, %error, "watch error; retrying with backoff");
         }
-    });
+    }
 }
 
 impl ClusterFacts for Cluster {
     fn namespace(&self, name: &str) -> Option<NamespaceFacts> {
-        let namespace = self.namespaces.get(&ObjectRef::new(name))?;
-        let mut document = serde_json::to_value(namespace.as_ref()).ok()?;
-        document["apiVersion"] = "v1".into();
-        document["kind"] = "Namespace".into();
-        let mut facts = DocumentFacts::default();
-        facts.add(&document, "");
-        facts.namespace(name)
+        self.namespaces.get("", name)
     }
 
     fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccountFacts> {
-        let account = self
-            .service_accounts
-            .get(&ObjectRef::new(name).within(namespace))?;
-        Some(ServiceAccountFacts {
-            client_id: account
-                .annotations()
-                .get(WORKLOAD_IDENTITY_CLIENT_ID)
-                .cloned(),
-        })
+        self.service_accounts.get(namespace, name)
     }
 
     fn identity_bindings(
@@ -319,11 +408,11 @@ impl ClusterFacts for Cluster {
             .state()
             .iter()
             .filter(|b| namespace.is_none_or(|ns| b.namespace().as_deref() == Some(ns)))
+            .filter(|b| b.data["spec"]["selector"] == selector)
             .filter_map(|b| {
                 let manifest = serde_json::to_value(b.as_ref()).ok()?;
                 IdentityBindingFacts::from_manifest(&manifest, "")
             })
-            .filter(|b| b.selector == selector)
             .collect()
     }
 
@@ -336,5 +425,63 @@ impl ClusterFacts for Cluster {
             .spcs
             .get(&ObjectRef::new_with(name, spc_resource()).within(namespace))?;
         Some(spc_facts(&serde_json::to_value(spc.as_ref()).ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::DynamicObject;
+    use serde_json::json;
+
+    use super::{slim_binding, slim_spc};
+
+    fn served(object: serde_json::Value) -> DynamicObject {
+        let mut object = object;
+        let metadata = object["metadata"].as_object_mut().unwrap();
+        metadata.insert("resourceVersion".into(), json!("42"));
+        metadata.insert("uid".into(), json!("u-1"));
+        metadata.insert(
+            "managedFields".into(),
+            json!([{"manager": "kubectl", "operation": "Update", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": {}}}]),
+        );
+        serde_json::from_value(object).unwrap()
+    }
+
+    #[test]
+    fn an_spc_keeps_its_spec_owner_label_mark_and_version() {
+        let spec = json!({"provider": "azure", "parameters": {"keyvaultName": "kv", "clientID": "c",
+            "objects": "array:\n  - |\n    objectName: db\n"},
+            "secretObjects": [{"secretName": "s", "type": "Opaque", "data": [{"objectName": "db", "key": "db"}]}]});
+        let mut spc = served(json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1",
+            "kind": "SecretProviderClass", "metadata": {"name": "kvinject-1", "namespace": "shop",
+                "labels": {"app.kubernetes.io/managed-by": "kvinject", "team": "a"},
+                "annotations": {"kvinject.io/last-used": "2026-12-01T00:00:00Z",
+                    "kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+            "spec": spec, "status": {"byPod": [{"id": "p", "namespace": "shop"}]}}));
+        slim_spc(&mut spc);
+        assert_eq!(
+            serde_json::to_value(&spc).unwrap(),
+            json!({"metadata": {"name": "kvinject-1", "namespace": "shop", "resourceVersion": "42",
+                    "labels": {"app.kubernetes.io/managed-by": "kvinject"},
+                    "annotations": {"kvinject.io/last-used": "2026-12-01T00:00:00Z"}},
+                "spec": spec})
+        );
+    }
+
+    #[test]
+    fn a_binding_keeps_its_selector_and_identity_policy() {
+        let mut binding = served(json!({"apiVersion": "aadpodidentity.k8s.io/v1",
+            "kind": "AzureIdentityBinding", "metadata": {"name": "b", "namespace": "shop",
+                "labels": {"team": "a"},
+                "annotations": {"kvinject.io/allowed-service-accounts": "shop/api", "other": "x"}},
+            "spec": {"azureIdentity": "payments-identity", "selector": "payments"}}));
+        slim_binding(&mut binding);
+        assert_eq!(
+            serde_json::to_value(&binding).unwrap(),
+            json!({"metadata": {"name": "b", "namespace": "shop",
+                    "annotations": {"kvinject.io/allowed-service-accounts": "shop/api"}},
+                "spec": {"selector": "payments"}})
+        );
     }
 }

@@ -10,15 +10,17 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::Client;
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::Store;
 
+use crate::cluster::keyed::KeyedCache;
 use crate::core::annotations::AAD_POD_IDENTITY_GROUP;
+use crate::core::facts::{NamespaceFacts, ServiceAccountFacts};
 
 pub mod caches;
 pub mod collector;
+pub mod keyed;
 pub mod lease;
 pub mod lookup;
 pub mod spc_store;
@@ -43,12 +45,13 @@ pub fn binding_resource() -> ApiResource {
 #[derive(Clone)]
 pub struct Cluster {
     client: Client,
-    namespaces: Store<PartialObjectMeta<Namespace>>,
-    service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
+    namespaces: Arc<KeyedCache<NamespaceFacts>>,
+    service_accounts: Arc<KeyedCache<ServiceAccountFacts>>,
     /// Set once the cluster serves the AzureIdentityBinding API (at start, or when it appears).
     bindings: Arc<OnceLock<Store<DynamicObject>>>,
     spcs: Store<DynamicObject>,
-    pods: Store<PartialObjectMeta<Pod>>,
+    /// The SPC each pod's injection marker names, for pods that carry one.
+    pods: Arc<KeyedCache<Box<str>>>,
     /// Deadline for the direct look-ups of one admission.
     lookup_timeout: Duration,
 }

@@ -24,6 +24,22 @@ pub struct NamespaceFacts {
     pub allowed_vaults: Option<Vec<String>>,
 }
 
+impl NamespaceFacts {
+    /// Reads a Namespace through lookups of its labels and annotations.
+    pub fn read<'a>(
+        label: impl Fn(&str) -> Option<&'a str>,
+        annotation: impl Fn(&str) -> Option<&'a str>,
+    ) -> Self {
+        Self {
+            injection_enabled: label(annotations::NAMESPACE_INJECTION_LABEL)
+                == Some(annotations::NAMESPACE_INJECTION_ENABLED),
+            vault: annotation(annotations::VAULT).map(str::to_owned),
+            tenant_id: annotation(annotations::TENANT_ID).map(str::to_owned),
+            allowed_vaults: annotation(annotations::ALLOWED_VAULTS).map(annotations::comma_list),
+        }
+    }
+}
+
 /// What kvinject reads from a ServiceAccount.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceAccountFacts {
@@ -218,17 +234,9 @@ impl DocumentFacts {
         let annotation = |key: &str| str_at(document, &["metadata", "annotations", key]);
         match (api_version, kind) {
             ("v1", "Namespace") => {
-                let facts = NamespaceFacts {
-                    injection_enabled: str_at(
-                        document,
-                        &["metadata", "labels", annotations::NAMESPACE_INJECTION_LABEL],
-                    ) == Some(annotations::NAMESPACE_INJECTION_ENABLED),
-                    vault: annotation(annotations::VAULT).map(str::to_owned),
-                    tenant_id: annotation(annotations::TENANT_ID).map(str::to_owned),
-                    allowed_vaults: annotation(annotations::ALLOWED_VAULTS)
-                        .map(annotations::comma_list),
-                };
-                self.namespaces.insert(name, facts);
+                let label = |key: &str| str_at(document, &["metadata", "labels", key]);
+                self.namespaces
+                    .insert(name, NamespaceFacts::read(label, annotation));
             }
             ("v1", "ServiceAccount") => {
                 let facts = ServiceAccountFacts {

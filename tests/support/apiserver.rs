@@ -1,8 +1,9 @@
 //! An in-process Kubernetes API server double: the real REST paths and verbs kvinject uses, over
 //! plain HTTP on loopback. List and watch (resourceVersion, bookmarks, 410 for a compacted
-//! version, metadata-only lists), get, create, replace with optimistic concurrency, server-side
-//! apply (`application/apply-patch+yaml`, fieldManager, force, dryRun), delete with
-//! preconditions. Every request is recorded so tests can assert exactly what kvinject sent.
+//! version, metadata-only lists, pages of `limit` with `continue` tokens), get, create, replace
+//! with optimistic concurrency, server-side apply (`application/apply-patch+yaml`, fieldManager,
+//! force, dryRun), delete with preconditions. Every request is recorded so tests can assert
+//! exactly what kvinject sent.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ pub struct Recorded {
     pub path: String,
     pub query: String,
     pub content_type: String,
+    pub accept: String,
     pub body: String,
 }
 
@@ -437,17 +439,22 @@ async fn dispatch(State(server): State<ApiServer>, request: Request) -> Response
         .unwrap_or_default();
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().unwrap_or("").to_owned();
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let header_text = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let content_type = header_text(header::CONTENT_TYPE);
+    let accept = header_text(header::ACCEPT);
     server.inner.lock().unwrap().requests.push(Recorded {
         method: parts.method.to_string(),
         path: path.clone(),
         query: query.clone(),
         content_type: content_type.clone(),
+        accept: accept.clone(),
         body: String::from_utf8_lossy(&body).into_owned(),
     });
     if path == "/apis/aadpodidentity.k8s.io/v1" {
@@ -499,11 +506,7 @@ async fn dispatch(State(server): State<ApiServer>, request: Request) -> Response
         }
     }
     let params = query_map(&query);
-    let metadata_list = parts
-        .headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("PartialObjectMetadata"));
+    let metadata_list = accept.contains("PartialObjectMetadata");
     match (&parts.method, name) {
         (&Method::GET, None) => {
             let mut held = server.held.subscribe();
@@ -627,22 +630,52 @@ fn list(
     metadata: bool,
 ) -> Response {
     let inner = server.inner.lock().unwrap();
-    let items: Vec<Value> = inner
+    // Paged as the API server pages: at most `limit` items, then a `continue` token while more
+    // remain. Every page reports the first page's resourceVersion, so a watch from it replays
+    // whatever changed while the pages were read.
+    let (rv, after) = match params.get("continue").and_then(|t| Continue::decode(t)) {
+        Some(token) => (token.rv, Some((token.namespace, token.name))),
+        None => (inner.rv, None),
+    };
+    let limit = params
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
+    let mut matching = inner
         .objects
         .iter()
         .filter(|((plural, ns, _), _)| {
             plural == resource.plural && namespace.is_none_or(|n| n == ns)
         })
-        .map(|(_, o)| o)
-        .filter(|o| matches_selector(o, params.get("labelSelector")))
-        .map(|o| {
-            if metadata {
-                metadata_only(o)
-            } else {
-                o.clone()
-            }
+        .filter(|((_, ns, name), _)| {
+            after
+                .as_ref()
+                .is_none_or(|(a_ns, a_name)| (ns, name) > (a_ns, a_name))
         })
-        .collect();
+        .filter(|(_, o)| matches_selector(o, params.get("labelSelector")));
+    let mut items = Vec::new();
+    let mut last = None;
+    for ((_, ns, name), o) in matching.by_ref().take(limit) {
+        items.push(if metadata {
+            metadata_only(o)
+        } else {
+            o.clone()
+        });
+        last = Some((ns.clone(), name.clone()));
+    }
+    let more = matching.next().is_some();
+    let mut list_metadata = json!({"resourceVersion": rv.to_string()});
+    if let (true, Some((namespace, name))) = (more, last) {
+        list_metadata["continue"] = json!(
+            Continue {
+                rv,
+                namespace,
+                name
+            }
+            .encode()
+        );
+    }
     let (api_version, kind) = if metadata {
         (
             "meta.k8s.io/v1".to_owned(),
@@ -653,8 +686,37 @@ fn list(
     };
     ok(
         StatusCode::OK,
-        &json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": inner.rv.to_string()}, "items": items}),
+        &json!({"apiVersion": api_version, "kind": kind, "metadata": list_metadata, "items": items}),
     )
+}
+
+/// A list's continue token: the first page's resourceVersion and the last key given, hex-encoded
+/// so the query needs no escaping.
+struct Continue {
+    rv: u64,
+    namespace: String,
+    name: String,
+}
+
+impl Continue {
+    fn encode(&self) -> String {
+        let text = format!("{}/{}/{}", self.rv, self.namespace, self.name);
+        text.bytes().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn decode(token: &str) -> Option<Self> {
+        let bytes = (0..token.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let mut parts = text.splitn(3, '/');
+        Some(Self {
+            rv: parts.next()?.parse().ok()?,
+            namespace: parts.next()?.to_owned(),
+            name: parts.next()?.to_owned(),
+        })
+    }
 }
 
 fn watch_stream(
