@@ -135,6 +135,37 @@ fn warnings_go_to_stderr_and_manifests_to_stdout() {
 }
 
 #[test]
+fn a_retired_api_version_passes_through_unchanged_with_a_warning_naming_the_one_to_use() {
+    let daemonset = |labels: &str| {
+        format!(
+            "apiVersion: extensions/v1beta1\nkind: DaemonSet\nmetadata:\n  name: node-agent\n\
+             spec:\n  template:\n    metadata:\n      labels: {{{labels}}}\n      annotations:\n        \
+             app: agent\n    spec:\n      containers:\n      - name: agent\n        image: agent:1\n"
+        )
+    };
+    let labelled = daemonset("kvinject.io/inject: \"true\"");
+    let output = kvinject(&["inject", "-f", "-"], Some(labelled.as_bytes()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "DaemonSet/node-agent: kvinject: DaemonSet of apiVersion extensions/v1beta1 is not one \
+             kvinject reads: kvinject.io/inject in its pod template"
+        ) && stderr.contains("use apiVersion apps/v1"),
+        "{stderr}"
+    );
+    let documents = manifest::parse(stdout(&output).as_bytes(), Format::Yaml, "out").unwrap();
+    let input = manifest::parse(labelled.as_bytes(), Format::Yaml, "in").unwrap();
+    assert_eq!(documents, input, "left as it was");
+    // Without kvinject keys in the template, nothing to say.
+    let plain = kvinject(
+        &["inject", "-f", "-"],
+        Some(daemonset("app: agent").as_bytes()),
+    );
+    assert!(plain.status.success());
+    assert_eq!(String::from_utf8_lossy(&plain.stderr), "");
+}
+
+#[test]
 fn a_directory_reads_every_manifest_in_name_order() {
     let all = stdout(&kvinject(&["inject", "-f", "examples"], None));
     let mut concatenated = String::new();

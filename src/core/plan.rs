@@ -17,7 +17,7 @@ use crate::core::denial::{Denial, DenialReason, warning};
 use crate::core::facts::{ClusterFacts, SpcFacts, SpcIdentity, SyncedKey};
 use crate::core::identity::{self, AAD_POD_IDENTITY_DEPRECATED, BindingScope, PodIdentity};
 use crate::core::patch::{self, EnvWire, Wiring};
-use crate::core::pod::PodView;
+use crate::core::pod::{self, PodView};
 use crate::core::reference::ObjectRef;
 use crate::core::request::{
     Request, check_vault_name, has_request_annotations, parse_reference,
@@ -348,6 +348,33 @@ pub fn workload_warnings(workload: &Value, template_path: &str) -> Vec<String> {
         misplaced.join(", "),
         workload["kind"].as_str().unwrap_or("workload")
     ))]
+}
+
+/// A warning for a pod-bearing document in an apiVersion kvinject does not read (a retired one
+/// such as `extensions/v1beta1`) whose pod template has kvinject labels or annotations: without
+/// it, `inject` would pass it through unchanged and silent. `None` for every other document.
+pub fn unhandled_workload_warning(
+    api_version: &str,
+    kind: &str,
+    document: &Value,
+) -> Option<String> {
+    let (path, handled) = pod::unhandled_pod_bearer(api_version, kind)?;
+    let template = path.iter().try_fold(document, |node, key| node.get(*key))?;
+    let keys: Vec<&str> = ["labels", "annotations"]
+        .iter()
+        .filter_map(|field| template["metadata"][field].as_object())
+        .flat_map(|map| map.keys())
+        .filter(|key| key.starts_with(PREFIX))
+        .map(String::as_str)
+        .collect();
+    if keys.is_empty() {
+        return None;
+    }
+    Some(warning(format_args!(
+        "{kind} of apiVersion {api_version} is not one kvinject reads: {} in its pod template are \
+         not checked, and `kvinject inject` leaves it unchanged; use apiVersion {handled}",
+        keys.join(", ")
+    )))
 }
 
 /// Where the pod's SecretProviderClass comes from.

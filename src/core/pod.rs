@@ -7,16 +7,39 @@ use serde_json::{Map, Value};
 
 use crate::core::denial::Denial;
 
+/// The kinds that carry a pod, in the apiVersion kvinject handles, and where each keeps it (JSON
+/// pointer tokens; empty for a Pod).
+const POD_BEARERS: [(&str, &str, &[&str]); 7] = [
+    ("v1", "Pod", &[]),
+    ("apps/v1", "Deployment", &["spec", "template"]),
+    ("apps/v1", "StatefulSet", &["spec", "template"]),
+    ("apps/v1", "DaemonSet", &["spec", "template"]),
+    ("apps/v1", "ReplicaSet", &["spec", "template"]),
+    ("batch/v1", "Job", &["spec", "template"]),
+    (
+        "batch/v1",
+        "CronJob",
+        &["spec", "jobTemplate", "spec", "template"],
+    ),
+];
+
 /// Where a kind keeps its pod template, as JSON pointer tokens (empty for a Pod); `None` for kinds
-/// without one.
+/// without one, and for apiVersions kvinject does not read (see [`unhandled_pod_bearer`]).
 pub fn template_path(api_version: &str, kind: &str) -> Option<&'static [&'static str]> {
-    match (api_version, kind) {
-        ("v1", "Pod") => Some(&[]),
-        ("apps/v1", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
-        | ("batch/v1", "Job") => Some(&["spec", "template"]),
-        ("batch/v1", "CronJob") => Some(&["spec", "jobTemplate", "spec", "template"]),
-        _ => None,
-    }
+    POD_BEARERS
+        .iter()
+        .find(|(version, k, _)| *version == api_version && *k == kind)
+        .map(|(_, _, path)| *path)
+}
+
+/// A pod-bearing kind in an apiVersion kvinject does not read (`extensions/v1beta1` DaemonSet,
+/// `batch/v1beta1` CronJob, ...): where its pod template is, and the apiVersion to use.
+pub fn unhandled_pod_bearer(
+    api_version: &str,
+    kind: &str,
+) -> Option<(&'static [&'static str], &'static str)> {
+    let (handled, _, path) = POD_BEARERS.iter().find(|(_, k, _)| *k == kind)?;
+    (*handled != api_version).then_some((*path, *handled))
 }
 
 /// Which list of the pod spec a container sits in.

@@ -91,13 +91,16 @@ impl Run<'_> {
             }
             return;
         }
-        let Some(path) = template_path(&api_version, &kind) else {
-            return;
-        };
         let label = format!(
             "{kind}/{}",
             str_at(document, &["metadata", "name"]).unwrap_or_default()
         );
+        let Some(path) = template_path(&api_version, &kind) else {
+            if let Some(warning) = plan::unhandled_workload_warning(&api_version, &kind, document) {
+                self.result.warnings.push(format!("{label}: {warning}"));
+            }
+            return;
+        };
         let namespace = str_at(document, &["metadata", "namespace"])
             .unwrap_or(self.namespace)
             .to_owned();

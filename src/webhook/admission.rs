@@ -468,14 +468,17 @@ fn answer_workload(
     } else {
         format!("{}/{}", kind.group, kind.version)
     };
-    let Some(path) = template_path(&api_version, &kind.kind).filter(|p| !p.is_empty()) else {
-        return Ok(answer);
-    };
     if request.sub_resource.is_some()
         || !matches!(request.operation, Operation::Create | Operation::Update)
     {
         return Ok(answer);
     }
+    let Some(path) = template_path(&api_version, &kind.kind).filter(|p| !p.is_empty()) else {
+        let unhandled = decoded.object.as_ref().and_then(|workload| {
+            plan::unhandled_workload_warning(&api_version, &kind.kind, workload)
+        });
+        return Ok(answer.with_warnings(unhandled.as_slice()));
+    };
     let workload = decoded
         .object
         .as_ref()
