@@ -3,13 +3,15 @@
 //! returns them (managedFields, `last-applied-configuration`, owner references, labels).
 //!
 //!     cargo build --release
-//!     cargo run --release --example bench-scale -- [--check] [OBJECTS ...]
+//!     cargo run --release --example bench-scale -- [--check] [--spcs N] [OBJECTS ...]
 //!
 //! OBJECTS (default 1000 10000 32000 50000) are Namespaces, ServiceAccounts and pods in the
 //! proportions 1 : 10 : 5 (32,000 = 2,000 + 20,000 + 10,000), besides the fixture facts. For each
 //! size, one line: time from start to `/readyz` 200, RSS once ready, peak RSS, server CPU per
 //! admission of the typical review (2,000 over TLS, one connection), and RSS after them. Then
 //! the bytes per cached object: the slope of ready RSS between the smallest and largest size.
+//! `--spcs N` adds N generated SecretProviderClasses (three objects, synced env, `managedFields`
+//! and a CSI driver `status`) to every size: their cost per object is the difference of two runs.
 //! `--check` exits 1 when 32,000 objects hold more than 64 MiB or peak above 96 MiB.
 //! `docs/performance.md` ("Cluster scale") records a run.
 // The table on standard output is what this program is for.
@@ -49,11 +51,13 @@ async fn main() -> anyhow::Result<()> {
     let mut check = false;
     let mut binary = PathBuf::from("target/release/kvinject");
     let mut sizes = Vec::new();
+    let mut spcs = 0;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--check" => check = true,
             "--binary" => binary = args.next().map(PathBuf::from).unwrap_or(binary),
+            "--spcs" => spcs = args.next().unwrap_or_default().parse()?,
             size => sizes.push(size.replace(['_', ','], "").parse::<usize>()?),
         }
     }
@@ -71,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut runs = Vec::new();
     for objects in sizes {
-        let run = measure(&binary, objects).await?;
+        let run = measure(&binary, objects, spcs).await?;
         println!(
             "{:>8} {:>9.2} {:>10.1} {:>10.1} {:>13.0} {:>10.1}",
             run.objects,
@@ -108,9 +112,12 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure(binary: &Path, objects: usize) -> anyhow::Result<Run> {
+async fn measure(binary: &Path, objects: usize, spcs: usize) -> anyhow::Result<Run> {
     let api = ApiServer::start().await;
     seed(&api, objects);
+    for s in 0..spcs {
+        api.put_unseen(spc(s % (objects / 16).max(1), s));
+    }
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, kubeconfig_for(&api.url))?;
@@ -395,4 +402,26 @@ fn pod(n: usize, p: usize) -> Value {
                 "f:startTime": {}}}))]},
         "spec": {"serviceAccountName": format!("app-{p:06}"),
             "containers": [{"name": "app", "image": "shop/checkout:4.12.0"}]}})
+}
+
+fn spc(n: usize, s: usize) -> Value {
+    let objects = (0..3)
+        .map(|o| format!("  - |\n    objectName: \"object-{o}\"\n    objectType: \"secret\"\n    objectAlias: \"OBJECT_{o}\"\n"))
+        .collect::<String>();
+    let name = format!("kvinject-{s:020x}");
+    json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass", "metadata": {
+        "name": name, "namespace": format!("team-{n:05}"),
+        "labels": {"app.kubernetes.io/managed-by": "kvinject"},
+        "annotations": {"kvinject.io/last-used": "2026-12-01T10:00:00Z"},
+        "managedFields": [managed("kvinject", "Apply", json!({"f:metadata": {"f:annotations": {
+            "f:kvinject.io/last-used": {}}, "f:labels": {"f:app.kubernetes.io/managed-by": {}}},
+            "f:spec": {"f:parameters": {"f:clientID": {}, "f:keyvaultName": {}, "f:objects": {},
+                "f:tenantId": {}}, "f:provider": {}, "f:secretObjects": {}}}))]},
+        "spec": {"provider": "azure", "parameters": {"clientID": "5e2c6f4a-9d1b-4c3e-8a7f-0b1c2d3e4f50",
+            "keyvaultName": format!("team-{n:05}-kv"), "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            "objects": format!("array:\n{objects}")},
+            "secretObjects": [{"secretName": name, "type": "Opaque", "data": (0..3)
+                .map(|o| json!({"objectName": format!("OBJECT_{o}"), "key": format!("OBJECT_{o}")}))
+                .collect::<Vec<_>>()}]},
+        "status": {"byPod": [{"id": format!("{s:08x}-aaaa-bbbb-cccc-dddddddddddd"), "namespace": format!("team-{n:05}")}]}})
 }

@@ -241,6 +241,31 @@ async fn caches_read_paged_metadata_keep_what_kvinject_reads_and_follow_changes(
 }
 
 #[tokio::test]
+async fn the_double_pages_lists_as_the_api_server_does() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    let get = |query: String| {
+        let url = format!("{}/api/v1/serviceaccounts?{query}", api.url);
+        async move {
+            let response = reqwest::get(url).await.unwrap();
+            let status = response.status().as_u16();
+            let body = response.bytes().await.unwrap();
+            (status, serde_json::from_slice::<Value>(&body).unwrap())
+        }
+    };
+    let (status, first) = get("limit=1".into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(first["items"].as_array().unwrap().len(), 1);
+    let token = first["metadata"]["continue"].as_str().unwrap().to_owned();
+    let (_, rest) = get(format!("limit=1&continue={token}")).await;
+    assert_eq!(rest["items"][0]["metadata"]["name"], "default");
+    assert!(rest["metadata"].get("continue").is_none(), "the last page");
+    assert_eq!(get("continue=zz".into()).await.0, 400);
+    api.compact();
+    assert_eq!(get(format!("limit=1&continue={token}")).await.0, 410);
+}
+
+#[tokio::test]
 async fn a_compacted_watch_relists_and_misses_nothing() {
     let api = ApiServer::start().await;
     seed(&api);
@@ -790,6 +815,43 @@ async fn the_collector_deletes_only_unreferenced_expired_kvinject_spcs() {
     wait_for(|| cluster.referenced_spcs().is_empty(), "pod deletion seen").await;
     let pass = collector.pass().await;
     assert!(pass.deleted.is_empty(), "a fresh grace period: {pass:?}");
+}
+
+#[tokio::test]
+async fn nothing_is_collected_before_the_pod_cache_has_synced() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    api.put(
+        json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+        "metadata": {"name": "kvinject-inuse00001", "namespace": "shop",
+            "labels": {"app.kubernetes.io/managed-by": "kvinject"},
+            "annotations": {"kvinject.io/last-used": "2026-01-01T00:00:00Z"}},
+        "spec": {"provider": "azure", "parameters": {}}}),
+    );
+    api.put(
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "shop",
+        "annotations": {"kvinject.io/injected": "kvinject-inuse00001"}}, "spec": {}}),
+    );
+    // The pod list does not answer yet: an empty pod cache would show the SPC unused.
+    api.hold("pods");
+    let readiness = Arc::new(Readiness::default());
+    let cluster = Cluster::start(api.client(), readiness, Duration::from_millis(500)).await;
+    wait_for(|| !cluster.generated_spcs().is_empty(), "the SPC cache").await;
+    let mut collector = Collector::new(cluster.clone(), Duration::ZERO);
+    for _ in 0..2 {
+        assert_eq!(collector.pass().await, Default::default());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!cluster.markers_synced());
+    api.release("pods");
+    wait_for(|| cluster.markers_synced(), "the pod cache").await;
+    let pass = collector.pass().await;
+    assert!(pass.deleted.is_empty(), "in use: {pass:?}");
+    assert!(
+        api.get("secretproviderclasses", "shop", "kvinject-inuse00001")
+            .is_some()
+    );
+    assert!(api.requests().iter().all(|r| r.method != "DELETE"));
 }
 
 #[tokio::test]

@@ -155,6 +155,11 @@ impl Cluster {
         Some(held)
     }
 
+    /// Whether the pod cache has synced: before, [`Cluster::referenced_spcs`] knows no pod.
+    pub fn markers_synced(&self) -> bool {
+        self.pods.is_synced()
+    }
+
     /// (namespace, SPC name) of every pod's `kvinject.io/injected` marker.
     pub fn referenced_spcs(&self) -> BTreeSet<(String, String)> {
         let mut referenced = BTreeSet::new();
@@ -240,12 +245,12 @@ where
 }
 
 /// A kept subset of an object's metadata: its name and namespace, the labels and annotations
-/// named, and its resourceVersion when `resource_version`.
+/// named, and its resourceVersion and uid when `versioned` (writes are conditioned on them).
 fn keep_metadata(
     metadata: &mut ObjectMeta,
     labels: &[&str],
     annotations: &[&str],
-    resource_version: bool,
+    versioned: bool,
 ) {
     let only = |map: Option<BTreeMap<String, String>>, keys: &[&str]| {
         let mut map = map?;
@@ -258,10 +263,8 @@ fn keep_metadata(
     *metadata = ObjectMeta {
         name: metadata.name.take(),
         namespace: metadata.namespace.take(),
-        resource_version: metadata
-            .resource_version
-            .take()
-            .filter(|_| resource_version),
+        resource_version: metadata.resource_version.take().filter(|_| versioned),
+        uid: metadata.uid.take().filter(|_| versioned),
         labels: only(metadata.labels.take(), labels),
         annotations: only(metadata.annotations.take(), annotations),
         ..ObjectMeta::default()
@@ -277,17 +280,27 @@ pub fn slim_binding(binding: &mut DynamicObject) {
         &[ALLOWED_SERVICE_ACCOUNTS],
         false,
     );
-    let selector = binding.data["spec"]["selector"].take();
+    // Read without indexing: a binding whose spec is not an object (nothing but its CRD's schema
+    // stops one) must not end the watch.
+    let selector = binding
+        .data
+        .pointer_mut("/spec/selector")
+        .map(serde_json::Value::take)
+        .unwrap_or_default();
     binding.types = None;
     binding.data = serde_json::json!({ "spec": { "selector": selector } });
 }
 
-/// A SecretProviderClass as cached: name, namespace, resourceVersion (replacements and
-/// deletions are conditioned on it), whose it is, when an admission last used it, and the whole
-/// `spec` (the checks read it; drift is any difference in it). `status` and the rest go.
+/// A SecretProviderClass as cached: name, namespace, resourceVersion and uid (replacements and
+/// deletions are conditioned on them), whose it is, when an admission last used it, and the
+/// whole `spec` (the checks read it; drift is any difference in it). `status` and the rest go.
 pub fn slim_spc(spc: &mut DynamicObject) {
     keep_metadata(&mut spc.metadata, &[MANAGED_BY_LABEL], &[LAST_USED], true);
-    let spec = spc.data["spec"].take();
+    let spec = spc
+        .data
+        .get_mut("spec")
+        .map(serde_json::Value::take)
+        .unwrap_or_default();
     spc.types = None;
     spc.data = serde_json::json!({ "spec": spec });
 }
@@ -462,7 +475,7 @@ mod tests {
         slim_spc(&mut spc);
         assert_eq!(
             serde_json::to_value(&spc).unwrap(),
-            json!({"metadata": {"name": "kvinject-1", "namespace": "shop", "resourceVersion": "42",
+            json!({"metadata": {"name": "kvinject-1", "namespace": "shop", "resourceVersion": "42", "uid": "u-1",
                     "labels": {"app.kubernetes.io/managed-by": "kvinject"},
                     "annotations": {"kvinject.io/last-used": "2026-12-01T00:00:00Z"}},
                 "spec": spec})
@@ -483,5 +496,11 @@ mod tests {
                     "annotations": {"kvinject.io/allowed-service-accounts": "shop/api"}},
                 "spec": {"selector": "payments"}})
         );
+        // A spec of another type (no CRD schema stops one) gives no selector, and no panic.
+        let mut odd = served(json!({"apiVersion": "aadpodidentity.k8s.io/v1",
+            "kind": "AzureIdentityBinding", "metadata": {"name": "odd", "namespace": "shop"},
+            "spec": "selector"}));
+        slim_binding(&mut odd);
+        assert_eq!(odd.data, json!({"spec": {"selector": null}}));
     }
 }

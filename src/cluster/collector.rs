@@ -1,10 +1,11 @@
 //! Garbage collection of generated SecretProviderClasses that no pod uses any more.
 //!
 //! One replica collects at a time (a Lease); admission never depends on it. An SPC is deleted
-//! only when it carries kvinject's label, no labelled pod's `kvinject.io/injected` marker names
-//! it, that has been so for the whole grace period as seen by this collector, and no admission
-//! marked it used (`kvinject.io/last-used`) within the grace period. The delete is conditioned on
-//! the resourceVersion seen, so an admission that touches the SPC meanwhile wins.
+//! only when it carries kvinject's label, no pod's `kvinject.io/injected` marker names it, that
+//! has been so for the whole grace period as seen by this collector, and no admission marked it
+//! used (`kvinject.io/last-used`) within the grace period. Nothing is collected before the pod
+//! cache has synced: an empty cache would show every SPC unused. The delete is conditioned on the
+//! resourceVersion and uid seen, so an admission that touches the SPC meanwhile wins.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -47,6 +48,10 @@ impl Collector {
 
     /// Looks at every generated SPC once and deletes the expired ones.
     pub async fn pass(&mut self) -> Pass {
+        if !self.cluster.markers_synced() {
+            tracing::debug!("pod cache not synced yet; nothing collected");
+            return Pass::default();
+        }
         let now = Instant::now();
         let wall = Timestamp::now();
         let referenced = self.cluster.referenced_spcs();

@@ -633,9 +633,19 @@ fn list(
     // Paged as the API server pages: at most `limit` items, then a `continue` token while more
     // remain. Every page reports the first page's resourceVersion, so a watch from it replays
     // whatever changed while the pages were read.
-    let (rv, after) = match params.get("continue").and_then(|t| Continue::decode(t)) {
-        Some(token) => (token.rv, Some((token.namespace, token.name))),
+    // As the API server: a token from before a compaction is expired (410), a malformed one a
+    // bad request (400).
+    let (rv, after) = match params.get("continue").map(|t| Continue::decode(t)) {
         None => (inner.rv, None),
+        Some(None) => return status(400, "BadRequest", "invalid continue token"),
+        Some(Some(token)) if token.rv < inner.compacted => {
+            return status(
+                410,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list result.",
+            );
+        }
+        Some(Some(token)) => (token.rv, Some((token.namespace, token.name))),
     };
     let limit = params
         .get("limit")
