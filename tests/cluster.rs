@@ -418,13 +418,11 @@ async fn fields_another_manager_added_are_gone_after_one_admission() {
     // Someone adds a parameter that would make the provider mount with the node's identity.
     let mut drifted = generated.clone();
     drifted["spec"]["parameters"]["useVMManagedIdentity"] = json!("true");
-    api.put(drifted);
+    api.put(drifted.clone());
     wait_for(
         || {
-            cluster.generated_spcs().iter().any(|s| {
-                s.data["spec"]["parameters"]
-                    .get("useVMManagedIdentity")
-                    .is_some()
+            cluster.generated_spcs().iter().any(|(_, _, s)| {
+                s.spec_digest == kvinject::core::spc::spec_digest(&drifted["spec"])
             })
         },
         "drift seen",
@@ -576,7 +574,7 @@ async fn a_hand_edited_spc_is_restored_and_a_foreign_one_never_overwritten() {
             cluster
                 .generated_spcs()
                 .iter()
-                .any(|s| s.data["spec"]["parameters"]["keyvaultName"] == "someone-elses-kv")
+                .any(|(_, _, s)| s.facts.vault.as_deref() == Some("someone-elses-kv"))
         },
         "edit seen",
     )
@@ -766,12 +764,10 @@ async fn the_collector_deletes_only_unreferenced_expired_kvinject_spcs() {
     api.put(spc("kvinject-usednow003", true, &now));
     wait_for(
         || {
-            cluster.generated_spcs().iter().any(|s| {
-                s.metadata
-                    .annotations
-                    .as_ref()
-                    .is_some_and(|a| a["kvinject.io/last-used"] == now)
-            })
+            cluster
+                .generated_spcs()
+                .iter()
+                .any(|(_, _, s)| s.last_used.is_some_and(|t| t.to_string() == now))
         },
         "the refreshed mark in the cache",
     )

@@ -3,9 +3,9 @@
 //! synced. Every `ClusterFacts` answer of a live server comes from here.
 //!
 //! Each cache keeps only what kvinject reads, cut as an event arrives and before anything is
-//! stored: Namespaces, ServiceAccounts and pods become small typed entries ([`KeyedCache`]);
-//! bindings and SPCs keep a few labels and annotations and the spec the checks and the drift
-//! comparison read ([`slim_binding`], [`slim_spc`]). As the API server returns them (with
+//! stored: Namespaces, ServiceAccounts, pods and SPCs become small typed entries
+//! ([`KeyedCache`]; an SPC as [`CachedSpc`], with a digest of its spec for the drift comparison);
+//! bindings keep their name, selector and identity policy ([`slim_binding`]). As the API server returns them (with
 //! `managedFields` and `last-applied-configuration`) objects average about 6 KB; cached, tens of
 //! bytes. Initial lists are paged ([`LIST_PAGE_SIZE`]), so a sync holds one page as sent at a
 //! time, not a whole list.
@@ -18,20 +18,19 @@ use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
-use kube::core::{ApiResource, DynamicObject, PartialObjectMeta};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::core::{DynamicObject, PartialObjectMeta};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
 use crate::cluster::keyed::{CacheWriter, KeyedCache};
-use crate::cluster::spc_store::is_managed_by_kvinject;
+use crate::cluster::spc_store::CachedSpc;
 use crate::cluster::{Cluster, binding_resource, spc_resource};
 use crate::core::annotations::{
-    AAD_POD_IDENTITY_GROUP, ALLOWED_SERVICE_ACCOUNTS, INJECTED, LAST_USED, MANAGED_BY_LABEL,
-    WORKLOAD_IDENTITY_CLIENT_ID,
+    AAD_POD_IDENTITY_GROUP, ALLOWED_SERVICE_ACCOUNTS, INJECTED, WORKLOAD_IDENTITY_CLIENT_ID,
 };
 use crate::core::facts::{
-    ClusterFacts, IdentityBindingFacts, NamespaceFacts, ServiceAccountFacts, SpcFacts, spc_facts,
+    ClusterFacts, IdentityBindingFacts, NamespaceFacts, ServiceAccountFacts, SpcFacts,
 };
 use crate::lifecycle::readiness::Readiness;
 use crate::lifecycle::ticks::Ticks;
@@ -79,22 +78,18 @@ impl Cluster {
         // Every pod, not only labelled ones: a pod keeps using its SPC however its labels change
         // after admission.
         let pods = watch_entries::<Pod, _>(&client, "pods", pod_marker, &readiness);
-        let spcs = watch_dynamic(
-            client.clone(),
-            spc_resource(),
+        let spcs = follow(
+            watcher(
+                Api::<DynamicObject>::all_with(client.clone(), &spc_resource()),
+                watcher_config(),
+            ),
             "secretproviderclasses",
-            slim_spc,
-            Some(&readiness),
+            |spc: &DynamicObject| Some(CachedSpc::of(spc)),
+            &readiness,
         );
         let bindings = Arc::new(OnceLock::new());
         if bindings_available {
-            let store = watch_dynamic(
-                client.clone(),
-                binding_resource(),
-                "azureidentitybindings",
-                slim_binding,
-                Some(&readiness),
-            );
+            let store = watch_bindings(Some(&readiness), client.clone());
             let _ = bindings.set(store);
         } else {
             tokio::spawn(discover_bindings_later(
@@ -120,7 +115,7 @@ impl Cluster {
             ("namespaces", self.namespaces.len()),
             ("serviceaccounts", self.service_accounts.len()),
             ("pods", self.pods.len()),
-            ("secretproviderclasses", self.spcs.state().len()),
+            ("secretproviderclasses", self.spcs.len()),
         ];
         if let Some(bindings) = self.bindings.get() {
             sizes.push(("azureidentitybindings", bindings.state().len()));
@@ -128,31 +123,29 @@ impl Cluster {
         sizes
     }
 
-    /// Generated SPCs in the cache (labelled `app.kubernetes.io/managed-by: kvinject`).
-    pub fn generated_spcs(&self) -> Vec<Arc<DynamicObject>> {
-        self.spcs
-            .state()
-            .into_iter()
-            .filter(|spc| is_managed_by_kvinject(spc.as_ref()))
-            .collect()
+    /// Generated SPCs in the cache (labelled `app.kubernetes.io/managed-by: kvinject`), as
+    /// (namespace, name, what is cached).
+    pub fn generated_spcs(&self) -> Vec<(String, String, CachedSpc)> {
+        let mut generated = Vec::new();
+        self.spcs.for_each(|namespace, name, spc| {
+            if spc.facts.managed_by_kvinject {
+                generated.push((namespace.to_owned(), name.to_owned(), spc.clone()));
+            }
+        });
+        generated
     }
 
     /// How many generated SPCs the cache holds in `namespace`, unless it already holds `name`
     /// there (`None`: writing that one again stores nothing new). Only a new SPC pays for the
     /// count, so the steady state stays a single look-up.
     pub fn generated_spcs_besides(&self, namespace: &str, name: &str) -> Option<usize> {
-        let key = ObjectRef::new_with(name, spc_resource()).within(namespace);
-        if self.spcs.get(&key).is_some() {
+        if self.spcs.get(namespace, name).is_some() {
             return None;
         }
-        let held = self
-            .spcs
-            .state()
-            .iter()
-            .filter(|spc| spc.namespace().as_deref() == Some(namespace))
-            .filter(|spc| is_managed_by_kvinject(spc.as_ref()))
-            .count();
-        Some(held)
+        Some(
+            self.spcs
+                .count_in(namespace, |spc| spc.facts.managed_by_kvinject),
+        )
     }
 
     /// Whether the pod cache has synced: before, [`Cluster::referenced_spcs`] knows no pod.
@@ -222,11 +215,27 @@ where
         + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    let cache = Arc::new(KeyedCache::new());
     // Api<PartialObjectMeta<_>> asks for metadata only: the API server sends no spec or status.
     let api = Api::<PartialObjectMeta<K>>::all(client.clone());
+    follow(watcher(api, watcher_config()), part, entry, readiness)
+}
+
+/// Follows a watcher's events into a cache of the entries `entry` makes; `readiness` learns
+/// when its first list has been applied.
+fn follow<K, V, S>(
+    events: S,
+    part: &'static str,
+    entry: fn(&K) -> Option<V>,
+    readiness: &Arc<Readiness>,
+) -> Arc<KeyedCache<V>>
+where
+    K: Resource + Send + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    let cache = Arc::new(KeyedCache::new());
     let mut writer = CacheWriter::new(entry);
-    let stream = watcher(api, watcher_config()).default_backoff().map_ok({
+    let stream = events.default_backoff().map_ok({
         let cache = cache.clone();
         move |event| writer.apply(&cache, event)
     });
@@ -244,29 +253,17 @@ where
     cache
 }
 
-/// A kept subset of an object's metadata: its name and namespace, the labels and annotations
-/// named, and its resourceVersion and uid when `versioned` (writes are conditioned on them).
-fn keep_metadata(
-    metadata: &mut ObjectMeta,
-    labels: &[&str],
-    annotations: &[&str],
-    versioned: bool,
-) {
-    let only = |map: Option<BTreeMap<String, String>>, keys: &[&str]| {
-        let mut map = map?;
-        let kept: BTreeMap<String, String> = keys
-            .iter()
-            .filter_map(|key| map.remove_entry(*key))
-            .collect();
-        (!kept.is_empty()).then_some(kept)
-    };
+/// Cuts an object's metadata down to its name, namespace and the annotations named.
+fn keep_metadata(metadata: &mut ObjectMeta, annotations: &[&str]) {
+    let mut all = metadata.annotations.take().unwrap_or_default();
+    let kept: BTreeMap<String, String> = annotations
+        .iter()
+        .filter_map(|key| all.remove_entry(*key))
+        .collect();
     *metadata = ObjectMeta {
         name: metadata.name.take(),
         namespace: metadata.namespace.take(),
-        resource_version: metadata.resource_version.take().filter(|_| versioned),
-        uid: metadata.uid.take().filter(|_| versioned),
-        labels: only(metadata.labels.take(), labels),
-        annotations: only(metadata.annotations.take(), annotations),
+        annotations: (!kept.is_empty()).then_some(kept),
         ..ObjectMeta::default()
     };
 }
@@ -274,12 +271,7 @@ fn keep_metadata(
 /// An AzureIdentityBinding as cached: name, namespace, the identity policy annotation and
 /// `spec.selector`.
 pub fn slim_binding(binding: &mut DynamicObject) {
-    keep_metadata(
-        &mut binding.metadata,
-        &[],
-        &[ALLOWED_SERVICE_ACCOUNTS],
-        false,
-    );
+    keep_metadata(&mut binding.metadata, &[ALLOWED_SERVICE_ACCOUNTS]);
     // Read without indexing: a binding whose spec is not an object (nothing but its CRD's schema
     // stops one) must not end the watch.
     let selector = binding
@@ -289,20 +281,6 @@ pub fn slim_binding(binding: &mut DynamicObject) {
         .unwrap_or_default();
     binding.types = None;
     binding.data = serde_json::json!({ "spec": { "selector": selector } });
-}
-
-/// A SecretProviderClass as cached: name, namespace, resourceVersion and uid (replacements and
-/// deletions are conditioned on them), whose it is, when an admission last used it, and the
-/// whole `spec` (the checks read it; drift is any difference in it). `status` and the rest go.
-pub fn slim_spc(spc: &mut DynamicObject) {
-    keep_metadata(&mut spc.metadata, &[MANAGED_BY_LABEL], &[LAST_USED], true);
-    let spec = spc
-        .data
-        .get_mut("spec")
-        .map(serde_json::Value::take)
-        .unwrap_or_default();
-    spc.types = None;
-    spc.data = serde_json::json!({ "spec": spec });
 }
 
 /// Whether the cluster serves the AzureIdentityBinding API (AAD Pod Identity installed).
@@ -331,32 +309,22 @@ async fn discover_bindings_later(
     while ticks.next().await {
         if bindings_served(&client).await {
             tracing::info!("AzureIdentityBinding API now served: watching bindings");
-            let store = watch_dynamic(
-                client,
-                binding_resource(),
-                "azureidentitybindings",
-                slim_binding,
-                None,
-            );
+            let store = watch_bindings(None, client);
             let _ = bindings.set(store);
             return;
         }
     }
 }
 
-fn watch_dynamic(
-    client: Client,
-    resource: ApiResource,
-    part: &'static str,
-    slim: fn(&mut DynamicObject),
-    readiness: Option<&Arc<Readiness>>,
-) -> Store<DynamicObject> {
+/// Watches AzureIdentityBindings into a reflector store, each cut by [`slim_binding`].
+fn watch_bindings(readiness: Option<&Arc<Readiness>>, client: Client) -> Store<DynamicObject> {
+    let (resource, part) = (binding_resource(), "azureidentitybindings");
     let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
     let store = writer.as_reader();
     let api = Api::<DynamicObject>::all_with(client, &resource);
     let stream = watcher(api, watcher_config())
         .default_backoff()
-        .modify(slim)
+        .modify(slim_binding)
         .reflect(writer);
     spawn_watch(stream, store.clone(), part, readiness);
     store
@@ -434,10 +402,7 @@ impl ClusterFacts for Cluster {
     }
 
     fn secret_provider_class(&self, namespace: &str, name: &str) -> Option<SpcFacts> {
-        let spc = self
-            .spcs
-            .get(&ObjectRef::new_with(name, spc_resource()).within(namespace))?;
-        Some(spc_facts(&serde_json::to_value(spc.as_ref()).ok()?))
+        Some(self.spcs.get(namespace, name)?.facts)
     }
 }
 
@@ -446,7 +411,10 @@ mod tests {
     use kube::core::DynamicObject;
     use serde_json::json;
 
-    use super::{slim_binding, slim_spc};
+    use super::slim_binding;
+    use crate::cluster::spc_store::CachedSpc;
+    use crate::core::facts::spc_facts;
+    use crate::core::spc::spec_digest;
 
     fn served(object: serde_json::Value) -> DynamicObject {
         let mut object = object;
@@ -462,24 +430,29 @@ mod tests {
     }
 
     #[test]
-    fn an_spc_keeps_its_spec_owner_label_mark_and_version() {
-        let spec = json!({"provider": "azure", "parameters": {"keyvaultName": "kv", "clientID": "c",
+    fn an_spc_is_cached_as_its_facts_mark_versions_and_spec_digest() {
+        let spec = json!({"provider": "azure", "parameters": {"keyvaultName": " kv ", "clientID": "c",
             "objects": "array:\n  - |\n    objectName: db\n"},
             "secretObjects": [{"secretName": "s", "type": "Opaque", "data": [{"objectName": "db", "key": "db"}]}]});
-        let mut spc = served(json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1",
+        let spc = served(json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1",
             "kind": "SecretProviderClass", "metadata": {"name": "kvinject-1", "namespace": "shop",
                 "labels": {"app.kubernetes.io/managed-by": "kvinject", "team": "a"},
                 "annotations": {"kvinject.io/last-used": "2026-12-01T00:00:00Z",
                     "kubectl.kubernetes.io/last-applied-configuration": "{}"}},
             "spec": spec, "status": {"byPod": [{"id": "p", "namespace": "shop"}]}}));
-        slim_spc(&mut spc);
+        let manifest = serde_json::to_value(&spc).unwrap();
         assert_eq!(
-            serde_json::to_value(&spc).unwrap(),
-            json!({"metadata": {"name": "kvinject-1", "namespace": "shop", "resourceVersion": "42", "uid": "u-1",
-                    "labels": {"app.kubernetes.io/managed-by": "kvinject"},
-                    "annotations": {"kvinject.io/last-used": "2026-12-01T00:00:00Z"}},
-                "spec": spec})
+            CachedSpc::of(&spc),
+            CachedSpc {
+                facts: spc_facts(&manifest),
+                last_used: Some("2026-12-01T00:00:00Z".parse().unwrap()),
+                resource_version: Some("42".into()),
+                uid: Some("u-1".into()),
+                spec_digest: spec_digest(&spec),
+            }
         );
+        assert!(CachedSpc::of(&spc).facts.managed_by_kvinject);
+        assert_eq!(CachedSpc::of(&spc).facts.vault.as_deref(), Some("kv"));
     }
 
     #[test]

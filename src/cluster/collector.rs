@@ -11,12 +11,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::core::DynamicObject;
 
 use crate::cluster::lease::LeaseLock;
-use crate::cluster::spc_store::used_within;
+use crate::cluster::spc_store::CachedSpc;
 use crate::cluster::{Cluster, spc_resource};
 use crate::lifecycle::ticks::Ticks;
 
@@ -57,18 +56,18 @@ impl Collector {
         let referenced = self.cluster.referenced_spcs();
         let mut pass = Pass::default();
         let mut seen = BTreeMap::new();
-        for spc in self.cluster.generated_spcs() {
-            let key = (spc.namespace().unwrap_or_default(), spc.name_any());
+        for (namespace, name, spc) in self.cluster.generated_spcs() {
+            let key = (namespace, name);
             if referenced.contains(&key) {
                 continue;
             }
             let since = *self.unreferenced_since.get(&key).unwrap_or(&now);
             seen.insert(key.clone(), since);
-            if now.duration_since(since) < self.grace || used_within(&spc, wall, self.grace) {
+            if now.duration_since(since) < self.grace || spc.used_within(wall, self.grace) {
                 pass.waiting += 1;
                 continue;
             }
-            match self.delete(&spc).await {
+            match self.delete(&key, &spc).await {
                 Ok(()) => {
                     tracing::info!(namespace = %key.0, name = %key.1, "deleted unused SecretProviderClass");
                     seen.remove(&key);
@@ -83,20 +82,24 @@ impl Collector {
         pass
     }
 
-    async fn delete(&self, spc: &DynamicObject) -> Result<(), kube::Error> {
+    async fn delete(
+        &self,
+        (namespace, name): &(String, String),
+        spc: &CachedSpc,
+    ) -> Result<(), kube::Error> {
         let api = Api::<DynamicObject>::namespaced_with(
             self.cluster.client().clone(),
-            &spc.namespace().unwrap_or_default(),
+            namespace,
             &spc_resource(),
         );
         let params = DeleteParams {
             preconditions: Some(Preconditions {
-                resource_version: spc.resource_version(),
-                uid: spc.uid(),
+                resource_version: spc.resource_version.clone(),
+                uid: spc.uid.clone(),
             }),
             ..DeleteParams::default()
         };
-        match api.delete(&spc.name_any(), &params).await {
+        match api.delete(name, &params).await {
             Ok(_) => Ok(()),
             // Already gone, or changed since the cache saw it: either way, not ours to delete now.
             Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),

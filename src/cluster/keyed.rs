@@ -48,6 +48,13 @@ impl<V: Clone> KeyedCache<V> {
         self.len() == 0
     }
 
+    /// Entries in `namespace` that pass `counted`.
+    pub fn count_in(&self, namespace: &str, counted: impl Fn(&V) -> bool) -> usize {
+        self.read().get(namespace).map_or(0, |names| {
+            names.values().filter(|entry| counted(entry)).count()
+        })
+    }
+
     /// Calls `each` with (namespace, name, entry) for every entry.
     pub fn for_each(&self, mut each: impl FnMut(&str, &str, &V)) {
         for (namespace, names) in self.read().iter() {

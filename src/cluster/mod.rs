@@ -15,6 +15,7 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::Store;
 
 use crate::cluster::keyed::KeyedCache;
+use crate::cluster::spc_store::CachedSpc;
 use crate::core::annotations::AAD_POD_IDENTITY_GROUP;
 use crate::core::facts::{NamespaceFacts, ServiceAccountFacts};
 
@@ -49,7 +50,7 @@ pub struct Cluster {
     service_accounts: Arc<KeyedCache<ServiceAccountFacts>>,
     /// Set once the cluster serves the AzureIdentityBinding API (at start, or when it appears).
     bindings: Arc<OnceLock<Store<DynamicObject>>>,
-    spcs: Store<DynamicObject>,
+    spcs: Arc<KeyedCache<CachedSpc>>,
     /// The SPC each pod's injection marker names, for pods that carry one.
     pods: Arc<KeyedCache<Box<str>>>,
     /// Deadline for the direct look-ups of one admission.

@@ -8,23 +8,56 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
-use kube::runtime::reflector::ObjectRef;
 
 use crate::cluster::{Cluster, spc_resource};
 use crate::core::annotations::{self, LAST_USED, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-use crate::core::spc::GeneratedSpc;
+use crate::core::facts::{SpcFacts, spc_facts_of};
+use crate::core::spc::{GeneratedSpc, spec_digest};
 
 /// Whether an object carries kvinject's `app.kubernetes.io/managed-by` label.
 pub fn is_managed_by_kvinject(object: &impl ResourceExt) -> bool {
     annotations::is_managed_by_kvinject(object.labels().get(MANAGED_BY_LABEL).map(String::as_str))
 }
 
-/// Whether an admission marked `spc` used within `period` before `now`.
-pub fn used_within(spc: &DynamicObject, now: Timestamp, period: Duration) -> bool {
-    spc.annotations()
-        .get(LAST_USED)
-        .and_then(|t| t.parse::<Timestamp>().ok())
-        .is_some_and(|t| now.duration_since(t).unsigned_abs() < period)
+/// A SecretProviderClass as the cache keeps it: what the checks read, what writes and deletions
+/// are conditioned on, when an admission last used it, and a digest of its spec (drift is any
+/// difference in it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedSpc {
+    /// What the core reads (identity, vault, synced keys, whose it is).
+    pub facts: SpcFacts,
+    /// `kvinject.io/last-used`, when it reads as a time.
+    pub last_used: Option<Timestamp>,
+    /// The version the cache saw.
+    pub resource_version: Option<String>,
+    /// The object's uid.
+    pub uid: Option<String>,
+    /// [`spec_digest`] of its spec.
+    pub spec_digest: [u8; 32],
+}
+
+impl CachedSpc {
+    /// Reads an SPC as served.
+    pub fn of(spc: &DynamicObject) -> Self {
+        let label = spc.labels().get(MANAGED_BY_LABEL).map(String::as_str);
+        let spec = spc.data.get("spec").unwrap_or(&serde_json::Value::Null);
+        Self {
+            facts: spc_facts_of(spec, label),
+            last_used: spc
+                .annotations()
+                .get(LAST_USED)
+                .and_then(|t| t.parse().ok()),
+            resource_version: spc.resource_version(),
+            uid: spc.uid(),
+            spec_digest: spec_digest(spec),
+        }
+    }
+
+    /// Whether an admission marked it used within `period` before `now`.
+    pub fn used_within(&self, now: Timestamp, period: Duration) -> bool {
+        self.last_used
+            .is_some_and(|t| now.duration_since(t).unsigned_abs() < period)
+    }
 }
 
 impl Cluster {
@@ -46,8 +79,7 @@ impl Cluster {
         namespace: &str,
         refresh: Duration,
     ) -> Result<bool, kube::Error> {
-        let key = ObjectRef::new_with(&spc.name, spc_resource()).within(namespace);
-        let cached = self.spcs.get(&key);
+        let cached = self.spcs.get(namespace, &spc.name);
         let now = Timestamp::now();
         let mut marked = spc.manifest.clone();
         marked["metadata"]["annotations"] = serde_json::json!({ LAST_USED: now.to_string() });
@@ -59,13 +91,12 @@ impl Cluster {
                 .await?;
             return Ok(true);
         };
-        let drifted = cached.data.get("spec") != spc.manifest.get("spec");
-        if !drifted && is_managed_by_kvinject(cached.as_ref()) && used_within(&cached, now, refresh)
-        {
+        let drifted = cached.spec_digest != spec_digest(&spc.manifest["spec"]);
+        if !drifted && cached.facts.managed_by_kvinject && cached.used_within(now, refresh) {
             return Ok(false);
         }
         if drifted {
-            replace_spc(&api, marked, cached.resource_version()).await?;
+            replace_spc(&api, marked, cached.resource_version).await?;
         } else {
             let mut params = PatchParams::apply(MANAGED_BY_VALUE);
             params.force = true;

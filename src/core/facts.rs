@@ -433,13 +433,15 @@ impl ClusterFacts for LayeredFacts<'_> {
 
 /// Reads the identity and synced keys of a SecretProviderClass manifest.
 pub fn spc_facts(spc: &Value) -> SpcFacts {
-    let identity = spc_identity(&spc["spec"]["parameters"]);
+    let managed_by = str_at(spc, &["metadata", "labels", annotations::MANAGED_BY_LABEL]);
+    spc_facts_of(&spc["spec"], managed_by)
+}
+
+/// [`spc_facts`] from an SPC's `spec` and its `app.kubernetes.io/managed-by` label.
+pub fn spc_facts_of(spec: &Value, managed_by: Option<&str>) -> SpcFacts {
+    let identity = spc_identity(&spec["parameters"]);
     let mut synced_keys = Vec::new();
-    for secret in spc["spec"]["secretObjects"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
+    for secret in spec["secretObjects"].as_array().into_iter().flatten() {
         let Some(secret_name) = secret["secretName"].as_str() else {
             continue;
         };
@@ -453,12 +455,9 @@ pub fn spc_facts(spc: &Value) -> SpcFacts {
         }
     }
     SpcFacts {
-        managed_by_kvinject: annotations::is_managed_by_kvinject(str_at(
-            spc,
-            &["metadata", "labels", annotations::MANAGED_BY_LABEL],
-        )),
+        managed_by_kvinject: annotations::is_managed_by_kvinject(managed_by),
         identity,
-        vault: str_at(spc, &["spec", "parameters", "keyvaultName"])
+        vault: str_at(spec, &["parameters", "keyvaultName"])
             .map(str::trim)
             .filter(|v| !v.is_empty())
             .map(str::to_owned),

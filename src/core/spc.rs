@@ -134,6 +134,45 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// SHA-256 of a spec's canonical JSON (object keys sorted at every level): equal for equal
+/// values whatever their key order, so a cache can keep the digest of an SPC's spec instead of
+/// the spec to tell drift.
+pub fn spec_digest(spec: &Value) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    canonical(spec, &mut hasher);
+    hasher.finalize().into()
+}
+
+fn canonical(value: &Value, hasher: &mut Sha256) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            hasher.update(b"{");
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    hasher.update(b",");
+                }
+                hasher.update(Value::from(key.as_str()).to_string().as_bytes());
+                hasher.update(b":");
+                canonical(&map[key], hasher);
+            }
+            hasher.update(b"}");
+        }
+        Value::Array(items) => {
+            hasher.update(b"[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    hasher.update(b",");
+                }
+                canonical(item, hasher);
+            }
+            hasher.update(b"]");
+        }
+        scalar => hasher.update(scalar.to_string().as_bytes()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +200,24 @@ mod tests {
              filePermission: \"0400\"\n  - |\n    objectName: \"db\"\n    objectType: \"secret\"\n    \
              objectAlias: \"true\"\n"
         );
+    }
+
+    #[test]
+    fn the_spec_digest_ignores_key_order_and_sees_any_change() {
+        let a = serde_json::json!({"provider": "azure", "parameters": {"a": "1", "b": ["x", {"c": 2}]}});
+        let reordered: Value = serde_json::from_str(
+            r#"{"parameters": {"b": ["x", {"c": 2}], "a": "1"}, "provider": "azure"}"#,
+        )
+        .unwrap();
+        assert_eq!(spec_digest(&a), spec_digest(&reordered));
+        for changed in [
+            serde_json::json!({"provider": "azure", "parameters": {"a": "1", "b": ["x", {"c": 3}]}}),
+            serde_json::json!({"provider": "azure", "parameters": {"a": "1", "b": [{"c": 2}, "x"]}}),
+            serde_json::json!({"provider": "azure", "parameters": {"a": 1, "b": ["x", {"c": 2}]}}),
+            serde_json::json!({"provider": "azure", "parameters": {"a": "1", "b": ["x", {"c": 2}], "d": null}}),
+        ] {
+            assert_ne!(spec_digest(&a), spec_digest(&changed), "{changed}");
+        }
     }
 
     #[test]
