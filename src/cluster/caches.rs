@@ -5,10 +5,10 @@
 //! Each cache keeps only what kvinject reads, cut as an event arrives and before anything is
 //! stored: Namespaces, ServiceAccounts, pods and SPCs become small typed entries
 //! ([`KeyedCache`]; an SPC as [`CachedSpc`], with a digest of its spec for the drift comparison);
-//! bindings keep their name, selector and identity policy ([`slim_binding`]). As the API server returns them (with
-//! `managedFields` and `last-applied-configuration`) objects average about 6 KB; cached, tens of
-//! bytes. Initial lists are paged ([`LIST_PAGE_SIZE`]), so a sync holds one page as sent at a
-//! time, not a whole list.
+//! bindings keep their name, selector and identity policy ([`slim_binding`]). As the API server
+//! returns them (with `managedFields` and `last-applied-configuration`) objects average about
+//! 6 KB; cached, a few hundred bytes (an SPC about 1 KB). Initial lists are paged
+//! ([`LIST_PAGE_SIZE`]), so a sync holds one page as sent at a time, not a whole list.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};

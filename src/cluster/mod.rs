@@ -2,7 +2,7 @@
 //! and the SecretProviderClass writes admission needs.
 //!
 //! Admission never waits on a request for a fact it has: every `ClusterFacts` answer comes from
-//! a reflector store ([`caches`]). Requests are made only for a fact that is missing (once,
+//! a watch cache ([`caches`]). Requests are made only for a fact that is missing (once,
 //! within a deadline: [`lookup`]) and for the SPC a pod needs when the cache shows it absent,
 //! edited or stale ([`spc_store`]). The [`collector`] deletes generated SPCs no pod uses, one
 //! replica at a time ([`lease`]).
