@@ -333,13 +333,8 @@ fn not_ours(view: &PodView<'_>, namespace: &str, settings: &Settings) -> Option<
 /// Warnings for a workload (Deployment, CronJob, ...) whose own metadata carries kvinject keys
 /// that only mean something on its pod template.
 pub fn workload_warnings(workload: &Value, template_path: &str) -> Vec<String> {
-    let misplaced: Vec<&str> = ["labels", "annotations"]
-        .iter()
-        .filter_map(|field| workload["metadata"][field].as_object())
-        .flat_map(|map| map.keys())
-        .filter(|key| key.starts_with(PREFIX) && key.as_str() != INJECTED)
-        .map(String::as_str)
-        .collect();
+    let mut misplaced = kvinject_keys(workload);
+    misplaced.retain(|key| *key != INJECTED);
     if misplaced.is_empty() {
         return Vec::new();
     }
@@ -348,6 +343,17 @@ pub fn workload_warnings(workload: &Value, template_path: &str) -> Vec<String> {
         misplaced.join(", "),
         workload["kind"].as_str().unwrap_or("workload")
     ))]
+}
+
+/// The `kvinject.io/` keys among an object's labels, then its annotations.
+fn kvinject_keys(object: &Value) -> Vec<&str> {
+    ["labels", "annotations"]
+        .iter()
+        .filter_map(|field| object["metadata"][field].as_object())
+        .flat_map(|map| map.keys())
+        .filter(|key| key.starts_with(PREFIX))
+        .map(String::as_str)
+        .collect()
 }
 
 /// A warning for a pod-bearing document in an apiVersion kvinject does not read (a retired one
@@ -360,13 +366,7 @@ pub fn unhandled_workload_warning(
 ) -> Option<String> {
     let (path, handled) = pod::unhandled_pod_bearer(api_version, kind)?;
     let template = path.iter().try_fold(document, |node, key| node.get(*key))?;
-    let keys: Vec<&str> = ["labels", "annotations"]
-        .iter()
-        .filter_map(|field| template["metadata"][field].as_object())
-        .flat_map(|map| map.keys())
-        .filter(|key| key.starts_with(PREFIX))
-        .map(String::as_str)
-        .collect();
+    let keys = kvinject_keys(template);
     if keys.is_empty() {
         return None;
     }
