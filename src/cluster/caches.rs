@@ -3,32 +3,28 @@
 //! synced. Every `ClusterFacts` answer of a live server comes from here.
 //!
 //! Each cache keeps only what kvinject reads, cut as an event arrives and before anything is
-//! stored: Namespaces, ServiceAccounts, pods and SPCs become small typed entries
-//! ([`KeyedCache`]; an SPC as [`CachedSpc`], with a digest of its spec for the drift comparison);
-//! bindings keep their name, selector and identity policy ([`slim_binding`]). As the API server
+//! stored, as small typed entries ([`KeyedCache`]): a Namespace's facts, a ServiceAccount's
+//! client ID, a pod's marker, an SPC as [`CachedSpc`] (with a digest of its spec for the drift
+//! comparison), a binding as its `IdentityBindingFacts`. As the API server
 //! returns them (with `managedFields` and `last-applied-configuration`) objects average about
 //! 6 KB; cached, a few hundred bytes (an SPC about 1 KB). Initial lists are paged
 //! ([`LIST_PAGE_SIZE`]), so a sync holds one page as sent at a time, not a whole list.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::core::{DynamicObject, PartialObjectMeta};
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
 use crate::cluster::keyed::{CacheWriter, KeyedCache};
 use crate::cluster::spc_store::CachedSpc;
 use crate::cluster::{Cluster, binding_resource, spc_resource};
-use crate::core::annotations::{
-    AAD_POD_IDENTITY_GROUP, ALLOWED_SERVICE_ACCOUNTS, INJECTED, WORKLOAD_IDENTITY_CLIENT_ID,
-};
+use crate::core::annotations::{AAD_POD_IDENTITY_GROUP, INJECTED, WORKLOAD_IDENTITY_CLIENT_ID};
 use crate::core::facts::{
     ClusterFacts, IdentityBindingFacts, NamespaceFacts, ServiceAccountFacts, SpcFacts,
 };
@@ -85,7 +81,7 @@ impl Cluster {
             ),
             "secretproviderclasses",
             |spc: &DynamicObject| Some(CachedSpc::of(spc)),
-            &readiness,
+            Some(&readiness),
         );
         let bindings = Arc::new(OnceLock::new());
         if bindings_available {
@@ -118,7 +114,7 @@ impl Cluster {
             ("secretproviderclasses", self.spcs.len()),
         ];
         if let Some(bindings) = self.bindings.get() {
-            sizes.push(("azureidentitybindings", bindings.state().len()));
+            sizes.push(("azureidentitybindings", bindings.len()));
         }
         sizes
     }
@@ -217,7 +213,7 @@ where
 {
     // Api<PartialObjectMeta<_>> asks for metadata only: the API server sends no spec or status.
     let api = Api::<PartialObjectMeta<K>>::all(client.clone());
-    follow(watcher(api, watcher_config()), part, entry, readiness)
+    follow(watcher(api, watcher_config()), part, entry, Some(readiness))
 }
 
 /// Follows a watcher's events into a cache of the entries `entry` makes; `readiness` learns
@@ -226,7 +222,7 @@ fn follow<K, V, S>(
     events: S,
     part: &'static str,
     entry: fn(&K) -> Option<V>,
-    readiness: &Arc<Readiness>,
+    readiness: Option<&Arc<Readiness>>,
 ) -> Arc<KeyedCache<V>>
 where
     K: Resource + Send + 'static,
@@ -239,48 +235,22 @@ where
         let cache = cache.clone();
         move |event| writer.apply(&cache, event)
     });
-    readiness.expect(part);
-    let ready = readiness.clone();
+    if let Some(readiness) = readiness {
+        readiness.expect(part);
+    }
+    let ready = readiness.cloned();
     tokio::spawn({
         let cache = cache.clone();
         async move {
             cache.synced().await;
             tracing::info!(cache = part, "cache synced");
-            ready.set_ready(part);
+            if let Some(ready) = ready {
+                ready.set_ready(part);
+            }
         }
     });
     tokio::spawn(drive(stream, part));
     cache
-}
-
-/// Cuts an object's metadata down to its name, namespace and the annotations named.
-fn keep_metadata(metadata: &mut ObjectMeta, annotations: &[&str]) {
-    let mut all = metadata.annotations.take().unwrap_or_default();
-    let kept: BTreeMap<String, String> = annotations
-        .iter()
-        .filter_map(|key| all.remove_entry(*key))
-        .collect();
-    *metadata = ObjectMeta {
-        name: metadata.name.take(),
-        namespace: metadata.namespace.take(),
-        annotations: (!kept.is_empty()).then_some(kept),
-        ..ObjectMeta::default()
-    };
-}
-
-/// An AzureIdentityBinding as cached: name, namespace, the identity policy annotation and
-/// `spec.selector`.
-pub fn slim_binding(binding: &mut DynamicObject) {
-    keep_metadata(&mut binding.metadata, &[ALLOWED_SERVICE_ACCOUNTS]);
-    // Read without indexing: a binding whose spec is not an object (nothing but its CRD's schema
-    // stops one) must not end the watch.
-    let selector = binding
-        .data
-        .pointer_mut("/spec/selector")
-        .map(serde_json::Value::take)
-        .unwrap_or_default();
-    binding.types = None;
-    binding.data = serde_json::json!({ "spec": { "selector": selector } });
 }
 
 /// Whether the cluster serves the AzureIdentityBinding API (AAD Pod Identity installed).
@@ -302,7 +272,7 @@ const BINDINGS_DISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
 /// part of readiness, so every replica does not turn unready at once while the cache fills).
 async fn discover_bindings_later(
     client: Client,
-    bindings: Arc<OnceLock<Store<DynamicObject>>>,
+    bindings: Arc<OnceLock<Arc<KeyedCache<IdentityBindingFacts>>>>,
     every: Duration,
 ) {
     let mut ticks = Ticks::new(every, std::future::pending::<()>());
@@ -316,43 +286,24 @@ async fn discover_bindings_later(
     }
 }
 
-/// Watches AzureIdentityBindings into a reflector store, each cut by [`slim_binding`].
-fn watch_bindings(readiness: Option<&Arc<Readiness>>, client: Client) -> Store<DynamicObject> {
-    let (resource, part) = (binding_resource(), "azureidentitybindings");
-    let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
-    let store = writer.as_reader();
-    let api = Api::<DynamicObject>::all_with(client, &resource);
-    let stream = watcher(api, watcher_config())
-        .default_backoff()
-        .modify(slim_binding)
-        .reflect(writer);
-    spawn_watch(stream, store.clone(), part, readiness);
-    store
+/// Watches AzureIdentityBindings into a cache of their facts (a binding without a name or
+/// selector is not kept).
+fn watch_bindings(
+    readiness: Option<&Arc<Readiness>>,
+    client: Client,
+) -> Arc<KeyedCache<IdentityBindingFacts>> {
+    let api = Api::<DynamicObject>::all_with(client, &binding_resource());
+    follow(
+        watcher(api, watcher_config()),
+        "azureidentitybindings",
+        binding_entry,
+        readiness,
+    )
 }
 
-fn spawn_watch<K, S>(
-    stream: S,
-    store: Store<K>,
-    part: &'static str,
-    readiness: Option<&Arc<Readiness>>,
-) where
-    K: reflector::Lookup + Clone + Send + Sync + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
-    S: futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-{
-    if let Some(readiness) = readiness {
-        readiness.expect(part);
-    }
-    let ready = readiness.cloned();
-    tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            tracing::info!(cache = part, "cache synced");
-            if let Some(ready) = ready {
-                ready.set_ready(part);
-            }
-        }
-    });
-    tokio::spawn(drive(stream, part));
+/// An AzureIdentityBinding as cached: its facts, read once as its event arrives.
+fn binding_entry(binding: &DynamicObject) -> Option<IdentityBindingFacts> {
+    IdentityBindingFacts::from_manifest(&serde_json::to_value(binding).ok()?, "")
 }
 
 /// Runs a watch to its end (it ends only with the process), logging its errors.
@@ -385,16 +336,13 @@ impl ClusterFacts for Cluster {
         let Some(bindings) = self.bindings.get() else {
             return Vec::new();
         };
-        bindings
-            .state()
-            .iter()
-            .filter(|b| namespace.is_none_or(|ns| b.namespace().as_deref() == Some(ns)))
-            .filter(|b| b.data["spec"]["selector"] == selector)
-            .filter_map(|b| {
-                let manifest = serde_json::to_value(b.as_ref()).ok()?;
-                IdentityBindingFacts::from_manifest(&manifest, "")
-            })
-            .collect()
+        let mut found = Vec::new();
+        bindings.for_each(|binding_namespace, _, binding| {
+            if namespace.is_none_or(|ns| ns == binding_namespace) && binding.selector == selector {
+                found.push(binding.clone());
+            }
+        });
+        found
     }
 
     fn identity_bindings_available(&self) -> bool {
@@ -411,9 +359,9 @@ mod tests {
     use kube::core::DynamicObject;
     use serde_json::json;
 
-    use super::slim_binding;
+    use super::binding_entry;
     use crate::cluster::spc_store::CachedSpc;
-    use crate::core::facts::spc_facts;
+    use crate::core::facts::{IdentityBindingFacts, spc_facts};
     use crate::core::spc::spec_digest;
 
     fn served(object: serde_json::Value) -> DynamicObject {
@@ -456,24 +404,25 @@ mod tests {
     }
 
     #[test]
-    fn a_binding_keeps_its_selector_and_identity_policy() {
-        let mut binding = served(json!({"apiVersion": "aadpodidentity.k8s.io/v1",
+    fn a_binding_is_cached_as_its_selector_and_identity_policy() {
+        let binding = served(json!({"apiVersion": "aadpodidentity.k8s.io/v1",
             "kind": "AzureIdentityBinding", "metadata": {"name": "b", "namespace": "shop",
                 "labels": {"team": "a"},
                 "annotations": {"kvinject.io/allowed-service-accounts": "shop/api", "other": "x"}},
             "spec": {"azureIdentity": "payments-identity", "selector": "payments"}}));
-        slim_binding(&mut binding);
         assert_eq!(
-            serde_json::to_value(&binding).unwrap(),
-            json!({"metadata": {"name": "b", "namespace": "shop",
-                    "annotations": {"kvinject.io/allowed-service-accounts": "shop/api"}},
-                "spec": {"selector": "payments"}})
+            binding_entry(&binding),
+            Some(IdentityBindingFacts {
+                namespace: "shop".into(),
+                name: "b".into(),
+                selector: "payments".into(),
+                allowed_service_accounts: Some(vec!["shop/api".into()]),
+            })
         );
         // A spec of another type (no CRD schema stops one) gives no selector, and no panic.
-        let mut odd = served(json!({"apiVersion": "aadpodidentity.k8s.io/v1",
+        let odd = served(json!({"apiVersion": "aadpodidentity.k8s.io/v1",
             "kind": "AzureIdentityBinding", "metadata": {"name": "odd", "namespace": "shop"},
             "spec": "selector"}));
-        slim_binding(&mut odd);
-        assert_eq!(odd.data, json!({"spec": {"selector": null}}));
+        assert_eq!(binding_entry(&odd), None);
     }
 }

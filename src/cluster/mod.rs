@@ -11,13 +11,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use kube::Client;
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::reflector::Store;
+use kube::core::{ApiResource, GroupVersionKind};
 
 use crate::cluster::keyed::KeyedCache;
 use crate::cluster::spc_store::CachedSpc;
 use crate::core::annotations::AAD_POD_IDENTITY_GROUP;
-use crate::core::facts::{NamespaceFacts, ServiceAccountFacts};
+use crate::core::facts::{IdentityBindingFacts, NamespaceFacts, ServiceAccountFacts};
 
 pub mod caches;
 pub mod collector;
@@ -49,7 +48,7 @@ pub struct Cluster {
     namespaces: Arc<KeyedCache<NamespaceFacts>>,
     service_accounts: Arc<KeyedCache<ServiceAccountFacts>>,
     /// Set once the cluster serves the AzureIdentityBinding API (at start, or when it appears).
-    bindings: Arc<OnceLock<Store<DynamicObject>>>,
+    bindings: Arc<OnceLock<Arc<KeyedCache<IdentityBindingFacts>>>>,
     spcs: Arc<KeyedCache<CachedSpc>>,
     /// The SPC each pod's injection marker names, for pods that carry one.
     pods: Arc<KeyedCache<Box<str>>>,
