@@ -38,12 +38,10 @@ fn router() -> axum::Router {
         let review: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
         let namespace = review["request"]["namespace"].as_str().unwrap_or("default");
         let planned = plan::plan_pod(&review["request"]["object"], namespace, &facts, &settings());
-        if let Ok(Decision::Inject(InjectionPlan {
-            generated_spc: Some(spc),
-            ..
-        })) = planned
-        {
-            facts.add(&spc.manifest, namespace);
+        if let Ok(Decision::Inject(InjectionPlan { generated_spcs, .. })) = planned {
+            for spc in generated_spcs {
+                facts.add(&spc.manifest, namespace);
+            }
         }
     }
     http::admission_router(Reviewer::new(
@@ -503,7 +501,7 @@ fn the_object_read_pruned_gets_the_answer_it_gets_read_whole() {
             "{name}"
         );
         assert_eq!(
-            pruned_answer.generated_spc, whole_answer.generated_spc,
+            pruned_answer.generated_spcs, whole_answer.generated_spcs,
             "{name}"
         );
         compared += 1;

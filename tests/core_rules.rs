@@ -9,20 +9,11 @@ use serde_json::{Value, json};
 use support::*;
 
 fn spc_of(plan: &kvinject::core::plan::InjectionPlan) -> &Value {
-    &plan.generated_spc.as_ref().expect("generate mode").manifest
+    &plan.generated_spcs.first().expect("generate mode").manifest
 }
 
 fn objects(plan: &kvinject::core::plan::InjectionPlan) -> Vec<Value> {
-    let text = spc_of(plan)["spec"]["parameters"]["objects"]
-        .as_str()
-        .unwrap();
-    let parsed: Value = serde_yaml_ng::from_str(text).unwrap();
-    parsed["array"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|entry| serde_yaml_ng::from_str(entry.as_str().unwrap()).unwrap())
-        .collect()
+    provider_objects(spc_of(plan))
 }
 
 fn skip_reason(
@@ -140,7 +131,7 @@ fn vault_and_tenant_come_from_pod_then_namespace_then_flags() {
     let vault_of = |pod: &Value, facts: &kvinject::core::facts::DocumentFacts| {
         match kvinject::core::plan::plan_pod(pod, NS, facts, &flags) {
             Ok(Decision::Inject(plan)) => {
-                let p = &plan.generated_spc.unwrap().manifest["spec"]["parameters"];
+                let p = &plan.generated_spcs[0].manifest["spec"]["parameters"];
                 (
                     p["keyvaultName"].as_str().unwrap().to_owned(),
                     p["tenantId"].as_str().unwrap().to_owned(),
@@ -416,7 +407,7 @@ fn generate_mode_writes_volume_mounts_env_marker_and_spc() {
         .build();
     let plan = inject(&pod, &facts());
     let spc = spc_of(&plan);
-    let name = plan.spc_name.clone();
+    let name = plan.spc_names[0].clone();
     assert!(
         name.starts_with("kvinject-") && name.len() == "kvinject-".len() + 20,
         "{name}"
@@ -472,13 +463,19 @@ fn same_annotations_give_the_same_spc_in_any_order() {
         .annotate("kvinject.io/tenant-id", TENANT)
         .annotate("kvinject.io/vault", "shop-kv")
         .build();
-    assert_eq!(inject(&a, &facts()).spc_name, inject(&b, &facts()).spc_name);
+    assert_eq!(
+        inject(&a, &facts()).spc_names,
+        inject(&b, &facts()).spc_names
+    );
     let c = pod()
         .container("app")
         .wants_db_password()
         .annotate("kvinject.io/file.x", "x@0123456789abcdef0123456789abcdef")
         .build();
-    assert_ne!(inject(&a, &facts()).spc_name, inject(&c, &facts()).spc_name);
+    assert_ne!(
+        inject(&a, &facts()).spc_names,
+        inject(&c, &facts()).spc_names
+    );
 }
 
 #[test]
@@ -487,7 +484,7 @@ fn an_unlabelled_spc_with_the_generated_name_is_never_taken_over() {
         &pod().container("app").wants_db_password().build(),
         &facts(),
     );
-    let mut squatter = plan.generated_spc.clone().unwrap().manifest;
+    let mut squatter = plan.generated_spcs[0].manifest.clone();
     squatter["metadata"]["labels"] = json!({});
     let message = deny(
         &pod().container("app").wants_db_password().build(),
@@ -496,11 +493,11 @@ fn an_unlabelled_spc_with_the_generated_name_is_never_taken_over() {
     assert!(
         message.contains(&format!(
             "SecretProviderClass {} in namespace shop exists but is not labelled",
-            plan.spc_name
+            plan.spc_names[0]
         )),
         "{message}"
     );
-    let ours = plan.generated_spc.unwrap().manifest;
+    let ours = plan.generated_spcs[0].manifest.clone();
     inject(
         &pod().container("app").wants_db_password().build(),
         &facts_with(&[ours]),
@@ -529,7 +526,7 @@ fn reference_mode_wires_the_named_spc_and_its_keys() {
         .annotate("kvinject.io/vault", "ignored-kv")
         .build();
     let plan = inject(&pod, &facts);
-    assert!(plan.generated_spc.is_none());
+    assert!(plan.generated_spcs.is_empty());
     assert!(
         plan.warnings
             .iter()
@@ -930,7 +927,7 @@ fn a_second_pass_is_empty_and_later_containers_still_get_wired() {
     let patched = apply(&pod, &plan.patch);
     let again = inject(&patched, &facts);
     assert!(again.patch.is_empty(), "second pass: {:?}", again.patch);
-    assert_eq!(again.spc_name, plan.spc_name);
+    assert_eq!(again.spc_names, plan.spc_names);
 
     // Another webhook appended a container after kvinject ran (reinvocation).
     let mut grown = patched.clone();

@@ -51,9 +51,19 @@ const VARS: [&str; 6] = [
     "db-password",
     "",
 ];
-const FILES: [&str; 5] = ["tls.crt", "db-password", "config.json", "API_KEY", "a/b"];
-const REFERENCES: [&str; 8] = [
+const FILES: [&str; 6] = [
+    "tls.crt",
     "db-password",
+    "config.json",
+    "API_KEY",
+    "a/b",
+    "shop-tls.pem",
+];
+const TLS_SECRETS: [&str; 4] = ["shop-tls", "kvinject-x", "Shop_TLS", "tls.crt"];
+const REFERENCES: [&str; 10] = [
+    "db-password",
+    "datadog-api-key?vault=platform-kv",
+    "cert/internal-ca?vault=Shop-Prod-KV&mode=0400",
     "cert/checkout-tls?format=pem",
     "stripe-api-key@3f1c0a9e2b7d4e6f8a1b2c3d4e5f6a7b",
     "key/signing?encoding=base64",
@@ -62,18 +72,20 @@ const REFERENCES: [&str; 8] = [
     "password",
     "",
 ];
-const VOLUMES: [&str; 4] = [
+const VOLUMES: [&str; 5] = [
     "kvinject-secrets",
+    "kvinject-secrets-platform-kv",
     "config",
     "kube-api-access-x7k2p",
     "data",
 ];
-const MOUNT_PATHS: [&str; 5] = [
+const MOUNT_PATHS: [&str; 6] = [
     "/mnt/secrets-store",
     "/etc/secrets",
     "/mnt/secrets-store/",
     "relative",
     "/",
+    "/mnt/secrets-store-platform-kv",
 ];
 const SPC_NAMES: [&str; 4] = ["checkout-hand", "kvinject-x", "missing", "Bad_Name"];
 const CLIENT_IDS: [&str; 3] = [
@@ -86,11 +98,12 @@ const TENANTS: [&str; 2] = ["72f988bf-86f1-41af-91ab-2d7cd011db47", "tenant"];
 
 #[derive(Arbitrary, Debug)]
 enum Annotation {
-    Env(Pick<6>, Pick<8>),
-    File(Pick<5>, Pick<8>),
+    Env(Pick<6>, Pick<10>),
+    File(Pick<6>, Pick<10>),
+    TlsSecret(Pick<4>, Pick<10>),
     Vault(Pick<3>),
     TenantId(Pick<2>),
-    MountPath(Pick<5>),
+    MountPath(Pick<6>),
     Containers(Vec<Pick<5>>),
     ClientId(Pick<3>),
     SecretProviderClass(Pick<4>),
@@ -117,8 +130,8 @@ struct EnvVar {
 
 #[derive(Arbitrary, Debug)]
 struct Mount {
-    name: Pick<4>,
-    path: Pick<5>,
+    name: Pick<5>,
+    path: Pick<6>,
     read_only: Option<bool>,
 }
 
@@ -141,11 +154,11 @@ struct Container {
 #[derive(Arbitrary, Debug)]
 enum Volume {
     Csi {
-        name: Pick<4>,
+        name: Pick<5>,
         spc: Pick<4>,
         driver_ok: bool,
     },
-    EmptyDir(Pick<4>),
+    EmptyDir(Pick<5>),
     NotAnObject,
 }
 
@@ -224,6 +237,10 @@ fn pod(input: &Input) -> Value {
             ),
             Annotation::File(file, reference) => (
                 format!("kvinject.io/file.{}", file.get(&FILES)),
+                json!(reference.get(&REFERENCES)),
+            ),
+            Annotation::TlsSecret(secret, reference) => (
+                format!("kvinject.io/tls-secret.{}", secret.get(&TLS_SECRETS)),
                 json!(reference.get(&REFERENCES)),
             ),
             Annotation::Vault(v) => ("kvinject.io/vault".into(), json!(v.get(&VAULTS))),

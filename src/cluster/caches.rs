@@ -24,9 +24,11 @@ use kube::{Client, Resource, ResourceExt};
 use crate::cluster::keyed::{CacheWriter, KeyedCache};
 use crate::cluster::spc_store::CachedSpc;
 use crate::cluster::{Cluster, binding_resource, spc_resource};
-use crate::core::annotations::{AAD_POD_IDENTITY_GROUP, INJECTED, WORKLOAD_IDENTITY_CLIENT_ID};
+use crate::core::annotations::{
+    AAD_POD_IDENTITY_GROUP, INJECTED, WORKLOAD_IDENTITY_CLIENT_ID, marker_spcs,
+};
 use crate::core::facts::{
-    ClusterFacts, IdentityBindingFacts, NamespaceFacts, ServiceAccountFacts, SpcFacts,
+    ClusterFacts, IdentityBindingFacts, NamespaceFacts, ServiceAccountFacts, SpcFacts, tls_sync_of,
 };
 use crate::lifecycle::readiness::Readiness;
 use crate::lifecycle::ticks::Ticks;
@@ -131,17 +133,25 @@ impl Cluster {
         generated
     }
 
-    /// How many generated SPCs the cache holds in `namespace`, unless it already holds `name`
-    /// there (`None`: writing that one again stores nothing new). Only a new SPC pays for the
-    /// count, so the steady state stays a single look-up.
-    pub fn generated_spcs_besides(&self, namespace: &str, name: &str) -> Option<usize> {
-        if self.spcs.get(namespace, name).is_some() {
+    /// How many generated SPCs the cache holds in `namespace`, and how many of `names` it does
+    /// not hold yet (`None` when it holds them all: writing them again stores nothing new). Only
+    /// a new SPC pays for the count, so the steady state stays one look-up per SPC.
+    pub fn generated_spcs_besides(
+        &self,
+        namespace: &str,
+        names: &[&str],
+    ) -> Option<(usize, usize)> {
+        let new = names
+            .iter()
+            .filter(|name| self.spcs.get(namespace, name).is_none())
+            .count();
+        if new == 0 {
             return None;
         }
-        Some(
-            self.spcs
-                .count_in(namespace, |spc| spc.facts.managed_by_kvinject),
-        )
+        let held = self
+            .spcs
+            .count_in(namespace, |spc| spc.facts.managed_by_kvinject);
+        Some((held, new))
     }
 
     /// Whether the pod cache has synced: before, [`Cluster::referenced_spcs`] knows no pod.
@@ -152,8 +162,10 @@ impl Cluster {
     /// (namespace, SPC name) of every pod's `kvinject.io/injected` marker.
     pub fn referenced_spcs(&self) -> BTreeSet<(String, String)> {
         let mut referenced = BTreeSet::new();
-        self.pods.for_each(|namespace, _, spc| {
-            referenced.insert((namespace.to_owned(), spc.to_string()));
+        self.pods.for_each(|namespace, _, marker| {
+            for spc in marker_spcs(marker) {
+                referenced.insert((namespace.to_owned(), spc.to_owned()));
+            }
         });
         referenced
     }
@@ -188,8 +200,8 @@ fn service_account_entry(
     })
 }
 
-/// A pod as cached: the SPC its `kvinject.io/injected` marker names; a pod without one is not
-/// kept.
+/// A pod as cached: its `kvinject.io/injected` marker (the SPCs it names); a pod without one is
+/// not kept.
 fn pod_marker(pod: &PartialObjectMeta<Pod>) -> Option<Box<str>> {
     Some(pod.annotations().get(INJECTED)?.as_str().into())
 }
@@ -351,6 +363,14 @@ impl ClusterFacts for Cluster {
 
     fn secret_provider_class(&self, namespace: &str, name: &str) -> Option<SpcFacts> {
         Some(self.spcs.get(namespace, name)?.facts)
+    }
+
+    fn tls_secret_syncs(&self, namespace: &str, secret: &str) -> Vec<(String, Option<String>)> {
+        let mut syncs = Vec::new();
+        self.spcs.for_each_in(namespace, |name, spc| {
+            syncs.extend(tls_sync_of(name, &spc.facts, secret));
+        });
+        syncs
     }
 }
 

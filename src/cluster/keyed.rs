@@ -64,6 +64,15 @@ impl<V: Clone> KeyedCache<V> {
         }
     }
 
+    /// Calls `each` with (name, entry) for every entry in `namespace`.
+    pub fn for_each_in(&self, namespace: &str, mut each: impl FnMut(&str, &V)) {
+        if let Some(names) = self.read().get(namespace) {
+            for (name, entry) in names {
+                each(name, entry);
+            }
+        }
+    }
+
     /// Whether the first initial list has been applied.
     pub fn is_synced(&self) -> bool {
         *self.synced.borrow()

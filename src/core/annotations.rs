@@ -20,6 +20,9 @@ pub const TENANT_ID: &str = "kvinject.io/tenant-id";
 pub const ENV_PREFIX: &str = "kvinject.io/env.";
 /// Prefix of `file.<NAME>` annotations.
 pub const FILE_PREFIX: &str = "kvinject.io/file.";
+/// Prefix of `tls-secret.<SECRET>` annotations: a `kubernetes.io/tls` Secret synced from a
+/// certificate.
+pub const TLS_SECRET_PREFIX: &str = "kvinject.io/tls-secret.";
 /// Directory the CSI volume is mounted at.
 pub const MOUNT_PATH: &str = "kvinject.io/mount-path";
 /// Comma list of the containers (and named init containers) to wire.
@@ -28,7 +31,7 @@ pub const CONTAINERS: &str = "kvinject.io/containers";
 pub const CLIENT_ID: &str = "kvinject.io/client-id";
 /// Reference mode: an existing SecretProviderClass in the pod's namespace.
 pub const SECRET_PROVIDER_CLASS: &str = "kvinject.io/secret-provider-class";
-/// Marker kvinject writes on every pod it mutated: the SPC the pod uses.
+/// Marker kvinject writes on every pod it mutated: the SPCs the pod uses, comma-separated.
 pub const INJECTED: &str = "kvinject.io/injected";
 
 /// Every exact (non-prefix) kvinject key a pod may carry; anything else under [`PREFIX`] is unknown.
@@ -45,8 +48,22 @@ pub const KNOWN_POD_KEYS: [&str; 8] = [
 
 /// Default directory of the CSI volume in each target container.
 pub const DEFAULT_MOUNT_PATH: &str = "/mnt/secrets-store";
-/// Name of the CSI volume kvinject adds.
+/// Name of the CSI volume kvinject adds for the pod's vault; the volume of another vault named
+/// by `?vault=` is this name, `-` and that vault.
 pub const VOLUME_NAME: &str = "kvinject-secrets";
+/// File a `tls-secret.<SECRET>` object is mounted as, when no `file.` annotation names it:
+/// `<SECRET>` and this suffix.
+pub const TLS_FILE_SUFFIX: &str = ".pem";
+/// Secret type of a synced TLS Secret.
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+
+/// The SPC names of a `kvinject.io/injected` marker.
+pub fn marker_spcs(marker: &str) -> impl Iterator<Item = &str> {
+    marker
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+}
 /// Prefix of generated SecretProviderClass (and synced Secret) names.
 pub const GENERATED_NAME_PREFIX: &str = "kvinject-";
 

@@ -8,6 +8,7 @@
 pub mod annotations;
 pub mod denial;
 pub mod facts;
+pub mod generate;
 pub mod identity;
 pub mod patch;
 pub mod plan;

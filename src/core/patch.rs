@@ -8,7 +8,7 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
 use serde_json::{Value, json};
 
-use crate::core::annotations::{CSI_DRIVER, INJECTED, MOUNT_PATH, VOLUME_NAME};
+use crate::core::annotations::{CSI_DRIVER, INJECTED, MOUNT_PATH};
 use crate::core::denial::{Denial, DenialReason};
 use crate::core::pod::{ContainerView, PodView};
 
@@ -25,13 +25,24 @@ pub struct EnvWire {
     pub annotation: String,
 }
 
+/// One CSI volume: its name, the SPC it mounts and where each target container mounts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeWire {
+    /// Volume name.
+    pub name: String,
+    /// SPC the CSI volume points at.
+    pub spc_name: String,
+    /// Where each target container mounts the volume.
+    pub mount_path: String,
+}
+
 /// Everything the patch adds to a pod.
 #[derive(Debug, Clone)]
 pub struct Wiring<'a> {
-    /// SPC the CSI volume points at (also the marker's value).
-    pub spc_name: &'a str,
-    /// Where each target container mounts the volume.
-    pub mount_path: &'a str,
+    /// The CSI volumes, one per SPC.
+    pub volumes: &'a [VolumeWire],
+    /// The marker's value: every SPC name, comma-separated.
+    pub marker: &'a str,
     /// Env vars for each target container, sorted by var.
     pub env: &'a [EnvWire],
     /// Containers (and init containers) to wire.
@@ -75,44 +86,39 @@ fn volume_ops(
     wiring: &Wiring<'_>,
     ops: &mut Vec<PatchOperation>,
 ) -> Result<(), Denial> {
-    let volume = json!({
-        "name": VOLUME_NAME,
-        "csi": {
-            "driver": CSI_DRIVER,
-            "readOnly": true,
-            "volumeAttributes": { "secretProviderClass": wiring.spc_name },
-        },
-    });
-    let existing = pod
-        .volumes()
-        .into_iter()
-        .flatten()
-        .find(|v| v["name"] == VOLUME_NAME);
-    match existing {
-        Some(existing) => {
-            let csi = &existing["csi"];
-            if csi["driver"] == CSI_DRIVER
-                && csi["volumeAttributes"]["secretProviderClass"] == wiring.spc_name
-            {
-                Ok(())
-            } else {
-                Err(conflict(format!(
-                    "pod already has a volume named {VOLUME_NAME} that does not mount SecretProviderClass {}; \
-                     kvinject owns that volume name: rename your volume",
-                    wiring.spc_name
-                )))
-            }
-        }
-        None => {
-            append(
-                ops,
-                &["spec", "volumes"],
-                pod.volumes().is_some(),
-                vec![volume],
-            );
-            Ok(())
+    let mut missing = Vec::new();
+    for wanted in wiring.volumes {
+        let existing = pod
+            .volumes()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == wanted.name.as_str());
+        let Some(existing) = existing else {
+            missing.push(json!({
+                "name": wanted.name,
+                "csi": {
+                    "driver": CSI_DRIVER,
+                    "readOnly": true,
+                    "volumeAttributes": { "secretProviderClass": wanted.spc_name },
+                },
+            }));
+            continue;
+        };
+        let csi = &existing["csi"];
+        if csi["driver"] != CSI_DRIVER
+            || csi["volumeAttributes"]["secretProviderClass"] != wanted.spc_name.as_str()
+        {
+            return Err(conflict(format!(
+                "pod already has a volume named {} that does not mount SecretProviderClass {}; \
+                 kvinject owns that volume name: rename your volume",
+                wanted.name, wanted.spc_name
+            )));
         }
     }
+    if !missing.is_empty() {
+        append(ops, &["spec", "volumes"], pod.volumes().is_some(), missing);
+    }
+    Ok(())
 }
 
 fn mount_ops(
@@ -121,36 +127,42 @@ fn mount_ops(
     ops: &mut Vec<PatchOperation>,
 ) -> Result<(), Denial> {
     let mounts = container.value["volumeMounts"].as_array();
-    let wanted = trim_slash(wiring.mount_path);
-    for mount in mounts.into_iter().flatten() {
-        let name = mount["name"].as_str().unwrap_or("");
-        let path = trim_slash(mount["mountPath"].as_str().unwrap_or(""));
-        match (name == VOLUME_NAME, path == wanted) {
-            (true, true) => return Ok(()),
-            (false, false) => continue,
-            (true, false) => {
-                return Err(conflict(format!(
-                    "container {} already mounts volume {VOLUME_NAME} at {path}, not at {wanted}; remove that \
-                     volumeMount or set annotation {MOUNT_PATH}: {path}",
-                    container.name
-                )));
-            }
-            (false, true) => {
-                return Err(conflict(format!(
-                    "container {} already mounts volume {name} at {wanted}, where annotation {MOUNT_PATH} puts \
-                     the Key Vault objects; set {MOUNT_PATH} to another directory",
-                    container.name
-                )));
+    let mut missing = Vec::new();
+    'volumes: for volume in wiring.volumes {
+        let wanted = trim_slash(&volume.mount_path);
+        for mount in mounts.into_iter().flatten() {
+            let name = mount["name"].as_str().unwrap_or("");
+            let path = trim_slash(mount["mountPath"].as_str().unwrap_or(""));
+            match (name == volume.name, path == wanted) {
+                (true, true) => continue 'volumes,
+                (false, false) => continue,
+                (true, false) => {
+                    return Err(conflict(format!(
+                        "container {} already mounts volume {name} at {path}, not at {wanted}; remove that \
+                         volumeMount or set annotation {MOUNT_PATH}: {path}",
+                        container.name
+                    )));
+                }
+                (false, true) => {
+                    return Err(conflict(format!(
+                        "container {} already mounts volume {name} at {wanted}, where annotation {MOUNT_PATH} \
+                         puts the Key Vault objects; set {MOUNT_PATH} to another directory",
+                        container.name
+                    )));
+                }
             }
         }
+        missing
+            .push(json!({ "name": volume.name, "mountPath": volume.mount_path, "readOnly": true }));
     }
-    let mount = json!({ "name": VOLUME_NAME, "mountPath": wiring.mount_path, "readOnly": true });
-    append(
-        ops,
-        &container_path(container, "volumeMounts"),
-        mounts.is_some(),
-        vec![mount],
-    );
+    if !missing.is_empty() {
+        append(
+            ops,
+            &container_path(container, "volumeMounts"),
+            mounts.is_some(),
+            missing,
+        );
+    }
     Ok(())
 }
 
@@ -196,10 +208,10 @@ fn env_ops(
 }
 
 fn marker_ops(pod: &PodView<'_>, wiring: &Wiring<'_>, ops: &mut Vec<PatchOperation>) {
-    if pod.annotation(INJECTED) == Some(wiring.spc_name) {
+    if pod.annotation(INJECTED) == Some(wiring.marker) {
         return;
     }
-    let value = Value::String(wiring.spc_name.to_owned());
+    let value = Value::String(wiring.marker.to_owned());
     if pod.annotations().is_some() {
         // `add` on an existing member replaces it, so a stale marker is corrected without `replace`.
         add(ops, &["metadata", "annotations", INJECTED], value);

@@ -4,26 +4,26 @@
 //! cluster comes through [`ClusterFacts`], and the result is data (patch operations, the SPC to
 //! write, warnings) for an adapter to deliver.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use json_patch::PatchOperation;
 use serde_json::Value;
 
 use crate::core::annotations::{
     self as keys, ENV_PREFIX, FILE_PREFIX, INJECT, INJECTED, MIRROR_POD, PREFIX,
-    SECRET_PROVIDER_CLASS, TENANT_ID, VAULT,
+    SECRET_PROVIDER_CLASS, TENANT_ID, TLS_SECRET_PREFIX, VAULT, VOLUME_NAME,
 };
 use crate::core::denial::{Denial, DenialReason, warning};
 use crate::core::facts::{ClusterFacts, SpcFacts, SpcIdentity, SyncedKey};
+use crate::core::generate::{self, Asked};
 use crate::core::identity::{self, AAD_POD_IDENTITY_DEPRECATED, BindingScope, PodIdentity};
-use crate::core::patch::{self, EnvWire, Wiring};
+use crate::core::patch::{self, EnvWire, VolumeWire, Wiring};
 use crate::core::pod::{self, PodView};
 use crate::core::reference::ObjectRef;
 use crate::core::request::{
-    Request, check_vault_name, has_request_annotations, parse_reference,
-    refuse_files_in_reference_mode, target_containers,
+    Request, check_reference_mode, has_request_annotations, target_containers,
 };
-use crate::core::spc::{self, GeneratedSpc, SpcContent, SyncedVar};
+use crate::core::spc::GeneratedSpc;
 
 /// Server-wide settings the core reads (the adapters' flags).
 #[derive(Debug, Clone, Default)]
@@ -46,7 +46,7 @@ pub struct Settings {
 /// make kvinject (or the API server) hold an answer far larger than a real workload's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PodLimits {
-    /// `env.` and `file.` annotations of one pod (`--max-objects-per-pod`).
+    /// `env.`, `file.` and `tls-secret.` annotations of one pod (`--max-objects-per-pod`).
     pub max_objects: usize,
     /// Containers wired in one pod (`--max-target-containers`).
     pub max_target_containers: usize,
@@ -90,8 +90,8 @@ impl Settings {
     }
 }
 
-/// A generate-mode pod's vault and its object references, each with the annotation that made
-/// it: what Key Vault verification checks.
+/// A vault of a generate-mode pod and its object references there, each with the annotation
+/// that made it: what Key Vault verification checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodObjects {
     /// The Key Vault.
@@ -133,15 +133,15 @@ impl SkipReason {
 pub struct InjectionPlan {
     /// JSON Patch against the pod as received; empty when it already carries everything.
     pub patch: Vec<PatchOperation>,
-    /// The SecretProviderClass the pod's volume names.
-    pub spc_name: String,
-    /// Generate mode: the SPC that must exist for the pod to start.
-    pub generated_spc: Option<GeneratedSpc>,
+    /// The SecretProviderClasses the pod's volumes name, one per vault (the marker's value).
+    pub spc_names: Vec<String>,
+    /// Generate mode: the SPCs that must exist for the pod to start, one per vault.
+    pub generated_spcs: Vec<GeneratedSpc>,
     /// Soft problems to return to the user.
     pub warnings: Vec<String>,
-    /// Generate mode: the vault, and every object reference with the annotation that made it,
-    /// for verification against Key Vault.
-    pub objects: Option<PodObjects>,
+    /// Generate mode: each vault with every object reference there and the annotation that
+    /// made it, for verification against Key Vault.
+    pub objects: Vec<PodObjects>,
 }
 
 /// The core's answer for a pod it does not deny.
@@ -181,12 +181,12 @@ pub fn plan_pod(
     }
     let request = Request::read(&view)?;
     let limits = &settings.limits;
-    limits.check_objects(request.env.len() + request.files.len())?;
+    limits.check_objects(request.object_count())?;
     let mut warnings = request.warnings.clone();
-    if request.spc.is_none() && request.env.is_empty() && request.files.is_empty() {
+    if request.asks_nothing() {
         warnings.push(warning(format_args!(
-            "pod is labelled {INJECT}: \"true\" but asks for nothing; add {ENV_PREFIX}<VAR> or \
-             {FILE_PREFIX}<NAME> annotations, or remove the label"
+            "pod is labelled {INJECT}: \"true\" but asks for nothing; add {ENV_PREFIX}<VAR>, \
+             {FILE_PREFIX}<NAME> or {TLS_SECRET_PREFIX}<SECRET> annotations, or remove the label"
         )));
         return Ok(Decision::Skip {
             reason: SkipReason::NothingRequested,
@@ -199,9 +199,9 @@ pub fn plan_pod(
     let mount_path = request.mount_path()?;
     // Everything the annotations say is checked before the cluster is asked about identity.
     let mode = match request.spc {
-        None => Mode::Generate(mounted_objects(&request)?),
+        None => Mode::Generate(Asked::read(&request)?),
         Some(spc_name) => {
-            refuse_files_in_reference_mode(&request, spc_name)?;
+            check_reference_mode(&request, spc_name)?;
             Mode::Reference(spc_name)
         }
     };
@@ -216,22 +216,33 @@ pub fn plan_pod(
         warnings.push(warning(AAD_POD_IDENTITY_DEPRECATED));
     }
     let wired = match mode {
-        Mode::Generate(mounted) => {
-            generate_mode(&request, mounted, namespace, &identity, facts, settings)?
-        }
-        Mode::Reference(spc_name) => reference_mode(
-            &request,
-            spc_name,
-            namespace,
-            &identity,
-            facts,
-            settings,
-            &mut warnings,
+        Mode::Generate(asked) => generate::generate(
+            &request, &asked, mount_path, namespace, &identity, facts, settings,
         )?,
+        Mode::Reference(spc_name) => generate::Generated {
+            volumes: vec![VolumeWire {
+                name: VOLUME_NAME.to_owned(),
+                spc_name: spc_name.to_owned(),
+                mount_path: mount_path.to_owned(),
+            }],
+            env: reference_mode(
+                &request,
+                spc_name,
+                namespace,
+                &identity,
+                facts,
+                settings,
+                &mut warnings,
+            )?,
+            spcs: Vec::new(),
+            objects: Vec::new(),
+        },
     };
+    let spc_names: Vec<String> = wired.volumes.iter().map(|v| v.spc_name.clone()).collect();
+    let marker = spc_names.join(",");
     let wiring = Wiring {
-        spc_name: &wired.spc_name,
-        mount_path,
+        volumes: &wired.volumes,
+        marker: &marker,
         env: &wired.env,
         targets: &targets,
     };
@@ -239,8 +250,8 @@ pub fn plan_pod(
     limits.check_patch(&patch)?;
     Ok(Decision::Inject(InjectionPlan {
         patch,
-        spc_name: wired.spc_name,
-        generated_spc: wired.generated,
+        spc_names,
+        generated_spcs: wired.spcs,
         warnings,
         objects: wired.objects,
     }))
@@ -377,80 +388,18 @@ pub fn unhandled_workload_warning(
     )))
 }
 
-/// Where the pod's SecretProviderClass comes from.
+/// Where the pod's SecretProviderClasses come from.
 enum Mode<'a> {
-    /// kvinject generates it from these files and synced vars.
-    Generate(Mounted),
+    /// kvinject generates one per vault for these objects.
+    Generate(Asked),
     /// The pod names an existing one.
     Reference(&'a str),
-}
-
-/// What the pod's volume and env point at.
-struct Wired {
-    spc_name: String,
-    env: Vec<EnvWire>,
-    generated: Option<GeneratedSpc>,
-    objects: Option<PodObjects>,
-}
-
-fn generate_mode(
-    request: &Request<'_>,
-    (files, synced): Mounted,
-    namespace: &str,
-    identity: &PodIdentity,
-    facts: &dyn ClusterFacts,
-    settings: &Settings,
-) -> Result<Wired, Denial> {
-    let (vault, tenant_id) = vault_and_tenant(request, namespace, facts, settings)?;
-    let named_by = match request.vault {
-        Some(_) => format!("annotation {VAULT}"),
-        None => "the vault of its namespace or --default-vault".to_owned(),
-    };
-    refuse_vault_not_allowed(&vault, &named_by, namespace, facts, settings)?;
-    let content = SpcContent {
-        vault: &vault,
-        tenant_id: &tenant_id,
-        identity,
-        files: &files,
-        synced: &synced,
-    };
-    let generated = spc::generate(namespace, &content);
-    if let Some(existing) = facts.secret_provider_class(namespace, &generated.name)
-        && !existing.managed_by_kvinject
-    {
-        return Err(Denial::new(format!(
-            "SecretProviderClass {} in namespace {namespace} exists but is not labelled {}: {}; kvinject \
-                 will not overwrite it: rename or delete that SecretProviderClass",
-            generated.name,
-            keys::MANAGED_BY_LABEL,
-            keys::MANAGED_BY_VALUE
-        ))
-        .because(DenialReason::Conflict));
-    }
-    let env = synced
-        .iter()
-        .map(|s| EnvWire {
-            var: s.var.clone(),
-            secret: generated.name.clone(),
-            key: s.var.clone(),
-            annotation: format!("{ENV_PREFIX}{}", s.var),
-        })
-        .collect();
-    Ok(Wired {
-        spc_name: generated.name.clone(),
-        env,
-        generated: Some(generated),
-        objects: Some(PodObjects {
-            vault,
-            references: object_references(request)?,
-        }),
-    })
 }
 
 /// Namespace guardrails: a vault outside the namespace's `kvinject.io/allowed-vaults`, or the
 /// server's `--allowed-vaults`, is denied naming the list that refuses it. Vault names are
 /// DNS labels: compared without case.
-fn refuse_vault_not_allowed(
+pub(crate) fn refuse_vault_not_allowed(
     vault: &str,
     named_by: &str,
     namespace: &str,
@@ -483,99 +432,7 @@ fn refuse_vault_not_allowed(
     .because(DenialReason::Namespace))
 }
 
-/// The vault and tenant of a generate-mode pod: the pod's annotation, else its namespace's,
-/// else the server's flag; each checked.
-fn vault_and_tenant(
-    request: &Request<'_>,
-    namespace: &str,
-    facts: &dyn ClusterFacts,
-    settings: &Settings,
-) -> Result<(String, String), Denial> {
-    let namespace_facts = facts.namespace(namespace).unwrap_or_default();
-    let vault = resolve_setting(
-        VAULT,
-        request.vault,
-        namespace_facts.vault.as_deref(),
-        settings.default_vault.as_deref(),
-        namespace,
-        "--default-vault",
-        check_vault_name,
-    )?
-    .to_owned();
-    let tenant_id = resolve_setting(
-        TENANT_ID,
-        request.tenant_id,
-        namespace_facts.tenant_id.as_deref(),
-        settings.default_tenant_id.as_deref(),
-        namespace,
-        "--default-tenant-id",
-        |t| {
-            identity::is_guid(t)
-                .then_some(())
-                .ok_or_else(|| "is not a tenant ID (GUID)".to_owned())
-        },
-    )?
-    .to_owned();
-    Ok((vault, tenant_id))
-}
-
-/// Every object reference of the request with the annotation that made it.
-fn object_references(request: &Request<'_>) -> Result<Vec<(String, ObjectRef)>, Denial> {
-    let mut references = Vec::new();
-    for (prefix, entries) in [(FILE_PREFIX, &request.files), (ENV_PREFIX, &request.env)] {
-        for (name, value) in entries {
-            let key = format!("{prefix}{name}");
-            references.push((key.clone(), parse_reference(&key, value)?));
-        }
-    }
-    Ok(references)
-}
-
-/// Generate mode's files by alias, and the env vars synced from them.
-type Mounted = (BTreeMap<String, ObjectRef>, Vec<SyncedVar>);
-
-/// Every object of the request as a file: `file.<NAME>` names its file; an object only used by
-/// `env.<VAR>` becomes the file `<VAR>`; one name for two objects is a conflict.
-fn mounted_objects(request: &Request<'_>) -> Result<Mounted, Denial> {
-    let mut files: BTreeMap<String, ObjectRef> = BTreeMap::new();
-    // The first (smallest) file name of each object: names are visited in order.
-    let mut alias_of: BTreeMap<ObjectRef, String> = BTreeMap::new();
-    for (name, value) in &request.files {
-        let object = parse_reference(&format!("{FILE_PREFIX}{name}"), value)?;
-        alias_of
-            .entry(object.clone())
-            .or_insert_with(|| (*name).to_owned());
-        files.insert((*name).to_owned(), object);
-    }
-    let mut synced = Vec::new();
-    for (var, value) in &request.env {
-        let key = format!("{ENV_PREFIX}{var}");
-        let object = parse_reference(&key, value)?;
-        let alias = match alias_of.get(&object) {
-            Some(alias) => alias.clone(),
-            None => {
-                if let Some(other) = files.get(*var) {
-                    return Err(Denial::annotation(
-                        &key,
-                        format!(
-                            "mounts {object} as file {var}, but annotation {FILE_PREFIX}{var} mounts {other} \
-                             under that name; rename one of the two, or point both at the same object"
-                        ),
-                    ));
-                }
-                files.insert((*var).to_owned(), object.clone());
-                alias_of.insert(object, (*var).to_owned());
-                (*var).to_owned()
-            }
-        };
-        synced.push(SyncedVar {
-            alias,
-            var: (*var).to_owned(),
-        });
-    }
-    Ok((files, synced))
-}
-
+/// Reference mode's checks of the named SPC; the env vars it syncs.
 fn reference_mode(
     request: &Request<'_>,
     spc_name: &str,
@@ -584,7 +441,7 @@ fn reference_mode(
     facts: &dyn ClusterFacts,
     settings: &Settings,
     warnings: &mut Vec<String>,
-) -> Result<Wired, Denial> {
+) -> Result<Vec<EnvWire>, Denial> {
     let Some(spc) = facts.secret_provider_class(namespace, spc_name) else {
         return Err(Denial::missing(format!(
             "annotation {SECRET_PROVIDER_CLASS}: SecretProviderClass {spc_name} does not exist in namespace \
@@ -619,12 +476,55 @@ fn reference_mode(
         .iter()
         .map(|(var, wanted)| synced_key_env(&spc, spc_name, var, wanted))
         .collect::<Result<_, _>>()?;
-    Ok(Wired {
-        spc_name: spc_name.to_owned(),
-        env,
-        generated: None,
-        objects: None,
-    })
+    for (secret, object) in &request.tls_secrets {
+        check_synced_tls_secret(&spc, spc_name, secret, object)?;
+    }
+    Ok(env)
+}
+
+/// Reference mode's `tls-secret.<SECRET>: <object>`: the SPC must already sync Secret SECRET
+/// as `kubernetes.io/tls`, both keys from `object`; nothing is written for it.
+fn check_synced_tls_secret(
+    spc: &SpcFacts,
+    spc_name: &str,
+    secret: &str,
+    object: &str,
+) -> Result<(), Denial> {
+    let annotation = format!("{TLS_SECRET_PREFIX}{secret}");
+    let Some(synced) = spc.tls_secrets.iter().find(|t| t.secret_name == secret) else {
+        let names: Vec<&str> = spc
+            .tls_secrets
+            .iter()
+            .map(|t| t.secret_name.as_str())
+            .collect();
+        return Err(Denial::annotation(
+            &annotation,
+            format!(
+                "SecretProviderClass {spc_name} syncs no {} Secret {secret}; it syncs [{}]: use one of them, \
+                 or add a secretObjects entry of type {} named {secret} to it",
+                keys::TLS_SECRET_TYPE,
+                names.join(", "),
+                keys::TLS_SECRET_TYPE
+            ),
+        ));
+    };
+    match &synced.object {
+        Some(source) if source == object.trim() => Ok(()),
+        Some(source) => Err(Denial::annotation(
+            &annotation,
+            format!(
+                "SecretProviderClass {spc_name} syncs Secret {secret} from object {source}, not {object:?}; \
+                 write {TLS_SECRET_PREFIX}{secret}: {source}"
+            ),
+        )),
+        None => Err(Denial::annotation(
+            &annotation,
+            format!(
+                "SecretProviderClass {spc_name} syncs Secret {secret} without tls.key and tls.crt from one \
+                 object, so the provider cannot fill it: map one objectName to both keys in its secretObjects"
+            ),
+        )),
+    }
 }
 
 /// Reference mode's `env.<VAR>: [<secretName>/]<key>`: the one synced key of the SPC it names.
@@ -711,7 +611,7 @@ fn describe_spc_identity(identity: &SpcIdentity) -> String {
 
 /// The pod value, else the namespace's, else the server default; validated, with its source in
 /// the denial.
-fn resolve_setting<'a>(
+pub(crate) fn resolve_setting<'a>(
     key: &str,
     pod: Option<&'a str>,
     namespace_value: Option<&'a str>,

@@ -83,6 +83,9 @@ pub struct ObjectRef {
     pub encoding: Option<ObjectEncoding>,
     /// `mode=` option, normalised to four octal digits (`0440`).
     pub mode: Option<String>,
+    /// `vault=` option, lowercased (Key Vault names are DNS labels): the object lives in this
+    /// vault instead of the pod's.
+    pub vault: Option<String>,
 }
 
 /// Why a reference does not parse; the text completes "reference `…` …".
@@ -125,6 +128,7 @@ impl ObjectRef {
             format: None,
             encoding: None,
             mode: None,
+            vault: None,
         };
         if let Some(options) = options {
             reference.apply_options(options)?;
@@ -147,9 +151,10 @@ impl ObjectRef {
                     .replace(parse_encoding(value, self.object_type)?)
                     .is_some(),
                 "mode" => self.mode.replace(parse_mode(value)?).is_some(),
+                "vault" => self.vault.replace(parse_vault(value)?).is_some(),
                 _ => {
                     return fail(format!(
-                        "has unknown option `{key}`; the options are format, encoding and mode"
+                        "has unknown option `{key}`; the options are format, encoding, mode and vault"
                     ));
                 }
             };
@@ -172,6 +177,7 @@ impl fmt::Display for ObjectRef {
             self.format.map(|v| ("format", v.as_str())),
             self.encoding.map(|v| ("encoding", v.as_str())),
             self.mode.as_deref().map(|v| ("mode", v)),
+            self.vault.as_deref().map(|v| ("vault", v)),
         ];
         let mut separator = '?';
         for (key, value) in options.into_iter().flatten() {
@@ -245,6 +251,30 @@ fn parse_mode(value: &str) -> Result<String, ReferenceError> {
     }
 }
 
+fn parse_vault(value: &str) -> Result<String, ReferenceError> {
+    match check_vault_name(value) {
+        Ok(()) => Ok(value.to_ascii_lowercase()),
+        Err(problem) => fail(format!("has vault `{value}`, which {problem}")),
+    }
+}
+
+/// A Key Vault name: 3-24 letters, digits and single `-`, starting with a letter.
+pub fn check_vault_name(name: &str) -> Result<(), String> {
+    let bytes = name.as_bytes();
+    let valid = (3..=24).contains(&name.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        && bytes[0].is_ascii_alphabetic()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && !name.contains("--");
+    if valid {
+        Ok(())
+    } else {
+        Err("is not a Key Vault name (3-24 letters, digits and single `-`, starting with a letter, ending with a letter or digit)".to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +301,11 @@ mod tests {
                 "secret/db?encoding=hex&mode=0640",
             ),
             ("  db  ", "secret/db"),
+            ("db?vault=Platform-KV", "secret/db?vault=platform-kv"),
+            (
+                "cert/ca?vault=platform-kv&mode=0400",
+                "cert/ca?mode=0400&vault=platform-kv",
+            ),
         ];
         for (input, canonical) in cases {
             let parsed = ObjectRef::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -303,6 +338,10 @@ mod tests {
             ("db?mode=0440&mode=0400", "sets option `mode` twice"),
             ("db?owner=me", "unknown option `owner`"),
             ("db?format", "without `=<value>`"),
+            ("db?vault=kv", "is not a Key Vault name"),
+            ("db?vault=platform--kv", "is not a Key Vault name"),
+            ("db?vault=a&vault=b", "is not a Key Vault name"),
+            ("db?vault=kv-a&vault=kv-b", "sets option `vault` twice"),
         ];
         for (input, expected) in cases {
             let err = ObjectRef::parse(input).expect_err(input).to_string();

@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::core::annotations::{
-    CLIENT_ID, CONTAINERS, DEFAULT_MOUNT_PATH, ENV_PREFIX, FILE_PREFIX, INJECT, INJECTED,
-    KNOWN_POD_KEYS, MAX_KEY_NAME_LEN, MOUNT_PATH, PREFIX, SECRET_PROVIDER_CLASS, TENANT_ID, VAULT,
+    CLIENT_ID, CONTAINERS, DEFAULT_MOUNT_PATH, ENV_PREFIX, FILE_PREFIX, GENERATED_NAME_PREFIX,
+    INJECT, INJECTED, KNOWN_POD_KEYS, MAX_KEY_NAME_LEN, MOUNT_PATH, PREFIX, SECRET_PROVIDER_CLASS,
+    TENANT_ID, TLS_SECRET_PREFIX, VAULT,
 };
 use crate::core::denial::{Denial, warning};
 use crate::core::pod::{ContainerList, ContainerView, PodView};
@@ -30,6 +31,9 @@ pub struct Request<'a> {
     pub env: BTreeMap<&'a str, &'a str>,
     /// `file.<NAME>` annotations: NAME -> reference.
     pub files: BTreeMap<&'a str, &'a str>,
+    /// `tls-secret.<SECRET>` annotations: SECRET -> reference (generate mode) or the SPC object
+    /// it is synced from (reference mode).
+    pub tls_secrets: BTreeMap<&'a str, &'a str>,
     /// Soft problems found while reading.
     pub warnings: Vec<String>,
 }
@@ -78,6 +82,9 @@ impl<'a> Request<'a> {
                     } else if let Some(file) = key.strip_prefix(FILE_PREFIX) {
                         check_file_name(key, file)?;
                         request.files.insert(file, value);
+                    } else if let Some(secret) = key.strip_prefix(TLS_SECRET_PREFIX) {
+                        check_tls_secret_name(key, secret)?;
+                        request.tls_secrets.insert(secret, value);
                     } else {
                         debug_assert!(!KNOWN_POD_KEYS.contains(&key.as_str()));
                         request.warnings.push(warning(format_args!(
@@ -89,6 +96,16 @@ impl<'a> Request<'a> {
             }
         }
         Ok(request)
+    }
+
+    /// How many Key Vault objects the annotations ask for (`env.`, `file.` and `tls-secret.`).
+    pub fn object_count(&self) -> usize {
+        self.env.len() + self.files.len() + self.tls_secrets.len()
+    }
+
+    /// Whether no annotation asks for anything.
+    pub fn asks_nothing(&self) -> bool {
+        self.spc.is_none() && self.object_count() == 0
     }
 
     /// The mount path: the annotation, checked, or the default.
@@ -119,8 +136,9 @@ impl<'a> Request<'a> {
     }
 }
 
-/// Reference mode's checks on the annotations alone: a valid SPC name and no `file.` annotations.
-pub fn refuse_files_in_reference_mode(request: &Request<'_>, spc_name: &str) -> Result<(), Denial> {
+/// Reference mode's checks on the annotations alone: a valid SPC name, no `file.` annotations
+/// and no `?vault=` option (the SPC names its one vault).
+pub fn check_reference_mode(request: &Request<'_>, spc_name: &str) -> Result<(), Denial> {
     if let Some(file) = request.files.keys().next() {
         return Err(Denial::annotation(
             &format!("{FILE_PREFIX}{file}"),
@@ -130,6 +148,22 @@ pub fn refuse_files_in_reference_mode(request: &Request<'_>, spc_name: &str) -> 
                  generate the SecretProviderClass"
             ),
         ));
+    }
+    let values = [
+        (ENV_PREFIX, &request.env),
+        (TLS_SECRET_PREFIX, &request.tls_secrets),
+    ];
+    for (prefix, entries) in values {
+        if let Some((name, _)) = entries.iter().find(|(_, value)| names_vault_option(value)) {
+            return Err(Denial::annotation(
+                &format!("{prefix}{name}"),
+                format!(
+                    "the option ?vault= cannot be used with {SECRET_PROVIDER_CLASS}: SecretProviderClass {spc_name} \
+                     names the one vault the pod reads; remove the option, or remove {SECRET_PROVIDER_CLASS} to let \
+                     kvinject generate one SecretProviderClass per vault"
+                ),
+            ));
+        }
     }
     if !is_dns_subdomain(spc_name) {
         return Err(Denial::annotation(
@@ -142,21 +176,13 @@ pub fn refuse_files_in_reference_mode(request: &Request<'_>, spc_name: &str) -> 
     Ok(())
 }
 
-/// A Key Vault name: 3-24 letters, digits and single `-`, starting with a letter.
-pub fn check_vault_name(name: &str) -> Result<(), String> {
-    let bytes = name.as_bytes();
-    let valid = (3..=24).contains(&name.len())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
-        && bytes[0].is_ascii_alphabetic()
-        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-        && !name.contains("--");
-    if valid {
-        Ok(())
-    } else {
-        Err("is not a Key Vault name (3-24 letters, digits and single `-`, starting with a letter, ending with a letter or digit)".to_owned())
-    }
+/// Whether an annotation value carries a `vault=` option.
+fn names_vault_option(value: &str) -> bool {
+    value.split_once('?').is_some_and(|(_, options)| {
+        options
+            .split('&')
+            .any(|o| o.trim_start().starts_with("vault="))
+    })
 }
 
 /// Parses an object reference; a denial naming the annotation when it is malformed.
@@ -203,6 +229,22 @@ fn is_qualified_name(name: &str) -> bool {
         && bytes
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn check_tls_secret_name(key: &str, secret: &str) -> Result<(), Denial> {
+    let problem = if !is_dns_subdomain(secret) {
+        "is not a Secret name (lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit)"
+    } else if secret.starts_with(GENERATED_NAME_PREFIX) {
+        "starts with kvinject-, which is kept for the Secrets kvinject generates"
+    } else {
+        return Ok(());
+    };
+    Err(Denial::annotation(
+        key,
+        format!(
+            "`{secret}` {problem}; name the Secret as the Ingress's spec.tls[].secretName does, e.g. {TLS_SECRET_PREFIX}shop-tls"
+        ),
+    ))
 }
 
 /// A DNS-1123 subdomain, the form of most Kubernetes object names.

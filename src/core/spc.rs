@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::core::annotations::{
-    GENERATED_NAME_PREFIX, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPC_API_VERSION,
+    GENERATED_NAME_PREFIX, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPC_API_VERSION, TLS_SECRET_TYPE,
 };
 use crate::core::identity::PodIdentity;
 use crate::core::reference::ObjectRef;
@@ -28,6 +28,16 @@ pub struct SyncedVar {
     pub var: String,
 }
 
+/// One `kubernetes.io/tls` Secret synced from a mounted certificate's backing secret: the
+/// provider splits the file into the private key (`tls.key`) and the chain (`tls.crt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSync {
+    /// The mounted file (alias) holding the key and the chain.
+    pub alias: String,
+    /// The Secret's name.
+    pub secret: String,
+}
+
 /// What a generated SPC holds, before it is named.
 #[derive(Debug, Clone)]
 pub struct SpcContent<'a> {
@@ -41,6 +51,8 @@ pub struct SpcContent<'a> {
     pub files: &'a BTreeMap<String, ObjectRef>,
     /// Env vars synced into the Secret, sorted by var.
     pub synced: &'a [SyncedVar],
+    /// TLS Secrets synced, sorted by Secret name.
+    pub tls: &'a [TlsSync],
 }
 
 /// A generated SecretProviderClass, named and ready to write.
@@ -57,7 +69,9 @@ pub fn generate(namespace: &str, content: &SpcContent<'_>) -> GeneratedSpc {
     let mut spec = canonical_spec(content);
     let digest = Sha256::digest(spec.to_string().as_bytes());
     let name = format!("{GENERATED_NAME_PREFIX}{}", &hex(&digest)[..NAME_HASH_HEX]);
-    if let Some(secret_name) = spec.pointer_mut("/secretObjects/0/secretName") {
+    if !content.synced.is_empty()
+        && let Some(secret_name) = spec.pointer_mut("/secretObjects/0/secretName")
+    {
         *secret_name = Value::String(name.clone());
     }
     let manifest = json!({
@@ -73,7 +87,9 @@ pub fn generate(namespace: &str, content: &SpcContent<'_>) -> GeneratedSpc {
     GeneratedSpc { name, manifest }
 }
 
-/// The spec whose compact JSON is hashed; the Secret's name (which is the hash) is left empty.
+/// The spec whose compact JSON is hashed; the Opaque Secret's name (which is the hash) is left
+/// empty. Its entry comes first, then one entry per TLS Secret; a spec without TLS Secrets is
+/// exactly what kvinject generated before they existed, so those names did not change.
 fn canonical_spec(content: &SpcContent<'_>) -> Value {
     let mut parameters = serde_json::Map::new();
     parameters.insert("keyvaultName".into(), content.vault.into());
@@ -88,13 +104,27 @@ fn canonical_spec(content: &SpcContent<'_>) -> Value {
     }
     parameters.insert("objects".into(), objects_parameter(content.files).into());
     let mut spec = json!({ "provider": "azure", "parameters": parameters });
+    let mut secret_objects = Vec::new();
     if !content.synced.is_empty() {
         let data: Vec<Value> = content
             .synced
             .iter()
             .map(|s| json!({ "objectName": s.alias, "key": s.var }))
             .collect();
-        spec["secretObjects"] = json!([{ "secretName": "", "type": "Opaque", "data": data }]);
+        secret_objects.push(json!({ "secretName": "", "type": "Opaque", "data": data }));
+    }
+    for tls in content.tls {
+        secret_objects.push(json!({
+            "secretName": tls.secret,
+            "type": TLS_SECRET_TYPE,
+            "data": [
+                { "objectName": tls.alias, "key": "tls.key" },
+                { "objectName": tls.alias, "key": "tls.crt" },
+            ],
+        }));
+    }
+    if !secret_objects.is_empty() {
+        spec["secretObjects"] = Value::Array(secret_objects);
     }
     spec
 }
@@ -237,6 +267,7 @@ mod tests {
             identity: &identity,
             files: &f,
             synced: &synced,
+            tls: &[],
         };
         let a = generate("ns1", &content);
         let b = generate("ns2", &content);

@@ -133,11 +133,10 @@ impl Run<'_> {
                 self.denials.push(format!("{label}: {denial}"));
                 return;
             }
-            if let Some(spc) = plan.generated_spc {
-                self.generated.push(spc.manifest);
-            }
-            if let Some(objects) = plan.objects {
-                self.result.objects.push((label, objects));
+            self.generated
+                .extend(plan.generated_spcs.into_iter().map(|spc| spc.manifest));
+            for objects in plan.objects {
+                self.result.objects.push((label.clone(), objects));
             }
         }
     }

@@ -197,16 +197,16 @@ pub struct Answer {
     warnings: Vec<String>,
     /// How it ended.
     pub outcome: Outcome,
-    /// The SecretProviderClass the admitted pod needs (mutate, generate mode).
-    pub generated_spc: Option<GeneratedSpc>,
+    /// The SecretProviderClasses the admitted pod needs (mutate, generate mode), one per vault.
+    pub generated_spcs: Vec<GeneratedSpc>,
     /// Why the core left the pod alone, when it did.
     pub skipped: Option<SkipReason>,
     /// Denied for an object kvinject could not find (worth a direct look-up).
     pub missing_fact: bool,
     /// The denial's reason class, when denied.
     pub denial_reason: Option<DenialReason>,
-    /// The vault and the object references of an admitted pod in generate mode, to verify.
-    pub objects: Option<plan::PodObjects>,
+    /// Each vault and its object references of an admitted pod in generate mode, to verify.
+    pub objects: Vec<plan::PodObjects>,
 }
 
 impl Answer {
@@ -217,11 +217,11 @@ impl Answer {
             patch: None,
             warnings: Vec::new(),
             outcome: Outcome::Allowed,
-            generated_spc: None,
+            generated_spcs: Vec::new(),
             skipped: None,
             missing_fact: false,
             denial_reason: None,
-            objects: None,
+            objects: Vec::new(),
         }
     }
 
@@ -231,8 +231,8 @@ impl Answer {
         self.message = Some(denial.message().to_owned());
         self.patch = None;
         self.outcome = Outcome::Denied;
-        self.generated_spc = None;
-        self.objects = None;
+        self.generated_spcs = Vec::new();
+        self.objects = Vec::new();
         self.missing_fact = denial.is_missing_fact();
         self.denial_reason = Some(denial.reason());
         self
@@ -448,7 +448,7 @@ fn answer_pod_create(
                 answer.patch = Some(patch);
                 answer.outcome = Outcome::Patched;
             }
-            answer.generated_spc = plan.generated_spc;
+            answer.generated_spcs = plan.generated_spcs;
             answer.objects = plan.objects;
         }
     }

@@ -1,7 +1,7 @@
 //! The admission pipeline: what happens to one decoded AdmissionReview, step by step.
 //!
 //! decode (in `http`) → plan → soften for workloads → require an opted-in namespace → verify →
-//! write the SPC → answer. Each step
+//! write the SPCs → answer. Each step
 //! is one method below and reads like its line in `docs/contract.md`; the HTTP layer only
 //! translates, and the rules themselves live in `core`.
 
@@ -140,7 +140,7 @@ impl Reviewer {
         let answer = soften_for_workloads(route, answer);
         let answer = self.require_opted_in(route, decoded, answer, budget).await;
         let answer = self.verify(answer, budget).await;
-        Ok(self.write_spc(decoded, answer, budget).await)
+        Ok(self.write_spcs(decoded, answer, budget).await)
     }
 
     /// The core over the facts; when it denies for an object the caches do not know (yet), one
@@ -185,7 +185,7 @@ impl Reviewer {
         let Some(cluster) = &self.cluster else {
             return answer;
         };
-        let mutates = answer.outcome == Outcome::Patched || answer.generated_spc.is_some();
+        let mutates = answer.outcome == Outcome::Patched || !answer.generated_spcs.is_empty();
         if route != Route::Mutate || !mutates {
             return answer;
         }
@@ -239,16 +239,20 @@ impl Reviewer {
     /// Checks the objects of an admitted generate-mode pod against Key Vault: problems with an
     /// object deny in `deny` mode and warn in `warn` mode; not knowing always only warns.
     async fn verify(&self, mut answer: Answer, budget: Budget) -> Answer {
-        let (Some((verifier, mode)), Some(objects)) = (&self.verifier, answer.objects.clone())
-        else {
+        let Some((verifier, mode)) = &self.verifier else {
             return answer;
         };
-        if answer.outcome == Outcome::Denied || objects.references.is_empty() {
+        let objects = std::mem::take(&mut answer.objects);
+        if answer.outcome == Outcome::Denied || objects.iter().all(|o| o.references.is_empty()) {
             return answer;
         }
         // What is left after keeping time for the SPC write.
         let time = budget.left().saturating_sub(WRITE_RESERVE);
-        let checks = verifier.verify(&objects.vault, &objects.references);
+        let checks = futures_util::future::join_all(
+            objects
+                .iter()
+                .map(|vault| verifier.verify(&vault.vault, &vault.references)),
+        );
         let Some(reports) = budget.run(time, checks).await else {
             answer.push_warning(warning(format_args!(
                 "Key Vault objects not verified: no time left within the webhook's timeout; admitted without verification"
@@ -256,7 +260,7 @@ impl Reviewer {
             return answer;
         };
         let mut refusals = Vec::new();
-        for (label, report) in reports {
+        for (label, report) in reports.into_iter().flatten() {
             self.metrics.verification(label);
             match report {
                 Some(report) if report.about_object && *mode == VerifyMode::Deny => {
@@ -273,20 +277,29 @@ impl Reviewer {
         answer.deny(&Denial::new(what.join("; and ")).because(DenialReason::KeyVault))
     }
 
-    /// Makes sure the SPC an admitted pod needs exists before the pod does: written to the
-    /// cluster (never for a dry run), or in facts mode, a warning when the facts lack it.
-    async fn write_spc(&self, decoded: &Decoded, mut answer: Answer, budget: Budget) -> Answer {
-        let Some(spc) = answer.generated_spc.clone() else {
+    /// Makes sure the SPCs an admitted pod needs exist before the pod does: written to the
+    /// cluster (never for a dry run), or in facts mode, a warning for each the facts lack.
+    async fn write_spcs(&self, decoded: &Decoded, mut answer: Answer, budget: Budget) -> Answer {
+        if answer.generated_spcs.is_empty() {
             return answer;
-        };
+        }
+        let spcs = answer.generated_spcs.clone();
         let namespace = decoded.namespace();
         match &self.cluster {
             Some(_) if decoded.request.dry_run => {}
             Some(cluster) => {
-                if let Some(denial) = self.over_spc_cap(cluster, &spc.name, &namespace) {
+                if let Some(denial) = self.over_spc_cap(cluster, &spcs, &namespace) {
                     return answer.deny(&denial);
                 }
-                if let Err(reason) = self.apply_spc(cluster, &spc, &namespace, budget).await {
+                let writes = spcs
+                    .iter()
+                    .map(|spc| self.apply_spc(cluster, spc, &namespace, budget));
+                let results = futures_util::future::join_all(writes).await;
+                if let Some((spc, reason)) = spcs
+                    .iter()
+                    .zip(results)
+                    .find_map(|(spc, result)| Some((spc, result.err()?)))
+                {
                     answer = answer.deny(
                         &Denial::new(format!(
                             "could not write SecretProviderClass {} in namespace {namespace}: {reason}; the pod \
@@ -298,27 +311,35 @@ impl Reviewer {
                 }
             }
             None => {
-                if self
-                    .facts
-                    .secret_provider_class(&namespace, &spc.name)
-                    .is_none()
-                {
-                    answer.push_warning(warning(format!(
-                        "SecretProviderClass {} does not exist in namespace {namespace}; this server \
-                         reads its facts from a file and does not write it: apply the output of `kvinject inject`",
-                        spc.name
-                    )));
+                for spc in &spcs {
+                    if self
+                        .facts
+                        .secret_provider_class(&namespace, &spc.name)
+                        .is_none()
+                    {
+                        answer.push_warning(warning(format!(
+                            "SecretProviderClass {} does not exist in namespace {namespace}; this server \
+                             reads its facts from a file and does not write it: apply the output of `kvinject inject`",
+                            spc.name
+                        )));
+                    }
                 }
             }
         }
         answer
     }
 
-    /// A new SPC for a namespace that already holds `max_spcs_per_namespace` generated ones.
-    fn over_spc_cap(&self, cluster: &Cluster, name: &str, namespace: &str) -> Option<Denial> {
+    /// New SPCs that would take a namespace past `max_spcs_per_namespace` generated ones.
+    fn over_spc_cap(
+        &self,
+        cluster: &Cluster,
+        spcs: &[GeneratedSpc],
+        namespace: &str,
+    ) -> Option<Denial> {
         let cap = self.limits.max_spcs_per_namespace;
-        let held = cluster.generated_spcs_besides(namespace, name)?;
-        if held < cap {
+        let names: Vec<&str> = spcs.iter().map(|spc| spc.name.as_str()).collect();
+        let (held, new) = cluster.generated_spcs_besides(namespace, &names)?;
+        if held + new <= cap {
             return None;
         }
         Some(

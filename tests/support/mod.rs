@@ -171,6 +171,18 @@ pub fn deny(pod: &Value, facts: &DocumentFacts) -> String {
     }
 }
 
+/// An SPC's `objects` parameter read as the provider reads it: one mapping per object.
+pub fn provider_objects(spc: &Value) -> Vec<Value> {
+    let text = spc["spec"]["parameters"]["objects"].as_str().unwrap();
+    let parsed: Value = serde_yaml_ng::from_str(text).unwrap();
+    parsed["array"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| serde_yaml_ng::from_str(entry.as_str().unwrap()).unwrap())
+        .collect()
+}
+
 /// Applies a patch with the json-patch crate (the oracle suite re-checks with other implementations).
 pub fn apply(pod: &Value, patch: &[PatchOperation]) -> Value {
     let mut patched = pod.clone();
