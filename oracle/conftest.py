@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import pathlib
+import re
 import socket
 import ssl
 import subprocess
@@ -191,9 +192,31 @@ def check_provider_objects(spc: dict):
             int(entry["filePermission"], 8)
         files.append(alias)
     assert len(files) == len(set(files)), f"two objects mounted as one file: {files}"
+    by_file = {entry.get("objectAlias", entry["objectName"]): entry
+               for entry in (yaml.safe_load(text) for text in objects["array"])}
     for secret in spc["spec"].get("secretObjects", []):
+        assert DNS_SUBDOMAIN.fullmatch(secret["secretName"]), secret["secretName"]
         for data in secret["data"]:
             assert data["objectName"] in files, f"synced objectName {data['objectName']} is not a mounted file"
+        if secret["type"] == "kubernetes.io/tls":
+            check_tls_secret(secret, by_file)
+
+
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def check_tls_secret(secret: dict, by_file: dict):
+    """What the CSI driver needs to fill a kubernetes.io/tls Secret: `tls.key` and `tls.crt`, split
+    from one PEM file holding the private key and the chain, which only a certificate's backing
+    secret read as PEM is (`cert` is the public part alone, `pfx` and decoded encodings are not
+    PEM)."""
+    keys = {data["key"]: data["objectName"] for data in secret["data"]}
+    assert set(keys) == {"tls.key", "tls.crt"}, secret
+    assert keys["tls.key"] == keys["tls.crt"], f"both keys must come from one file: {secret}"
+    entry = by_file[keys["tls.key"]]
+    assert entry["objectType"] == "secret", entry
+    assert entry.get("objectFormat", "pem") == "pem", entry
+    assert entry.get("objectEncoding", "utf-8") == "utf-8", entry
 
 
 def kubectl_patch(document: dict, patch: list, tmp_path) -> dict:

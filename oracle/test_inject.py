@@ -96,6 +96,58 @@ def test_generated_spc_is_what_the_pods_reference():
                 assert ref["key"] in synced
 
 
+def spcs_and_templates(documents):
+    spcs = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in documents if d["kind"] == "SecretProviderClass"}
+    templates = [(d["metadata"]["namespace"], d["spec"]["template"]) for d in documents if d["kind"] == "Deployment"]
+    return spcs, templates
+
+
+def mounted_spcs(namespace, template, spcs):
+    """The SPCs a pod template's CSI volumes mount, each as (volume, SPC)."""
+    return [(volume, spcs[(namespace, volume["csi"]["volumeAttributes"]["secretProviderClass"])])
+            for volume in template["spec"].get("volumes", []) if "csi" in volume]
+
+
+def test_the_ingress_secret_is_synced_as_tls_by_a_pod_of_its_namespace():
+    documents = inject(ROOT / "examples" / "ingress-tls.yaml")
+    spcs, templates = spcs_and_templates(documents)
+    ingress = next(d for d in documents if d["kind"] == "Ingress")
+    namespace = ingress["metadata"]["namespace"]
+    for tls in ingress["spec"]["tls"]:
+        syncing = [(spc, secret) for ns, template in templates if ns == namespace
+                   for _, spc in mounted_spcs(ns, template, spcs)
+                   for secret in spc["spec"].get("secretObjects", []) if secret["secretName"] == tls["secretName"]]
+        assert len(syncing) == 1, f"Secret {tls['secretName']} must be synced by exactly one mounted SPC"
+        spc, secret = syncing[0]
+        assert secret["type"] == "kubernetes.io/tls"
+        assert [d["key"] for d in secret["data"]] == ["tls.key", "tls.crt"]
+        (alias,) = {d["objectName"] for d in secret["data"]}
+        objects = [yaml.safe_load(text) for text in yaml.safe_load(spc["spec"]["parameters"]["objects"])["array"]]
+        (entry,) = [o for o in objects if o.get("objectAlias", o["objectName"]) == alias]
+        assert entry == {"objectName": "shop-wildcard-cert", "objectType": "secret", "objectAlias": alias}
+
+
+def test_two_vaults_give_two_spcs_and_every_env_var_reads_its_vaults_secret():
+    documents = inject(ROOT / "examples" / "several-vaults.yaml")
+    spcs, templates = spcs_and_templates(documents)
+    ((namespace, template),) = templates
+    mounted = mounted_spcs(namespace, template, spcs)
+    assert [(v["name"], spc["spec"]["parameters"]["keyvaultName"]) for v, spc in mounted] == [
+        ("kvinject-secrets", "shop-prod-kv"), ("kvinject-secrets-platform-kv", "platform-kv")]
+    assert template["metadata"]["annotations"]["kvinject.io/injected"] == ",".join(spc["metadata"]["name"] for _, spc in mounted)
+    paths = [m["mountPath"] for m in template["spec"]["containers"][0]["volumeMounts"]]
+    assert paths == ["/mnt/secrets-store", "/mnt/secrets-store-platform-kv"]
+    assert not any(b.startswith(a.rstrip("/") + "/") for a in paths for b in paths), "no CSI mount inside another"
+    vault_of = {"DB_PASSWORD": "shop-prod-kv", "DATADOG_API_KEY": "platform-kv"}
+    secrets = {spc["metadata"]["name"]: spc for _, spc in mounted}
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in template["spec"]["containers"][0]["env"] if "valueFrom" in e}
+    assert set(refs) == set(vault_of)
+    for var, ref in refs.items():
+        spc = secrets[ref["name"]]
+        assert spc["spec"]["parameters"]["keyvaultName"] == vault_of[var]
+        assert any(d["key"] == var for s in spc["spec"]["secretObjects"] for d in s["data"])
+
+
 def test_the_validator_can_fail():
     # A guard against an oracle that accepts everything.
     with pytest.raises(Exception):
@@ -104,7 +156,18 @@ def test_the_validator_can_fail():
            "spec": {"provider": "azure", "parameters": {"objects": "array:\n  - |\n    objectName: a\n    objectType: blob\n"}}}
     with pytest.raises(AssertionError):
         validate(spc)
+    tls = {"secretName": "t", "type": "kubernetes.io/tls",
+           "data": [{"objectName": "a", "key": "tls.key"}, {"objectName": "a", "key": "tls.crt"}]}
+    spc["spec"]["secretObjects"] = [tls]
+    spc["spec"]["parameters"]["objects"] = "array:\n  - |\n    objectName: a\n    objectType: cert\n"
+    with pytest.raises(AssertionError, match="objectType"):
+        validate(spc)
     spc["spec"]["parameters"]["objects"] = "array:\n  - |\n    objectName: a\n    objectType: secret\n"
+    validate(spc)
+    tls["data"].pop()
+    with pytest.raises(AssertionError):
+        validate(spc)
+    del spc["spec"]["secretObjects"]
     spc["spec"]["unknownField"] = 1
     with pytest.raises(Exception):
         validate(spc)

@@ -357,6 +357,83 @@ async fn the_spc_is_applied_before_the_answer_and_not_again() {
     );
 }
 
+#[tokio::test]
+async fn a_pod_of_two_vaults_has_both_spcs_applied_before_the_answer() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    let (cluster, _) = start(&api).await;
+    let state = state(&cluster);
+    api.clear_requests();
+    let response = admit(&state, "/mutate", &fixture("patch-two-vaults")).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    let marker = spc_name_of(&response);
+    let names: Vec<&str> = marker.split(',').collect();
+    assert_eq!(names.len(), 2, "{marker}");
+    let applies: Vec<String> = api
+        .writes_and_gets()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .map(|r| r.path)
+        .collect();
+    for (name, vault) in names.iter().zip(["shop-prod-kv", "platform-kv"]) {
+        let path = format!(
+            "/apis/secrets-store.csi.x-k8s.io/v1/namespaces/shop/secretproviderclasses/{name}"
+        );
+        assert!(applies.contains(&path), "{name} applied: {applies:?}");
+        let stored = api.get("secretproviderclasses", "shop", name).unwrap();
+        assert_eq!(stored["spec"]["parameters"]["keyvaultName"], vault);
+    }
+    assert_eq!(applies.len(), 2, "{applies:?}");
+
+    // Either write failing denies the pod, naming the SPC that could not be written.
+    wait_for(|| cluster_has(&cluster, names[0]), "the first SPC cached").await;
+    api.remove("secretproviderclasses", "shop", names[1]);
+    wait_for(|| !cluster_has(&cluster, names[1]), "the removal seen").await;
+    api.fail_next(
+        "PATCH",
+        "secretproviderclasses",
+        500,
+        "etcdserver: request timed out",
+    );
+    let denied = admit(&state, "/mutate", &fixture("patch-two-vaults")).await;
+    assert_eq!(denied["allowed"], false, "{denied}");
+    let message = denied["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("could not write SecretProviderClass {}", names[1]))
+            && message.contains("request timed out"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_tls_secret_another_kvinject_spc_fills_from_another_certificate_is_refused() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    api.put(json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+        "metadata": {"name": "kvinject-00112233445566778899", "namespace": "shop",
+            "labels": {"app.kubernetes.io/managed-by": "kvinject"}},
+        "spec": {"provider": "azure", "parameters": {"keyvaultName": "shop-prod-kv",
+            "objects": "array:\n  - |\n    objectName: \"old-cert\"\n    objectType: \"secret\"\n    objectAlias: \"shop-tls.pem\"\n"},
+            "secretObjects": [{"secretName": "shop-tls", "type": "kubernetes.io/tls", "data": [
+                {"objectName": "shop-tls.pem", "key": "tls.key"}, {"objectName": "shop-tls.pem", "key": "tls.crt"}]}]}}));
+    let (cluster, _) = start(&api).await;
+    api.clear_requests();
+    let response = admit(&state(&cluster), "/mutate", &fixture("patch-tls-secret")).await;
+    assert_eq!(response["allowed"], false, "{response}");
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("annotation kvinject.io/tls-secret.shop-tls")
+            && message.contains("already synced from certificate shop-prod-kv/old-cert")
+            && message.contains("kvinject-00112233445566778899"),
+        "{message}"
+    );
+    assert!(
+        api.writes_and_gets().is_empty(),
+        "{:?}",
+        api.writes_and_gets()
+    );
+}
+
 fn cluster_has(cluster: &Cluster, name: &str) -> bool {
     use kvinject::core::facts::ClusterFacts;
     cluster.secret_provider_class("shop", name).is_some()
@@ -745,7 +822,9 @@ async fn the_collector_deletes_only_unreferenced_expired_kvinject_spcs() {
     api.put(spc("kvinject-usednow003", true, &now));
     api.put(spc("kvinject-foreign004", false, long_ago));
     api.put(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "shop",
-        "labels": {"kvinject.io/inject": "true"}, "annotations": {"kvinject.io/injected": "kvinject-inuse00002"}}, "spec": {}}));
+        "labels": {"kvinject.io/inject": "true"}, "annotations": {"kvinject.io/injected": "kvinject-inuse00002,kvinject-second006"}}, "spec": {}}));
+    // The second SPC of a pod of two vaults is as much in use as the first.
+    api.put(spc("kvinject-second006", true, long_ago));
     // A pod whose label was removed after admission still mounts its SPC.
     api.put(spc("kvinject-relabel005", true, long_ago));
     api.put(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "q", "namespace": "shop",
@@ -795,6 +874,7 @@ async fn the_collector_deletes_only_unreferenced_expired_kvinject_spcs() {
     );
     for kept in [
         "kvinject-inuse00002",
+        "kvinject-second006",
         "kvinject-usednow003",
         "kvinject-foreign004",
         "kvinject-relabel005",
