@@ -14,7 +14,13 @@ use kvinject::webhook::review::Reviewer;
 use support::keyvault::{Behaviour, KeyVaultDouble, TestCredential, attrs, now};
 use support::webhook::{admit, fixture_facts, review as fixture};
 
-const VAULTS: [&str; 4] = ["myvault", "shop-prod-kv", "lockedvault", "slowvault"];
+const VAULTS: [&str; 5] = [
+    "myvault",
+    "shop-prod-kv",
+    "platform-kv",
+    "lockedvault",
+    "slowvault",
+];
 const V1: &str = "0123456789abcdef0123456789abcdef";
 const V2: &str = "fedcba9876543210fedcba9876543210";
 
@@ -79,6 +85,13 @@ async fn double() -> KeyVaultDouble {
         },
     );
     kv.add("shop-prod-kv", "secrets", "db-password", V1, attrs(t - 100));
+    kv.add(
+        "platform-kv",
+        "secrets",
+        "datadog-api-key",
+        V1,
+        attrs(t - 100),
+    );
     kv.add(
         "shop-prod-kv",
         "certificates",
@@ -315,6 +328,46 @@ async fn warn_and_deny_through_the_webhook() {
             .any(|w| w.as_str().unwrap().contains("could not verify"))
     );
     assert!(kv.value_reads().is_empty());
+}
+
+#[tokio::test]
+async fn each_vault_of_a_pod_is_asked_about_its_own_objects() {
+    let kv = double().await;
+    let verifier = Arc::new(verifier(&kv, Duration::from_secs(2)));
+    // shop-prod-kv holds db-password; platform-kv holds datadog-api-key but not cert/internal-ca.
+    let review = fixture("patch-two-vaults");
+    let denied = admit(&webhook(verifier, VerifyMode::Deny), "/mutate", &review).await;
+    assert_eq!(denied["allowed"], false, "{denied}");
+    let message = denied["status"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "kvinject: annotation kvinject.io/file.ca.pem: cert internal-ca does not exist"
+        ) && message.contains("Key Vault platform-kv"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("DB_PASSWORD") && !message.contains("DATADOG_KEY"),
+        "the objects that exist in their vaults are no finding: {message}"
+    );
+    let asked: Vec<(String, String)> = kv.requests();
+    for (vault, object) in [
+        ("shop-prod-kv", "db-password"),
+        ("platform-kv", "datadog-api-key"),
+        ("platform-kv", "internal-ca"),
+    ] {
+        assert!(
+            asked
+                .iter()
+                .any(|(v, path)| v == vault && path.contains(object)),
+            "{vault} asked about {object}: {asked:?}"
+        );
+    }
+    assert!(
+        !asked
+            .iter()
+            .any(|(v, path)| v == "shop-prod-kv" && path.contains("datadog")),
+        "{asked:?}"
+    );
 }
 
 #[tokio::test]
