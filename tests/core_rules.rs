@@ -252,7 +252,27 @@ fn bad_annotations_are_denied_by_name() {
             "kvinject.io/mount-path: \"relative/dir\" is not an absolute path",
         ),
         ("kvinject.io/mount-path", "/", "is the root directory"),
-        ("kvinject.io/mount-path", "/mnt/../etc", "contains `..`"),
+        (
+            "kvinject.io/mount-path",
+            "/mnt/../etc",
+            "contains a `.` or `..` segment",
+        ),
+        // `/mnt/a/.` is `/mnt/a`: another vault's `/mnt/a/.-v` would sit inside its CSI mount.
+        (
+            "kvinject.io/mount-path",
+            "/mnt/a/.",
+            "contains a `.` or `..` segment",
+        ),
+        (
+            "kvinject.io/mount-path",
+            "/.",
+            "contains a `.` or `..` segment",
+        ),
+        (
+            "kvinject.io/mount-path",
+            "/mnt//a",
+            "contains an empty segment",
+        ),
         (
             "kvinject.io/containers",
             "app,ghost",
@@ -1161,9 +1181,27 @@ fn work_per_pod_is_bounded_and_a_pod_over_a_limit_is_denied_naming_it() {
     assert_eq!(denial.reason(), DenialReason::Limit);
     assert!(
         denial.message().contains(&format!(
-            "pod needs {} Key Vault objects (env. and file. annotations), over the limit of {} (--max-objects-per-pod)",
+            "pod needs {} Key Vault objects (env., file. and tls-secret. annotations), over the limit of {} (--max-objects-per-pod)",
             limits.max_objects + 1,
             limits.max_objects
+        )),
+        "{denial}"
+    );
+    // One vault over the limit: each is an SPC write, a volume and Key Vault requests.
+    let mut vaults = pod().container("app").wants_db_password();
+    for i in 0..limits.max_vaults {
+        vaults = vaults.annotate(
+            &format!("kvinject.io/env.V{i}"),
+            &format!("s?vault=team-kv-{i}"),
+        );
+    }
+    let denial = deny_with(&vaults.build(), &settings());
+    assert_eq!(denial.reason(), DenialReason::Limit);
+    assert!(
+        denial.message().contains(&format!(
+            "pod needs {} Key Vaults (the pod's and those named by ?vault=), over the limit of {} (--max-vaults-per-pod)",
+            limits.max_vaults + 1,
+            limits.max_vaults
         )),
         "{denial}"
     );

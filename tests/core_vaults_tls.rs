@@ -112,6 +112,16 @@ fn a_tls_secret_that_cannot_hold_a_key_and_chain_is_denied_naming_the_annotation
             "is not a Secret name",
         ),
         (
+            "kvinject.io/tls-secret.shop..tls",
+            "shop-cert",
+            "is not a Secret name",
+        ),
+        (
+            "kvinject.io/tls-secret.shop.-tls",
+            "shop-cert",
+            "is not a Secret name",
+        ),
+        (
             "kvinject.io/tls-secret.kvinject-0123",
             "shop-cert",
             "kept for the Secrets kvinject generates",
@@ -164,24 +174,38 @@ fn a_tls_secret_synced_from_another_certificate_by_another_spc_is_a_conflict() {
     let other_name = other["metadata"]["name"].as_str().unwrap();
     assert!(
         message.contains(&format!("annotation {TLS}"))
-            && message.contains("already synced from certificate shop-kv/old-cert")
+            && message.contains("synced from certificate shop-kv/old-cert")
             && message.contains(other_name)
-            && message.contains("shop-kv/shop-wildcard-cert"),
+            && message.contains("shop-kv/shop-wildcard-cert")
+            && message.contains("name another Secret"),
         "{message}"
     );
-    // Another vault's certificate of the same name is another certificate.
-    let other_vault = other_spc_syncing_shop_tls("other-kv", "shop-wildcard-cert", true);
-    deny(&pod, &facts_with(&[other_vault]));
-
-    // A rollout of the same certificate (other env vars, another version) is no conflict, and an
-    // SPC that is not kvinject's is not kvinject's to judge.
-    let rollout = other_spc_syncing_shop_tls(
-        "SHOP-KV",
-        "shop-wildcard-cert@0123456789abcdef0123456789abcdef",
-        true,
+    // Another vault's certificate of the same name, or another pinned version, is another
+    // certificate: the CSI driver keeps a synced Secret at the version that filled it first.
+    for different in [
+        other_spc_syncing_shop_tls("other-kv", "shop-wildcard-cert", true),
+        other_spc_syncing_shop_tls(
+            "shop-kv",
+            "shop-wildcard-cert@0123456789abcdef0123456789abcdef",
+            true,
+        ),
+    ] {
+        deny(&pod, &facts_with(&[different]));
+    }
+    // A rollout of the same certificate (other env vars, names in other case) is no conflict.
+    let rollout = other_spc_syncing_shop_tls("SHOP-KV", "Shop-Wildcard-Cert", true);
+    inject(&pod, &facts_with(&[rollout]));
+    // An SPC that is not kvinject's already fills the Secret: never taken over.
+    let hand_written = other_spc_syncing_shop_tls("shop-kv", "shop-wildcard-cert", false);
+    let message = deny(&pod, &facts_with(&[hand_written]));
+    assert!(
+        message.contains("is synced by SecretProviderClass hand-written, which is not kvinject's"),
+        "{message}"
     );
-    let hand_written = other_spc_syncing_shop_tls("shop-kv", "old-cert", false);
-    inject(&pod, &facts_with(&[rollout, hand_written]));
+    // Nor when it syncs that name as an Opaque Secret.
+    let opaque = reference_spc(json!([{"secretName": "shop-tls", "type": "Opaque",
+        "data": [{"objectName": "shop-cert", "key": "k"}]}]));
+    deny(&pod, &facts_with(&[opaque]));
 }
 
 fn reference_spc(secret_objects: Value) -> Value {
@@ -340,6 +364,12 @@ fn one_vault_stays_exactly_as_before_whoever_names_it() {
     );
     assert!(
         message.contains("no kvinject.io/vault for this pod"),
+        "{message}"
+    );
+    // A vault the pod names is checked even when every object names another.
+    let message = deny(&elsewhere.tap_annotate("kvinject.io/vault", "kv"), &facts());
+    assert!(
+        message.contains("annotation kvinject.io/vault: \"kv\" is not a Key Vault name"),
         "{message}"
     );
 }

@@ -174,6 +174,50 @@ fn a_retired_api_version_passes_through_unchanged_with_a_warning_naming_the_one_
     assert_eq!(String::from_utf8_lossy(&plain.stderr), "");
 }
 
+/// As the webhook would: the second workload asking for Secret `shop-tls` from another
+/// certificate is denied, because the first one's SPC syncs it by then; the same certificate is
+/// fine, and `inject` reproduces its own output.
+#[test]
+fn two_workloads_filling_one_tls_secret_from_two_certificates_are_refused() {
+    let namespace = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: web\n  annotations:\n    \
+                     kvinject.io/vault: web-kv\n    kvinject.io/tenant-id: 72f988bf-86f1-41af-91ab-2d7cd011db47\n\
+                     ---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: default\n  namespace: web\n  \
+                     annotations:\n    azure.workload.identity/client-id: 5e2c6f4a-9d1b-4c3e-8a7f-0b1c2d3e4f50\n";
+    let pod = |name: &str, certificate: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: web\n  labels:\n    \
+             kvinject.io/inject: \"true\"\n  annotations:\n    kvinject.io/tls-secret.shop-tls: {certificate}\n\
+             spec:\n  containers:\n    - name: c\n      image: example/c:1\n"
+        )
+    };
+    let clash = format!(
+        "{namespace}{}{}",
+        pod("a", "cert-one"),
+        pod("b", "cert-two")
+    );
+    let output = kvinject(&["inject", "-f", "-"], Some(clash.as_bytes()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && output.stdout.is_empty(),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Error: Pod/b: kvinject: annotation kvinject.io/tls-secret.shop-tls")
+            && stderr.contains("synced from certificate web-kv/cert-one"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Pod/a"), "{stderr}");
+
+    let same = format!(
+        "{namespace}{}{}",
+        pod("a", "cert-one"),
+        pod("b", "cert-one")
+    );
+    let first = stdout(&kvinject(&["inject", "-f", "-"], Some(same.as_bytes())));
+    let second = stdout(&kvinject(&["inject", "-f", "-"], Some(first.as_bytes())));
+    assert_eq!(first, second);
+}
+
 #[test]
 fn a_directory_reads_every_manifest_in_name_order() {
     let all = stdout(&kvinject(&["inject", "-f", "examples"], None));

@@ -79,13 +79,14 @@ const VOLUMES: [&str; 5] = [
     "kube-api-access-x7k2p",
     "data",
 ];
-const MOUNT_PATHS: [&str; 6] = [
+const MOUNT_PATHS: [&str; 7] = [
     "/mnt/secrets-store",
     "/etc/secrets",
     "/mnt/secrets-store/",
     "relative",
     "/",
     "/mnt/secrets-store-platform-kv",
+    "/mnt/secrets-store/.",
 ];
 const SPC_NAMES: [&str; 4] = ["checkout-hand", "kvinject-x", "missing", "Bad_Name"];
 const CLIENT_IDS: [&str; 3] = [
@@ -103,7 +104,7 @@ enum Annotation {
     TlsSecret(Pick<4>, Pick<10>),
     Vault(Pick<3>),
     TenantId(Pick<2>),
-    MountPath(Pick<6>),
+    MountPath(Pick<7>),
     Containers(Vec<Pick<5>>),
     ClientId(Pick<3>),
     SecretProviderClass(Pick<4>),
@@ -131,7 +132,7 @@ struct EnvVar {
 #[derive(Arbitrary, Debug)]
 struct Mount {
     name: Pick<5>,
-    path: Pick<6>,
+    path: Pick<7>,
     read_only: Option<bool>,
 }
 

@@ -70,9 +70,12 @@ pub struct CoreArgs {
     /// Identity matches them).
     #[arg(long, env = "KVINJECT_AAD_POD_IDENTITY_FORCE_NAMESPACED")]
     pub aad_pod_identity_force_namespaced: bool,
-    /// Most Key Vault objects (env. and file. annotations) one pod may ask for.
+    /// Most Key Vault objects (env., file. and tls-secret. annotations) one pod may ask for.
     #[arg(long, env = "KVINJECT_MAX_OBJECTS_PER_POD", default_value_t = PodLimits::default().max_objects)]
     pub max_objects_per_pod: usize,
+    /// Most vaults one pod may read from (each is an SPC, a volume and Key Vault requests).
+    #[arg(long, env = "KVINJECT_MAX_VAULTS_PER_POD", default_value_t = PodLimits::default().max_vaults)]
+    pub max_vaults_per_pod: usize,
     /// Most containers of one pod kvinject wires.
     #[arg(long, env = "KVINJECT_MAX_TARGET_CONTAINERS", default_value_t = PodLimits::default().max_target_containers)]
     pub max_target_containers: usize,
@@ -91,6 +94,7 @@ impl CoreArgs {
             allowed_vaults,
             aad_pod_identity_force_namespaced,
             max_objects_per_pod,
+            max_vaults_per_pod,
             max_target_containers,
             max_patch_bytes,
         } = self;
@@ -107,6 +111,7 @@ impl CoreArgs {
         };
         settings.limits = PodLimits {
             max_objects: max_objects_per_pod,
+            max_vaults: max_vaults_per_pod,
             max_target_containers,
             max_patch_bytes,
         };

@@ -28,7 +28,7 @@ use crate::core::annotations::{
     AAD_POD_IDENTITY_GROUP, INJECTED, WORKLOAD_IDENTITY_CLIENT_ID, marker_spcs,
 };
 use crate::core::facts::{
-    ClusterFacts, IdentityBindingFacts, NamespaceFacts, ServiceAccountFacts, SpcFacts, tls_sync_of,
+    ClusterFacts, IdentityBindingFacts, NamespaceFacts, SecretSync, ServiceAccountFacts, SpcFacts,
 };
 use crate::lifecycle::readiness::Readiness;
 use crate::lifecycle::ticks::Ticks;
@@ -365,11 +365,19 @@ impl ClusterFacts for Cluster {
         Some(self.spcs.get(namespace, name)?.facts)
     }
 
-    fn tls_secret_syncs(&self, namespace: &str, secret: &str) -> Vec<(String, Option<String>)> {
+    fn secret_syncs(&self, namespace: &str, secret: &str) -> Vec<SecretSync> {
         let mut syncs = Vec::new();
         self.spcs.for_each_in(namespace, |name, spc| {
-            syncs.extend(tls_sync_of(name, &spc.facts, secret));
+            syncs.extend(spc.facts.sync_of(name, secret));
         });
+        if syncs.iter().any(|sync| sync.managed_by_kvinject) {
+            // A generated SPC no pod mounts syncs nothing; it only waits for the collector.
+            let mut referenced = BTreeSet::new();
+            self.pods.for_each_in(namespace, |_, marker| {
+                referenced.extend(marker_spcs(marker).map(str::to_owned));
+            });
+            syncs.retain(|sync| !sync.managed_by_kvinject || referenced.contains(&sync.spc));
+        }
         syncs
     }
 }

@@ -11,7 +11,7 @@ use crate::core::annotations::{
     VOLUME_NAME,
 };
 use crate::core::denial::{Denial, DenialReason};
-use crate::core::facts::ClusterFacts;
+use crate::core::facts::{ClusterFacts, certificate_id};
 use crate::core::identity::{self, PodIdentity};
 use crate::core::patch::{EnvWire, VolumeWire};
 use crate::core::plan::{PodObjects, Settings, refuse_vault_not_allowed, resolve_setting};
@@ -119,6 +119,12 @@ impl Asked {
         groups
     }
 
+    /// How many vaults the objects name, the pod's own counted once (at most one more than
+    /// there are distinct `?vault=` values).
+    pub fn vault_count(&self) -> usize {
+        self.by_vault(None).len()
+    }
+
     /// Whether some object lives in the pod's own vault (has no `?vault=`).
     fn uses_pod_vault(&self) -> bool {
         self.0.iter().any(|w| w.object.vault.is_none())
@@ -147,7 +153,8 @@ pub fn generate(
         check_vault_name,
     )
     .map(str::to_owned);
-    let merged_into = if asked.uses_pod_vault() {
+    // The pod's vault is required when an object is in it, and checked when the pod names one.
+    let merged_into = if asked.uses_pod_vault() || request.vault.is_some() {
         Some(pod_vault.clone()?)
     } else {
         pod_vault.clone().ok()
@@ -324,9 +331,9 @@ fn refuse_foreign_spc(
     }
 }
 
-/// A TLS Secret another kvinject SPC of the namespace already syncs from another certificate:
-/// the two SPCs would overwrite each other's Secret. The same certificate (a rollout, another
-/// version) is no conflict.
+/// A TLS Secret another SPC of the namespace already syncs, unless it is a kvinject SPC in use
+/// syncing it from the same certificate (a rollout that changed other annotations): the CSI
+/// driver would let the two overwrite each other's Secret.
 fn refuse_tls_conflicts(
     group: &[Wanted],
     vault: &str,
@@ -335,26 +342,38 @@ fn refuse_tls_conflicts(
     facts: &dyn ClusterFacts,
 ) -> Result<(), Denial> {
     for wanted in group.iter().filter(|w| w.use_ == Use::Tls) {
-        let certificate = format!("{}/{}", vault.to_ascii_lowercase(), wanted.object.name);
-        let syncs = facts.tls_secret_syncs(namespace, &wanted.name);
-        let other = syncs
-            .iter()
-            .find(|(name, source)| name != spc_name && source.as_ref() != Some(&certificate));
-        if let Some((other_spc, source)) = other {
-            let source = source
-                .as_deref()
-                .unwrap_or("an object kvinject cannot read");
-            return Err(Denial::annotation(
-                &wanted.annotation,
-                format!(
-                    "Secret {} in namespace {namespace} is already synced from certificate {source} by \
-                     SecretProviderClass {other_spc}, and this pod asks for {certificate}; a Secret holds one \
-                     certificate: name another Secret, or remove the pods that use the other certificate first",
-                    wanted.name
-                ),
-            )
-            .because(DenialReason::Conflict));
-        }
+        let object = &wanted.object;
+        let certificate = certificate_id(vault, &object.name, object.version.as_deref());
+        let syncs = facts.secret_syncs(namespace, &wanted.name);
+        let Some(other) = syncs.iter().find(|sync| {
+            sync.spc != spc_name
+                && !(sync.managed_by_kvinject
+                    && sync.tls_certificate.as_ref() == Some(&certificate))
+        }) else {
+            continue;
+        };
+        let secret = &wanted.name;
+        let problem = match (&other.tls_certificate, other.managed_by_kvinject) {
+            (_, false) => format!(
+                "Secret {secret} in namespace {namespace} is synced by SecretProviderClass {}, which is not \
+                 kvinject's; kvinject will not have the CSI driver overwrite it: name another Secret",
+                other.spc
+            ),
+            (source, true) => format!(
+                "Secret {secret} in namespace {namespace} is synced from {} by SecretProviderClass {}, which \
+                 pods use, and this pod asks for certificate {certificate}; a Secret holds one certificate: \
+                 name another Secret (and point the Ingress at it), or let the pods of the other certificate go \
+                 first (scale them to zero, or roll out with the Recreate strategy). To renew a certificate, \
+                 leave its version unpinned and enable the CSI driver's rotation",
+                source
+                    .as_deref()
+                    .map_or("an object kvinject cannot read".to_owned(), |c| {
+                        format!("certificate {c}")
+                    }),
+                other.spc
+            ),
+        };
+        return Err(Denial::annotation(&wanted.annotation, problem).because(DenialReason::Conflict));
     }
     Ok(())
 }

@@ -48,6 +48,8 @@ pub struct Settings {
 pub struct PodLimits {
     /// `env.`, `file.` and `tls-secret.` annotations of one pod (`--max-objects-per-pod`).
     pub max_objects: usize,
+    /// Vaults one pod reads from, each an SPC and a volume (`--max-vaults-per-pod`).
+    pub max_vaults: usize,
     /// Containers wired in one pod (`--max-target-containers`).
     pub max_target_containers: usize,
     /// The JSON Patch for one pod, in bytes (`--max-patch-bytes`).
@@ -56,12 +58,15 @@ pub struct PodLimits {
 
 impl Default for PodLimits {
     /// 100 objects is several times what real workloads reference (the annotations alone then
-    /// take a few KiB of the API server's 256 KiB); 100 containers is well past any real pod;
+    /// take a few KiB of the API server's 256 KiB); 4 vaults is twice the platform-and-team pair
+    /// several vaults exist for, while a pod naming many would cost an SPC write, a volume and
+    /// Key Vault requests each; 100 containers is well past any real pod;
     /// 1 MiB of patch is more than the patched pod could hold in etcd (1.5 MiB per object) with
     /// its own spec.
     fn default() -> Self {
         Self {
             max_objects: 100,
+            max_vaults: 4,
             max_target_containers: 100,
             max_patch_bytes: 1024 * 1024,
         }
@@ -199,7 +204,11 @@ pub fn plan_pod(
     let mount_path = request.mount_path()?;
     // Everything the annotations say is checked before the cluster is asked about identity.
     let mode = match request.spc {
-        None => Mode::Generate(Asked::read(&request)?),
+        None => {
+            let asked = Asked::read(&request)?;
+            limits.check_vaults(asked.vault_count())?;
+            Mode::Generate(asked)
+        }
         Some(spc_name) => {
             check_reference_mode(&request, spc_name)?;
             Mode::Reference(spc_name)
@@ -274,8 +283,14 @@ fn namespace_not_opted_in(namespace: &str, facts: &dyn ClusterFacts) -> Option<S
 impl PodLimits {
     /// The objects (`env.` and `file.` annotations) of one pod.
     fn check_objects(&self, count: usize) -> Result<(), Denial> {
-        let what = "Key Vault objects (env. and file. annotations)";
+        let what = "Key Vault objects (env., file. and tls-secret. annotations)";
         check_limit(what, count, self.max_objects, "--max-objects-per-pod")
+    }
+
+    /// The vaults the objects are in.
+    fn check_vaults(&self, count: usize) -> Result<(), Denial> {
+        let what = "Key Vaults (the pod's and those named by ?vault=)";
+        check_limit(what, count, self.max_vaults, "--max-vaults-per-pod")
     }
 
     /// The containers to wire.

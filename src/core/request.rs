@@ -117,8 +117,13 @@ impl<'a> Request<'a> {
             Some("is not an absolute path")
         } else if path.trim_end_matches('/').is_empty() {
             Some("is the root directory")
-        } else if path.split('/').any(|segment| segment == "..") {
-            Some("contains `..`")
+        } else if path
+            .split('/')
+            .any(|segment| segment == ".." || segment == ".")
+        {
+            Some("contains a `.` or `..` segment")
+        } else if path.trim_end_matches('/').contains("//") {
+            Some("contains an empty segment (`//`)")
         } else if path.contains(['\0', ':']) {
             Some("contains `:` or NUL")
         } else {
@@ -247,15 +252,20 @@ fn check_tls_secret_name(key: &str, secret: &str) -> Result<(), Denial> {
     ))
 }
 
-/// A DNS-1123 subdomain, the form of most Kubernetes object names.
+/// A DNS-1123 subdomain, the form of most Kubernetes object names: at most 253 characters,
+/// dot-separated labels of lowercase letters, digits and `-`, each starting and ending with a
+/// letter or digit.
 fn is_dns_subdomain(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    (1..=253).contains(&bytes.len())
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'))
+    let label = |label: &str| {
+        let bytes = label.as_bytes();
+        !bytes.is_empty()
+            && bytes[0].is_ascii_alphanumeric()
+            && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+    };
+    name.len() <= 253 && name.split('.').all(label)
 }
 
 /// Whether the pod carries kvinject annotations that ask for something.

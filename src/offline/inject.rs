@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use crate::core::denial::Denial;
-use crate::core::facts::{ClusterFacts, DocumentFacts, str_at};
+use crate::core::facts::{ClusterFacts, DocumentFacts, LayeredFacts, str_at};
 use crate::core::plan::{self, Decision, Settings};
 use crate::core::pod::template_path;
 
@@ -43,6 +43,7 @@ pub fn inject(
         namespace,
         result: Injected::default(),
         generated: Vec::new(),
+        generated_facts: DocumentFacts::default(),
         denials: Vec::new(),
     };
     let mut documents = documents;
@@ -76,6 +77,9 @@ struct Run<'a> {
     namespace: &'a str,
     result: Injected,
     generated: Vec<Value>,
+    /// The SPCs generated so far, as facts for the documents after them: as in a cluster, where
+    /// the webhook has written them by then (a second TLS Secret conflicts with the first).
+    generated_facts: DocumentFacts,
     denials: Vec<String>,
 }
 
@@ -118,7 +122,11 @@ impl Run<'_> {
             self.denials.push(format!("{label}: {denial}"));
             return;
         };
-        let decision = match plan::plan_pod(pod, &namespace, self.facts, self.settings) {
+        let facts = LayeredFacts {
+            overlay: &self.generated_facts,
+            base: self.facts,
+        };
+        let decision = match plan::plan_pod(pod, &namespace, &facts, self.settings) {
             Ok(decision) => decision,
             Err(denial) => return self.denials.push(format!("{label}: {denial}")),
         };
@@ -133,8 +141,10 @@ impl Run<'_> {
                 self.denials.push(format!("{label}: {denial}"));
                 return;
             }
-            self.generated
-                .extend(plan.generated_spcs.into_iter().map(|spc| spc.manifest));
+            for spc in plan.generated_spcs {
+                self.generated_facts.add(&spc.manifest, &namespace);
+                self.generated.push(spc.manifest);
+            }
             for objects in plan.objects {
                 self.result.objects.push((label.clone(), objects));
             }
