@@ -2,13 +2,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use kvinject::cli::{self, Cli};
+use kvinject::cli;
 
 fn main() -> anyhow::Result<ExitCode> {
     // One crypto provider for every rustls user in the process, before any TLS object exists.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let cli = Cli::parse();
+    let cli = cli::parse();
     cli::init_telemetry(cli.log_format);
     Ok(cli::run(cli)?)
 }

@@ -305,27 +305,32 @@ fn flags_give_defaults_and_the_namespace() {
     let output = kvinject(&["inject", "-f", "-"], Some(input.as_bytes()));
     assert_eq!(output.status.code(), Some(1), "no vault anywhere");
     assert!(String::from_utf8_lossy(&output.stderr).contains("no kvinject.io/vault"));
-    let output = stdout(&kvinject(
-        &[
-            "inject",
-            "-f",
-            "-",
-            "-n",
-            "team-a",
-            "--default-vault",
-            "flag-kv",
-            "--default-tenant-id",
-            "72f988bf-86f1-41af-91ab-2d7cd011db47",
-        ],
-        Some(input.as_bytes()),
-    ));
+    let with_flags = [
+        "inject",
+        "-f",
+        "-",
+        "-n",
+        "team-a",
+        "--default-vault",
+        "flag-kv",
+        "--default-tenant-id",
+        "72f988bf-86f1-41af-91ab-2d7cd011db47",
+    ];
+    let output = stdout(&kvinject(&with_flags, Some(input.as_bytes())));
     let documents = manifest::parse(output.as_bytes(), Format::Yaml, "out").unwrap();
     let spc = documents.last().unwrap();
-    assert_eq!(
-        spc["metadata"]["namespace"], "team-a",
-        "documents without a namespace land in --namespace"
+    // The facts of --namespace were read (the ServiceAccount without a namespace is found), and
+    // the SPC, like its pod, names no namespace: both go where they are applied
+    // (`kubectl apply -n`, a Helm release), never apart.
+    assert_eq!(spc["kind"], "SecretProviderClass");
+    assert!(
+        spc["metadata"].get("namespace").is_none(),
+        "{}",
+        spc["metadata"]
     );
     assert_eq!(spc["spec"]["parameters"]["keyvaultName"], "flag-kv");
+    let again = stdout(&kvinject(&with_flags, Some(output.as_bytes())));
+    assert_eq!(again, output, "the SPC without a namespace is found again");
 }
 
 #[test]
@@ -486,4 +491,125 @@ fn certs_writes_a_ca_and_a_serving_pair() {
     );
     kvinject::webhook::tls::server_config(&out.join("tls.crt"), &out.join("tls.key"))
         .expect("the pair loads");
+}
+
+/// `kvinject explain` on every example: a snapshot a reviewer reads, and the JSON for tools
+/// agreeing with what `inject` writes.
+#[test]
+fn explain_says_what_and_why_for_every_example() {
+    for example in EXAMPLES {
+        let path = format!("examples/{example}.yaml");
+        let text = stdout(&kvinject(&["explain", "-f", &path], None));
+        insta::assert_snapshot!(format!("explain-{example}"), text);
+        let reports: Value = serde_json::from_str(&stdout(&kvinject(
+            &["explain", "-f", &path, "-o", "json"],
+            None,
+        )))
+        .unwrap();
+        let injected = manifest::parse(
+            stdout(&kvinject(&["inject", "-f", &path], None)).as_bytes(),
+            Format::Yaml,
+            "out",
+        )
+        .unwrap();
+        for report in reports.as_array().unwrap() {
+            if report["outcome"] != "injected" {
+                continue;
+            }
+            let document = report["document"].as_str().unwrap();
+            let (kind, name) = document.split_once('/').unwrap();
+            let after = injected
+                .iter()
+                .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+                .unwrap();
+            let template = if kind == "Pod" {
+                after
+            } else if kind == "CronJob" {
+                &after["spec"]["jobTemplate"]["spec"]["template"]
+            } else {
+                &after["spec"]["template"]
+            };
+            let volumes: Vec<Value> = report["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| json!({"name": v["volume"], "spc": v["secretProviderClass"]}))
+                .collect();
+            let written: Vec<Value> = template["spec"]["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|v| v.get("csi").is_some())
+                .map(|v| json!({"name": v["name"], "spc": v["csi"]["volumeAttributes"]["secretProviderClass"]}))
+                .collect();
+            assert_eq!(volumes, written, "{example}: {document}");
+        }
+    }
+}
+
+#[test]
+fn explain_gives_a_denial_its_message_and_exits_1() {
+    let input = std::fs::read_to_string("examples/workload-identity.yaml")
+        .unwrap()
+        .replace("cert/checkout-tls", "blob/checkout-tls");
+    let output = kvinject(
+        &["explain", "-f", "-", "-o", "json"],
+        Some(input.as_bytes()),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let reports: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let denied = &reports[0];
+    assert_eq!(denied["outcome"], "denied");
+    assert!(
+        denied["denial"]
+            .as_str()
+            .unwrap()
+            .starts_with("kvinject: annotation kvinject.io/file.tls.crt: reference"),
+        "{denied}"
+    );
+    let text = kvinject(&["explain", "-f", "-"], Some(input.as_bytes()));
+    assert_eq!(text.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&text.stdout)
+        .starts_with("Deployment/checkout in namespace shop: denied\n  why: kvinject: annotation kvinject.io/file.tls.crt"));
+}
+
+#[test]
+fn completions_for_every_shell_know_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = stdout(&kvinject(&["completions", shell], None));
+        for command in ["inject", "explain", "serve", "certs", "completions"] {
+            assert!(script.contains(command), "{shell}: {command}");
+        }
+    }
+    let refused = kvinject(&["completions", "tcsh"], None);
+    assert_eq!(refused.status.code(), Some(2));
+}
+
+/// Installed (or linked) as `kubectl-kvinject` on the PATH, kubectl runs it as `kubectl kvinject`.
+#[test]
+fn runs_as_a_kubectl_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("kubectl-kvinject");
+    std::os::unix::fs::symlink(std::fs::canonicalize(BIN).unwrap(), &plugin).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(&plugin)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let path = "examples/workload-identity.yaml";
+    assert_eq!(
+        stdout(&run(&["inject", "-f", path])),
+        stdout(&kvinject(&["inject", "-f", path], None))
+    );
+    assert_eq!(
+        stdout(&run(&["explain", "-f", path])),
+        stdout(&kvinject(&["explain", "-f", path], None))
+    );
+    let help = stdout(&run(&["--help"]));
+    assert!(
+        help.contains("Usage: kubectl kvinject [OPTIONS] <COMMAND>"),
+        "{help}"
+    );
 }

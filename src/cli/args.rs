@@ -43,10 +43,24 @@ pub enum Command {
     /// Rewrite manifests the way the webhook would mutate their pods; print them and the
     /// SecretProviderClasses they need.
     Inject(InjectArgs),
+    /// Say, for every pod and pod template, what kvinject would do and why: opted in or not,
+    /// the identity, each object's vault, type, version and where it lands, the warnings, and
+    /// for a denial its message and fix.
+    Explain(ExplainArgs),
     /// Run the HTTPS admission webhook.
     Serve(Box<ServeArgs>),
     /// Write a CA and a serving certificate for the webhook Service.
     Certs(CertsArgs),
+    /// Print a shell completion script: `source <(kvinject completions bash)`.
+    Completions(CompletionsArgs),
+}
+
+/// `kvinject completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Flags shared by `inject` and `serve`: what the core needs besides the pod.
@@ -189,6 +203,32 @@ pub struct InjectArgs {
     /// Key Vault verification (with the Azure CLI's login).
     #[command(flatten)]
     pub verify: VerifyArgs,
+}
+
+/// `kvinject explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// A file, a directory of .yaml/.yml/.json files, or `-` for standard input.
+    #[arg(short = 'f', long = "filename")]
+    pub filename: String,
+    /// Namespace of documents that name none.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Output format: text for people, json for tools.
+    #[arg(short = 'o', long, value_enum, default_value_t = ExplainFormat::Text)]
+    pub output: ExplainFormat,
+    /// Core settings.
+    #[command(flatten)]
+    pub core: CoreArgs,
+}
+
+/// What `kvinject explain` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExplainFormat {
+    /// Human-readable, one block per pod.
+    Text,
+    /// One JSON array, an object per pod.
+    Json,
 }
 
 /// `kvinject serve`.

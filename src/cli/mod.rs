@@ -1,8 +1,9 @@
-//! The command line: `kvinject inject`, `kvinject serve`, `kvinject certs`.
+//! The command line: `kvinject inject`, `kvinject explain`, `kvinject serve`, `kvinject certs`.
 //!
 //! Parses flags ([`args`]), reads and writes files, starts listeners ([`serve`]); every
 //! decision is the library's. [`CliError`] is the one error type of this boundary.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use crate::certs::self_managed::SelfManagedError;
@@ -11,6 +12,7 @@ use crate::offline::manifest::ManifestError;
 use crate::webhook::tls::TlsError;
 
 pub mod args;
+pub mod explain;
 pub mod inject;
 pub mod serve;
 pub mod telemetry;
@@ -19,7 +21,7 @@ pub use args::{Cli, Command, LogFormat, parse_duration};
 pub use inject::report_verification;
 pub use telemetry::init_telemetry;
 
-use args::CertsArgs;
+use args::{CertsArgs, CompletionsArgs};
 
 /// Why a command failed (denials are not errors: they are an exit code).
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     } = cli;
     match command {
         Command::Inject(args) => inject::run_inject(args),
+        Command::Explain(args) => explain::run_explain(args),
         Command::Serve(args) => {
             let args = *args;
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -81,7 +84,52 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             runtime.block_on(serve::run_serve(args))
         }
         Command::Certs(args) => run_certs(args),
+        Command::Completions(args) => run_completions(args),
     }
+}
+
+/// The name kubectl runs kvinject by as a plugin (`kubectl kvinject …`): the binary, or a
+/// symlink to it, installed under this name on the PATH.
+pub const KUBECTL_PLUGIN: &str = "kubectl-kvinject";
+
+/// The command line as clap reads it, named as the user typed it: `kubectl kvinject` when run as
+/// the kubectl plugin, so usage and errors show the command to type.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let invoked = std::env::args_os().next().map(std::path::PathBuf::from);
+    let as_plugin = invoked
+        .as_deref()
+        .and_then(std::path::Path::file_name)
+        .is_some_and(|name| name == KUBECTL_PLUGIN);
+    let command = Cli::command();
+    if as_plugin {
+        command.bin_name("kubectl kvinject")
+    } else {
+        command
+    }
+}
+
+/// Parses the process's arguments (exits with clap's message on a usage error).
+pub fn parse() -> Cli {
+    use clap::FromArgMatches;
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+}
+
+fn run_completions(args: CompletionsArgs) -> Result<ExitCode, CliError> {
+    let CompletionsArgs { shell } = args;
+    let mut command = command();
+    let name = command.get_bin_name().unwrap_or("kvinject").to_owned();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut command, name, &mut out);
+    std::io::stdout()
+        .lock()
+        .write_all(&out)
+        .map_err(|source| CliError::Io {
+            what: "writing standard output".into(),
+            source,
+        })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_certs(args: CertsArgs) -> Result<ExitCode, CliError> {

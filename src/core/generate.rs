@@ -202,6 +202,10 @@ pub fn generate(
         }));
         generated.objects.push(PodObjects {
             vault,
+            files: group
+                .iter()
+                .map(|w| (w.annotation.clone(), objects.file_of(w)))
+                .collect(),
             references: group
                 .into_iter()
                 .map(|w| (w.annotation, w.object))
@@ -211,6 +215,26 @@ pub fn generate(
     }
     generated.env.sort_by(|a, b| a.var.cmp(&b.var));
     Ok(generated)
+}
+
+impl VaultObjects {
+    /// The file `wanted`'s object is mounted as.
+    fn file_of(&self, wanted: &Wanted) -> String {
+        let file = match wanted.use_ {
+            Use::File => Some(wanted.name.clone()),
+            Use::Env => self
+                .synced
+                .iter()
+                .find(|s| s.var == wanted.name)
+                .map(|s| s.alias.clone()),
+            Use::Tls => self
+                .tls
+                .iter()
+                .find(|t| t.secret == wanted.name)
+                .map(|t| t.alias.clone()),
+        };
+        file.unwrap_or_default()
+    }
 }
 
 /// The volume of a vault's SPC: the pod's vault keeps the name and path it always had; another

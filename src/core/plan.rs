@@ -103,6 +103,8 @@ pub struct PodObjects {
     pub vault: String,
     /// (annotation key, reference).
     pub references: Vec<(String, ObjectRef)>,
+    /// (annotation key, the file its object is mounted as in this vault's volume).
+    pub files: Vec<(String, String)>,
 }
 
 /// Why a pod was left as it is.
@@ -147,9 +149,19 @@ pub struct InjectionPlan {
     /// Generate mode: each vault with every object reference there and the annotation that
     /// made it, for verification against Key Vault.
     pub objects: Vec<PodObjects>,
+    /// The identity the SPCs authenticate as.
+    pub identity: PodIdentity,
+    /// The CSI volumes, one per SPC, in `spc_names` order.
+    pub volumes: Vec<VolumeWire>,
+    /// The env vars wired, sorted by var.
+    pub env: Vec<EnvWire>,
+    /// The containers (and init containers) wired, by name.
+    pub containers: Vec<String>,
 }
 
 /// The core's answer for a pod it does not deny.
+// One per admission, moved once and never stored in bulk: boxing the plan would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// Leave the pod alone.
@@ -263,6 +275,10 @@ pub fn plan_pod(
         generated_spcs: wired.spcs,
         warnings,
         objects: wired.objects,
+        identity,
+        volumes: wired.volumes,
+        env: wired.env,
+        containers: targets.iter().map(|c| c.name.to_owned()).collect(),
     }))
 }
 

@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use crate::core::denial::Denial;
 use crate::core::facts::{ClusterFacts, DocumentFacts, LayeredFacts, str_at};
-use crate::core::plan::{self, Decision, Settings};
+use crate::core::identity::PodIdentity;
+use crate::core::plan::{self, Decision, InjectionPlan, Settings, SkipReason};
 use crate::core::pod::template_path;
 
 /// The result of injecting a set of documents.
@@ -22,6 +23,32 @@ pub struct Injected {
     pub warnings: Vec<String>,
     /// Per generate-mode pod: the document it concerns, its vault and object references.
     pub objects: Vec<(String, plan::PodObjects)>,
+}
+
+/// What the core decided for one pod or pod template: what `kvinject explain` prints.
+#[derive(Debug, Clone)]
+pub struct PodReport {
+    /// `<Kind>/<name>` of the document.
+    pub document: String,
+    /// The namespace the pod runs in.
+    pub namespace: String,
+    /// The decision.
+    pub outcome: Outcome,
+    /// Soft problems with the document and the pod.
+    pub warnings: Vec<String>,
+    /// AAD Pod Identity: the AzureIdentityBindings the pod's selector matches.
+    pub bindings: Vec<String>,
+}
+
+/// How a pod came out.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Injected as the plan says.
+    Injected(Box<InjectionPlan>),
+    /// Left alone.
+    Skipped(SkipReason),
+    /// Denied: the message, which names the annotation and the fix.
+    Denied(String),
 }
 
 /// Every denial, each prefixed with the document it concerns.
@@ -37,15 +64,7 @@ pub fn inject(
     settings: &Settings,
 ) -> Result<Injected, Denied> {
     let facts = DocumentFacts::from_documents(&documents, namespace);
-    let mut run = Run {
-        facts: &facts,
-        settings,
-        namespace,
-        result: Injected::default(),
-        generated: Vec::new(),
-        generated_facts: DocumentFacts::default(),
-        denials: Vec::new(),
-    };
+    let mut run = Run::new(&facts, settings, namespace);
     let mut documents = documents;
     for document in &mut documents {
         run.document(document);
@@ -54,16 +73,13 @@ pub fn inject(
         return Err(Denied(run.denials));
     }
     let mut seen = BTreeSet::new();
-    for spc in run.generated {
-        let key = (
-            str_at(&spc, &["metadata", "namespace"])
-                .unwrap_or_default()
-                .to_owned(),
-            str_at(&spc, &["metadata", "name"])
-                .unwrap_or_default()
-                .to_owned(),
-        );
-        if facts.secret_provider_class(&key.0, &key.1).is_none() && seen.insert(key) {
+    for (namespace, spc) in run.generated {
+        let name = str_at(&spc, &["metadata", "name"])
+            .unwrap_or_default()
+            .to_owned();
+        if facts.secret_provider_class(&namespace, &name).is_none()
+            && seen.insert((namespace, name))
+        {
             documents.push(spc);
         }
     }
@@ -71,19 +87,75 @@ pub fn inject(
     Ok(run.result)
 }
 
+/// What the core decides for every pod and pod template of `documents`, denied ones included,
+/// in document order; facts are read from the documents as for [`inject`].
+pub fn explain(documents: Vec<Value>, namespace: &str, settings: &Settings) -> Vec<PodReport> {
+    let facts = DocumentFacts::from_documents(&documents, namespace);
+    let mut run = Run::new(&facts, settings, namespace);
+    let mut documents = documents;
+    for document in &mut documents {
+        run.document(document);
+    }
+    run.reports
+}
+
 struct Run<'a> {
     facts: &'a DocumentFacts,
     settings: &'a Settings,
     namespace: &'a str,
     result: Injected,
-    generated: Vec<Value>,
+    /// Each generated SPC with the namespace its pod runs in.
+    generated: Vec<(String, Value)>,
     /// The SPCs generated so far, as facts for the documents after them: as in a cluster, where
     /// the webhook has written them by then (a second TLS Secret conflicts with the first).
     generated_facts: DocumentFacts,
     denials: Vec<String>,
+    reports: Vec<PodReport>,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    fn new(facts: &'a DocumentFacts, settings: &'a Settings, namespace: &'a str) -> Self {
+        Self {
+            facts,
+            settings,
+            namespace,
+            result: Injected::default(),
+            generated: Vec::new(),
+            generated_facts: DocumentFacts::default(),
+            denials: Vec::new(),
+            reports: Vec::new(),
+        }
+    }
+
+    /// Records a pod's outcome; a denial is also one of the run's denials.
+    fn report(&mut self, label: &str, namespace: &str, outcome: Outcome, warnings: Vec<String>) {
+        if let Outcome::Denied(message) = &outcome {
+            self.denials.push(format!("{label}: {message}"));
+        }
+        for warning in &warnings {
+            self.result.warnings.push(format!("{label}: {warning}"));
+        }
+        let bindings = match &outcome {
+            Outcome::Injected(plan) => match &plan.identity {
+                PodIdentity::AadPodIdentity { selector } => self
+                    .facts
+                    .identity_bindings(None, selector)
+                    .into_iter()
+                    .map(|b| format!("{}/{}", b.namespace, b.name))
+                    .collect(),
+                PodIdentity::WorkloadIdentity { .. } => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        self.reports.push(PodReport {
+            document: label.to_owned(),
+            namespace: namespace.to_owned(),
+            outcome,
+            warnings,
+            bindings,
+        });
+    }
+
     fn document(&mut self, document: &mut Value) {
         let api_version = str_at(document, &["apiVersion"])
             .unwrap_or_default()
@@ -105,22 +177,22 @@ impl Run<'_> {
             }
             return;
         };
-        let namespace = str_at(document, &["metadata", "namespace"])
-            .unwrap_or(self.namespace)
-            .to_owned();
+        let named_namespace = str_at(document, &["metadata", "namespace"]).map(str::to_owned);
+        let namespace = named_namespace
+            .clone()
+            .unwrap_or_else(|| self.namespace.to_owned());
+        let mut warnings = Vec::new();
         if !path.is_empty() {
             let template_name = format!("{}.{}", kind, path.join("."));
-            for warning in plan::workload_warnings(document, &template_name) {
-                self.result.warnings.push(format!("{label}: {warning}"));
-            }
+            warnings.extend(plan::workload_warnings(document, &template_name));
         }
         let Some(pod) = path
             .iter()
             .try_fold(&mut *document, |node, key| node.get_mut(*key))
         else {
             let denial = Denial::new(format_args!("has no pod template at .{}", path.join(".")));
-            self.denials.push(format!("{label}: {denial}"));
-            return;
+            let outcome = Outcome::Denied(denial.to_string());
+            return self.report(&label, &namespace, outcome, warnings);
         };
         let facts = LayeredFacts {
             overlay: &self.generated_facts,
@@ -128,26 +200,43 @@ impl Run<'_> {
         };
         let decision = match plan::plan_pod(pod, &namespace, &facts, self.settings) {
             Ok(decision) => decision,
-            Err(denial) => return self.denials.push(format!("{label}: {denial}")),
+            Err(denial) => {
+                let outcome = Outcome::Denied(denial.to_string());
+                return self.report(&label, &namespace, outcome, warnings);
+            }
         };
-        for warning in decision.warnings() {
-            self.result.warnings.push(format!("{label}: {warning}"));
+        warnings.extend(decision.warnings().iter().cloned());
+        let plan = match decision {
+            Decision::Skip { reason, .. } => {
+                return self.report(&label, &namespace, Outcome::Skipped(reason), warnings);
+            }
+            Decision::Inject(plan) => plan,
+        };
+        if let Err(error) = json_patch::patch(pod, &plan.patch) {
+            // The core built the patch against this very value; failing here is a bug.
+            let denial = Denial::new(format_args!("internal error applying the patch: {error}"));
+            let outcome = Outcome::Denied(denial.to_string());
+            return self.report(&label, &namespace, outcome, warnings);
         }
-        if let Decision::Inject(plan) = decision {
-            if let Err(error) = json_patch::patch(pod, &plan.patch) {
-                // The core built the patch against this very value; failing here is a bug.
-                let denial =
-                    Denial::new(format_args!("internal error applying the patch: {error}"));
-                self.denials.push(format!("{label}: {denial}"));
-                return;
+        for spc in &plan.generated_spcs {
+            self.generated_facts.add(&spc.manifest, &namespace);
+            let mut manifest = spc.manifest.clone();
+            if named_namespace.is_none()
+                && let Some(metadata) = manifest["metadata"].as_object_mut()
+            {
+                // Like its pod, it goes where it is applied (`kubectl apply -n`, a Helm release).
+                metadata.remove("namespace");
             }
-            for spc in plan.generated_spcs {
-                self.generated_facts.add(&spc.manifest, &namespace);
-                self.generated.push(spc.manifest);
-            }
-            for objects in plan.objects {
-                self.result.objects.push((label.clone(), objects));
-            }
+            self.generated.push((namespace.clone(), manifest));
         }
+        for objects in &plan.objects {
+            self.result.objects.push((label.clone(), objects.clone()));
+        }
+        self.report(
+            &label,
+            &namespace,
+            Outcome::Injected(Box::new(plan)),
+            warnings,
+        );
     }
 }
