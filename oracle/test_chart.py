@@ -21,10 +21,11 @@ KUBERNETES_VERSION = "1.34.0"
 RELEASE = "kvinject"
 NAMESPACE = "kvinject"
 FULLNAME = "kvinject"
+CHART = ROOT / "charts" / "kvinject"
 TLS_SECRET = "kvinject-tls"
 
 # Value set -> what scripts/check-packaging sets (see scripts/packaging/write_value_sets.py).
-VALUE_SETS = ["defaults", "cert-manager", "cert-manager-issuer", "provided", "single-replica", "hardened"]
+VALUE_SETS = ["defaults", "cert-manager", "cert-manager-issuer", "provided", "single-replica", "hardened", "monitoring"]
 COMMITTED = {"defaults": "kvinject.yaml", "cert-manager": "kvinject-cert-manager.yaml"}
 CERT_MODE = {
     "defaults": "selfManaged",
@@ -33,6 +34,7 @@ CERT_MODE = {
     "provided": "provided",
     "single-replica": "selfManaged",
     "hardened": "selfManaged",
+    "monitoring": "selfManaged",
 }
 
 
@@ -220,6 +222,35 @@ def check_cert_manager(document):
     assert isinstance(spec.get("isCA", False), bool)
 
 
+# The fields kvinject's chart sets, as the Prometheus Operator's CRDs (monitoring.coreos.com/v1)
+# define them: anything else would be refused by the API server's strict field validation.
+SERVICE_MONITOR_SPEC = {"selector", "namespaceSelector", "endpoints", "jobLabel"}
+ENDPOINT_FIELDS = {"port", "path", "interval", "scheme", "scrapeTimeout"}
+RULE_FIELDS = {"alert", "record", "expr", "for", "labels", "annotations"}
+
+
+def check_prometheus_operator(document):
+    spec = document["spec"]
+    if document["kind"] == "ServiceMonitor":
+        assert set(spec) <= SERVICE_MONITOR_SPEC, set(spec) - SERVICE_MONITOR_SPEC
+        assert spec["selector"]["matchLabels"], "a ServiceMonitor without a selector scrapes every Service"
+        for endpoint in spec["endpoints"]:
+            assert set(endpoint) <= ENDPOINT_FIELDS, endpoint
+            assert GO_DURATION.match(endpoint["interval"]), endpoint["interval"]
+        return
+    assert document["kind"] == "PrometheusRule", document["kind"]
+    assert set(spec) == {"groups"}
+    for group in spec["groups"]:
+        assert set(group) <= {"name", "rules", "interval"} and group["name"]
+        for rule in group["rules"]:
+            assert set(rule) <= RULE_FIELDS, rule
+            assert ("alert" in rule) != ("record" in rule) and rule["expr"], rule
+            if "for" in rule:
+                assert GO_DURATION.match(rule["for"]), rule["for"]
+            assert all(isinstance(v, str) for v in rule.get("labels", {}).values())
+            assert all(isinstance(v, str) for v in rule.get("annotations", {}).values())
+
+
 @every_set
 def test_every_object_is_valid_for_kubernetes(value_set):
     kinds = set()
@@ -227,6 +258,9 @@ def test_every_object_is_valid_for_kubernetes(value_set):
         kinds.add(document["kind"])
         if document["apiVersion"].startswith("cert-manager.io/"):
             check_cert_manager(document)
+            continue
+        if document["apiVersion"] == "monitoring.coreos.com/v1":
+            check_prometheus_operator(document)
             continue
         try:
             kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)

@@ -62,6 +62,17 @@ pub enum Checked {
 }
 
 impl Checked {
+    /// Every [`Checked::label`], so a metric can start each at zero.
+    pub const LABELS: [&'static str; 7] = [
+        "ok",
+        "missing",
+        "version-missing",
+        "disabled",
+        "expired",
+        "not-yet-valid",
+        "unverified",
+    ];
+
     /// A short stable name, for metrics.
     pub fn label(&self) -> &'static str {
         match self {

@@ -1296,3 +1296,55 @@ fn serve_without_facts_or_a_cluster_refuses_to_start_and_says_why() {
     assert!(stderr.contains("cannot reach the cluster"), "{stderr}");
     assert!(stderr.contains("--facts FILE"), "{stderr}");
 }
+
+/// Every metric the chart's PrometheusRule and Grafana dashboard name is one a replica in a
+/// cluster exports, read from its /metrics after a few admissions.
+#[tokio::test]
+async fn the_alerts_and_the_dashboard_name_only_exported_metrics() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    let (cluster, readiness) = start(&api).await;
+    let metrics = kvinject::webhook::metrics::SharedMetrics::default();
+    let state = state(&cluster).with_metrics(metrics.clone());
+    admit(&state, "/mutate", &fixture("patch-workload-identity")).await;
+    admit(&state, "/mutate", &fixture("deny-env-conflict")).await;
+    let refused = http::admission_router(state.clone())
+        .oneshot(
+            Request::post("/mutate")
+                .header("content-type", "application/json")
+                .body(Body::from("not json"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let scrape = http::health_router(readiness, metrics, Some(cluster))
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8(support::webhook::body_bytes(scrape.into_body()).await).unwrap();
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| line.split(['{', ' ']).next().unwrap())
+        .collect();
+    let mut named = std::collections::BTreeSet::new();
+    for file in [
+        "charts/kvinject/templates/prometheusrule.yaml",
+        "charts/kvinject/dashboards/kvinject.json",
+    ] {
+        let source = std::fs::read_to_string(file).unwrap();
+        for (at, _) in source.match_indices("kvinject_") {
+            let name: String = source[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            assert!(
+                exported.contains(name.as_str()),
+                "{file} names {name}, which is not exported:\n{text}"
+            );
+            named.insert(name);
+        }
+    }
+    assert!(named.len() >= 12, "{named:?}");
+}

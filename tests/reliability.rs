@@ -711,9 +711,21 @@ async fn metrics_and_one_json_log_line_per_admission() {
         "kvinject_denials_total{route=\"mutate\",reason=\"conflict\"} 1",
         "kvinject_http_rejected_total{status=\"400\"} 1",
         "kvinject_admission_duration_seconds_bucket{le=\"0.005\",route=\"mutate\"}",
+        "kvinject_ready 1",
+        "kvinject_admissions_in_flight 0",
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
+    let expiry: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kvinject_serving_certificate_expiry_timestamp_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the certificate's expiry");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(expiry > now, "{expiry} is after {now}");
     signal(&child, "TERM");
     let output = child.wait_with_output().unwrap();
     let logs = String::from_utf8_lossy(&output.stderr);

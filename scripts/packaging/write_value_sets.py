@@ -32,6 +32,13 @@ sets = {
         }
     },
     "single-replica": {"replicas": 1},
+    "monitoring": {
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+            "grafanaDashboard": {"enabled": True},
+        }
+    },
     "hardened": {
         "webhook": {"clientCA": (pki / "ca.crt").read_text()},
         "networkPolicy": {

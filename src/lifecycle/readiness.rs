@@ -11,6 +11,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub trait HealthCheck: Send + Sync {
     /// `Err` when not ready because of it; `Ok(Some(note))` when ready but worth reporting.
     fn health(&self) -> Result<Option<String>, String>;
+    /// When it stops being valid (Unix time), if it expires.
+    fn expiry(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// Which parts are ready (each cache synced, the HTTPS listener serving) and whether the
@@ -40,6 +44,11 @@ impl Readiness {
     /// Also watch the serving certificate: an expired one makes kvinject unready.
     pub fn watch_certificate(&self, store: Arc<dyn HealthCheck>) {
         let _ = self.certificate.set(store);
+    }
+
+    /// When the watched serving certificate stops being valid (Unix time).
+    pub fn certificate_expiry(&self) -> Option<i64> {
+        self.certificate.get()?.expiry()
     }
 
     /// A problem worth reporting while ready (a refused certificate replacement).

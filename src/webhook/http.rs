@@ -182,6 +182,10 @@ pub fn health_router(
                         metrics.cache(cache, synced.contains(&cache), objects);
                     }
                 }
+                metrics.health(
+                    scrape_readiness.check().is_ok(),
+                    scrape_readiness.certificate_expiry(),
+                );
                 let body = metrics.render();
                 async move {
                     (
@@ -281,7 +285,10 @@ async fn handle(
         .admit(&headers, body, reviewer.limits().body_timeout)
         .await;
     let answered = match admitted {
-        Ok(admitted) => answer_http(route, &reviewer, &admitted.body, (started, budget)).await,
+        Ok(admitted) => {
+            let _counted = reviewer.metrics().in_flight();
+            answer_http(route, &reviewer, &admitted.body, (started, budget)).await
+        }
         Err(error) => Err(error),
     };
     answered.unwrap_or_else(|error| error.respond(reviewer.metrics()))

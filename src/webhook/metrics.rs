@@ -13,6 +13,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::core::denial::DenialReason;
+use crate::keyvault::Checked;
 
 /// Kinds kvinject is registered for; anything else is counted as `other`.
 const KNOWN_KINDS: [&str; 7] = [
@@ -72,6 +73,19 @@ pub struct Metrics {
     cache_synced: Family<CacheLabels, Gauge>,
     cache_objects: Family<CacheLabels, Gauge>,
     verifications: Family<Vec<(String, String)>, Counter>,
+    in_flight: Gauge,
+    ready: Gauge,
+    certificate_expiry: Gauge,
+}
+
+/// An admission being answered, counted in `kvinject_admissions_in_flight` until dropped.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Default for Metrics {
@@ -148,8 +162,37 @@ impl Metrics {
             "Key Vault object verifications, by result",
             verifications.clone(),
         );
+        // Series whose labels are known up front start at zero, so a rate or an alert over
+        // them has data before the first event (Prometheus's advice on missing series).
+        for result in ["ok", "error"] {
+            let _ = spc_applies.get_or_create(&vec![("result".into(), result.into())]);
+        }
+        for result in Checked::LABELS {
+            let _ = verifications.get_or_create(&vec![("result".into(), result.into())]);
+        }
+        let in_flight = Gauge::default();
+        registry.register(
+            "admissions_in_flight",
+            "Admission requests being answered (their body read, their answer not yet sent)",
+            in_flight.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when /readyz answers 200: the HTTPS listener up, every cache synced, the certificate valid",
+            ready.clone(),
+        );
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "serving_certificate_expiry_timestamp_seconds",
+            "End of validity of the serving certificate (Unix time); 0 before one is loaded",
+            certificate_expiry.clone(),
+        );
         Self {
             registry,
+            in_flight,
+            ready,
+            certificate_expiry,
             admissions,
             denials,
             duration,
@@ -235,6 +278,18 @@ impl Metrics {
         self.cache_objects
             .get_or_create(&labels)
             .set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+
+    /// Counts an admission in flight until the guard is dropped.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Records readiness and the serving certificate's end of validity (read at scrape time).
+    pub fn health(&self, ready: bool, certificate_expiry: Option<i64>) {
+        self.ready.set(i64::from(ready));
+        self.certificate_expiry.set(certificate_expiry.unwrap_or(0));
     }
 
     /// The text exposition.

@@ -175,6 +175,10 @@ impl HealthCheck for CertStore {
         }
         Ok(current.problem.clone())
     }
+
+    fn expiry(&self) -> Option<i64> {
+        Some(self.not_after()?.unix_timestamp())
+    }
 }
 
 impl ResolvesServerCert for CertStore {
