@@ -427,7 +427,7 @@ fn generate_mode_writes_volume_mounts_env_marker_and_spc() {
         .build();
     let plan = inject(&pod, &facts());
     let spc = spc_of(&plan);
-    let name = plan.spc_names[0].clone();
+    let name = plan.spc_names()[0].to_owned();
     assert!(
         name.starts_with("kvinject-") && name.len() == "kvinject-".len() + 20,
         "{name}"
@@ -484,8 +484,8 @@ fn same_annotations_give_the_same_spc_in_any_order() {
         .annotate("kvinject.io/vault", "shop-kv")
         .build();
     assert_eq!(
-        inject(&a, &facts()).spc_names,
-        inject(&b, &facts()).spc_names
+        inject(&a, &facts()).spc_names(),
+        inject(&b, &facts()).spc_names()
     );
     let c = pod()
         .container("app")
@@ -493,8 +493,8 @@ fn same_annotations_give_the_same_spc_in_any_order() {
         .annotate("kvinject.io/file.x", "x@0123456789abcdef0123456789abcdef")
         .build();
     assert_ne!(
-        inject(&a, &facts()).spc_names,
-        inject(&c, &facts()).spc_names
+        inject(&a, &facts()).spc_names(),
+        inject(&c, &facts()).spc_names()
     );
 }
 
@@ -513,7 +513,7 @@ fn an_unlabelled_spc_with_the_generated_name_is_never_taken_over() {
     assert!(
         message.contains(&format!(
             "SecretProviderClass {} in namespace shop exists but is not labelled",
-            plan.spc_names[0]
+            plan.spc_names()[0]
         )),
         "{message}"
     );
@@ -947,7 +947,7 @@ fn a_second_pass_is_empty_and_later_containers_still_get_wired() {
     let patched = apply(&pod, &plan.patch);
     let again = inject(&patched, &facts);
     assert!(again.patch.is_empty(), "second pass: {:?}", again.patch);
-    assert_eq!(again.spc_names, plan.spc_names);
+    assert_eq!(again.spc_names(), plan.spc_names());
 
     // Another webhook appended a container after kvinject ran (reinvocation).
     let mut grown = patched.clone();

@@ -26,7 +26,7 @@ fn assert_idempotent(
     let patched = apply(pod, &plan.patch);
     let again = inject(&patched, facts);
     assert!(again.patch.is_empty(), "second pass: {:?}", again.patch);
-    assert_eq!(again.spc_names, plan.spc_names);
+    assert_eq!(again.spc_names(), plan.spc_names());
     patched
 }
 
@@ -77,7 +77,7 @@ fn a_tls_secret_shares_the_file_of_the_same_object_and_sits_beside_the_opaque_se
     assert_eq!(objects.len(), 3, "{objects:?}");
     let secrets = spc["spec"]["secretObjects"].as_array().unwrap();
     assert_eq!(secrets[0]["type"], "Opaque");
-    assert_eq!(secrets[0]["secretName"], plan.spc_names[0].as_str());
+    assert_eq!(secrets[0]["secretName"], plan.spc_names()[0]);
     assert_eq!(secrets[1]["secretName"], "shop-tls");
     assert_eq!(secrets[1]["data"][0]["objectName"], "shop-tls.pem");
 
@@ -230,7 +230,7 @@ fn reference_mode_only_checks_that_the_spc_syncs_the_tls_secret() {
     let facts = facts_with(&[good]);
     let plan = inject(&pod, &facts);
     assert!(plan.generated_spcs.is_empty());
-    assert_eq!(plan.spc_names, ["ingress-certs"]);
+    assert_eq!(plan.spc_names(), ["ingress-certs"]);
     let patched = assert_idempotent(&pod, &plan, &facts);
     assert!(patched["spec"]["containers"][0].get("env").is_none());
 
@@ -278,7 +278,7 @@ fn two_vaults_give_two_spcs_two_volumes_and_env_from_each_vaults_secret() {
     let plan = inject(&pod, &facts());
     assert_eq!(plan.generated_spcs.len(), 2);
     let (own, platform) = (&plan.generated_spcs[0], &plan.generated_spcs[1]);
-    assert_eq!(plan.spc_names, [own.name.clone(), platform.name.clone()]);
+    assert_eq!(plan.spc_names(), [own.name.clone(), platform.name.clone()]);
     assert_eq!(
         own.manifest["spec"]["parameters"]["keyvaultName"],
         "shop-kv"

@@ -4,7 +4,7 @@
 //!
 //! Pure like the rest of the core: names and manifests are computed here, written elsewhere.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::core::annotations::{
     self as keys, ENV_PREFIX, FILE_PREFIX, TENANT_ID, TLS_FILE_SUFFIX, TLS_SECRET_PREFIX, VAULT,
@@ -56,6 +56,8 @@ struct VaultObjects {
     synced: Vec<SyncedVar>,
     /// TLS Secrets, sorted by Secret name.
     tls: Vec<TlsSync>,
+    /// (annotation, the file its object is mounted as), in the group's order.
+    placed: Vec<(String, String)>,
 }
 
 /// What a generate-mode pod's volumes and env point at.
@@ -122,7 +124,9 @@ impl Asked {
     /// How many vaults the objects name, the pod's own counted once (at most one more than
     /// there are distinct `?vault=` values).
     pub fn vault_count(&self) -> usize {
-        self.by_vault(None).len()
+        let vaults: BTreeSet<Option<&str>> =
+            self.0.iter().map(|w| w.object.vault.as_deref()).collect();
+        vaults.len()
     }
 
     /// Whether some object lives in the pod's own vault (has no `?vault=`).
@@ -202,10 +206,7 @@ pub fn generate(
         }));
         generated.objects.push(PodObjects {
             vault,
-            files: group
-                .iter()
-                .map(|w| (w.annotation.clone(), objects.file_of(w)))
-                .collect(),
+            files: objects.placed,
             references: group
                 .into_iter()
                 .map(|w| (w.annotation, w.object))
@@ -215,26 +216,6 @@ pub fn generate(
     }
     generated.env.sort_by(|a, b| a.var.cmp(&b.var));
     Ok(generated)
-}
-
-impl VaultObjects {
-    /// The file `wanted`'s object is mounted as.
-    fn file_of(&self, wanted: &Wanted) -> String {
-        let file = match wanted.use_ {
-            Use::File => Some(wanted.name.clone()),
-            Use::Env => self
-                .synced
-                .iter()
-                .find(|s| s.var == wanted.name)
-                .map(|s| s.alias.clone()),
-            Use::Tls => self
-                .tls
-                .iter()
-                .find(|t| t.secret == wanted.name)
-                .map(|t| t.alias.clone()),
-        };
-        file.unwrap_or_default()
-    }
 }
 
 /// The volume of a vault's SPC: the pod's vault keeps the name and path it always had; another
@@ -270,7 +251,7 @@ fn mount(group: &[Wanted]) -> Result<VaultObjects, Denial> {
                     .entry(object)
                     .or_insert_with(|| wanted.name.clone());
                 mounted.files.insert(wanted.name.clone(), object.clone());
-                continue;
+                wanted.name.clone()
             }
             (_, Some(alias)) => alias.clone(),
             (use_, None) => {
@@ -294,15 +275,16 @@ fn mount(group: &[Wanted]) -> Result<VaultObjects, Denial> {
         };
         match wanted.use_ {
             Use::Env => mounted.synced.push(SyncedVar {
-                alias,
+                alias: alias.clone(),
                 var: wanted.name.clone(),
             }),
             Use::Tls => mounted.tls.push(TlsSync {
-                alias,
+                alias: alias.clone(),
                 secret: wanted.name.clone(),
             }),
             Use::File => {}
         }
+        mounted.placed.push((wanted.annotation.clone(), alias));
     }
     Ok(mounted)
 }

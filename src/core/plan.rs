@@ -140,8 +140,6 @@ impl SkipReason {
 pub struct InjectionPlan {
     /// JSON Patch against the pod as received; empty when it already carries everything.
     pub patch: Vec<PatchOperation>,
-    /// The SecretProviderClasses the pod's volumes name, one per vault (the marker's value).
-    pub spc_names: Vec<String>,
     /// Generate mode: the SPCs that must exist for the pod to start, one per vault.
     pub generated_spcs: Vec<GeneratedSpc>,
     /// Soft problems to return to the user.
@@ -151,12 +149,23 @@ pub struct InjectionPlan {
     pub objects: Vec<PodObjects>,
     /// The identity the SPCs authenticate as.
     pub identity: PodIdentity,
-    /// The CSI volumes, one per SPC, in `spc_names` order.
+    /// The CSI volumes, one per SPC: the pod's vault first, then the others by name.
     pub volumes: Vec<VolumeWire>,
     /// The env vars wired, sorted by var.
     pub env: Vec<EnvWire>,
     /// The containers (and init containers) wired, by name.
     pub containers: Vec<String>,
+}
+
+impl InjectionPlan {
+    /// The SecretProviderClasses the pod's volumes name, one per vault, in volume order.
+    pub fn spc_names(&self) -> Vec<&str> {
+        spc_names(&self.volumes)
+    }
+}
+
+fn spc_names(volumes: &[VolumeWire]) -> Vec<&str> {
+    volumes.iter().map(|v| v.spc_name.as_str()).collect()
 }
 
 /// The core's answer for a pod it does not deny.
@@ -259,8 +268,8 @@ pub fn plan_pod(
             objects: Vec::new(),
         },
     };
-    let spc_names: Vec<String> = wired.volumes.iter().map(|v| v.spc_name.clone()).collect();
-    let marker = spc_names.join(",");
+    // The `kvinject.io/injected` marker names every SPC, comma-separated.
+    let marker = spc_names(&wired.volumes).join(",");
     let wiring = Wiring {
         volumes: &wired.volumes,
         marker: &marker,
@@ -271,7 +280,6 @@ pub fn plan_pod(
     limits.check_patch(&patch)?;
     Ok(Decision::Inject(InjectionPlan {
         patch,
-        spc_names,
         generated_spcs: wired.spcs,
         warnings,
         objects: wired.objects,
