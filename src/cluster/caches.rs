@@ -143,7 +143,7 @@ impl Cluster {
     ) -> Option<(usize, usize)> {
         let new = names
             .iter()
-            .filter(|name| self.spcs.get(namespace, name).is_none())
+            .filter(|name| !self.spcs.contains(namespace, name))
             .count();
         if new == 0 {
             return None;

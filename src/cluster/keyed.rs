@@ -38,6 +38,13 @@ impl<V: Clone> KeyedCache<V> {
         self.read().get(namespace)?.get(name).cloned()
     }
 
+    /// Whether an entry of `name` in `namespace` is held (without copying it).
+    pub fn contains(&self, namespace: &str, name: &str) -> bool {
+        self.read()
+            .get(namespace)
+            .is_some_and(|names| names.contains_key(name))
+    }
+
     /// Entries held.
     pub fn len(&self) -> usize {
         self.read().values().map(HashMap::len).sum()

@@ -59,16 +59,11 @@ pub struct Denied(pub Vec<String>);
 /// Injects `documents`; facts are read from the documents themselves. Documents without a
 /// namespace belong to `namespace`.
 pub fn inject(
-    documents: Vec<Value>,
+    mut documents: Vec<Value>,
     namespace: &str,
     settings: &Settings,
 ) -> Result<Injected, Denied> {
-    let facts = DocumentFacts::from_documents(&documents, namespace);
-    let mut run = Run::new(&facts, settings, namespace);
-    let mut documents = documents;
-    for document in &mut documents {
-        run.document(document);
-    }
+    let mut run = Run::over(&mut documents, namespace, settings);
     if !run.denials.is_empty() {
         return Err(Denied(run.denials));
     }
@@ -77,7 +72,7 @@ pub fn inject(
         let name = str_at(&spc, &["metadata", "name"])
             .unwrap_or_default()
             .to_owned();
-        if facts.secret_provider_class(&namespace, &name).is_none()
+        if run.facts.secret_provider_class(&namespace, &name).is_none()
             && seen.insert((namespace, name))
         {
             documents.push(spc);
@@ -89,18 +84,13 @@ pub fn inject(
 
 /// What the core decides for every pod and pod template of `documents`, denied ones included,
 /// in document order; facts are read from the documents as for [`inject`].
-pub fn explain(documents: Vec<Value>, namespace: &str, settings: &Settings) -> Vec<PodReport> {
-    let facts = DocumentFacts::from_documents(&documents, namespace);
-    let mut run = Run::new(&facts, settings, namespace);
-    let mut documents = documents;
-    for document in &mut documents {
-        run.document(document);
-    }
-    run.reports
+pub fn explain(mut documents: Vec<Value>, namespace: &str, settings: &Settings) -> Vec<PodReport> {
+    Run::over(&mut documents, namespace, settings).reports
 }
 
 struct Run<'a> {
-    facts: &'a DocumentFacts,
+    /// The facts the documents themselves hold.
+    facts: DocumentFacts,
     settings: &'a Settings,
     namespace: &'a str,
     result: Injected,
@@ -114,9 +104,11 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(facts: &'a DocumentFacts, settings: &'a Settings, namespace: &'a str) -> Self {
-        Self {
-            facts,
+    /// Reads the facts among `documents`, then runs the core over each pod and template of
+    /// them, in order, applying every patch in place.
+    fn over(documents: &mut [Value], namespace: &'a str, settings: &'a Settings) -> Self {
+        let mut run = Self {
+            facts: DocumentFacts::from_documents(documents.iter(), namespace),
             settings,
             namespace,
             result: Injected::default(),
@@ -124,7 +116,11 @@ impl<'a> Run<'a> {
             generated_facts: DocumentFacts::default(),
             denials: Vec::new(),
             reports: Vec::new(),
+        };
+        for document in documents {
+            run.document(document);
         }
+        run
     }
 
     /// Records a pod's outcome; a denial is also one of the run's denials.
@@ -196,7 +192,7 @@ impl<'a> Run<'a> {
         };
         let facts = LayeredFacts {
             overlay: &self.generated_facts,
-            base: self.facts,
+            base: &self.facts,
         };
         let decision = match plan::plan_pod(pod, &namespace, &facts, self.settings) {
             Ok(decision) => decision,
