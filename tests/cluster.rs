@@ -18,7 +18,7 @@ use kvinject::webhook::listener::Limits;
 use kvinject::webhook::{http, review::Reviewer};
 use serde_json::{Value, json};
 use support::apiserver::ApiServer;
-use support::webhook::{admit, free_port, review as fixture};
+use support::webhook::{admit, review as fixture};
 use tower::ServiceExt;
 
 const CLIENT: &str = "5e2c6f4a-9d1b-4c3e-8a7f-0b1c2d3e4f50";
@@ -1195,64 +1195,7 @@ async fn the_identity_policy_allows_listed_service_accounts_only() {
 async fn serve_runs_against_the_cluster_with_a_kubeconfig() {
     let api = ApiServer::start().await;
     seed(&api);
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: {}\ncontexts:\n- name: double\n  \
-             context:\n    cluster: double\n    user: nobody\ncurrent-context: double\nusers:\n- name: nobody\n  user: {{}}\n",
-            api.url
-        ),
-    )
-    .unwrap();
-    let certs = kvinject::certs::generate("kvinject", "kvinject", 30, 7).unwrap();
-    kvinject::certs::write(dir.path(), &certs).unwrap();
-    let (https, health) = (free_port(), free_port());
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kvinject"))
-        .args(["serve", "--kubeconfig", kubeconfig.to_str().unwrap()])
-        .args([
-            "--tls-cert-file",
-            dir.path().join("tls.crt").to_str().unwrap(),
-        ])
-        .args([
-            "--tls-key-file",
-            dir.path().join("tls.key").to_str().unwrap(),
-        ])
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{https}"),
-            "--health-listen",
-            &format!("127.0.0.1:{health}"),
-        ])
-        .args([
-            "--pod-name",
-            "replica-x",
-            "--kvinject-namespace",
-            "kvinject",
-        ])
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .kill_on_drop(true)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let ready = || async {
-        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", health)).await else {
-            return false;
-        };
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let _ = stream
-            .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await;
-        let mut answer = String::new();
-        let _ = stream.read_to_string(&mut answer).await;
-        answer.starts_with("HTTP/1.1 200")
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready().await {
-        assert!(Instant::now() < deadline, "serve never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut served = support::webhook::serve_against(&api, &[]).await;
     // The collector took the Lease in kvinject's namespace under this replica's name.
     wait_for(
         || {
@@ -1266,7 +1209,7 @@ async fn serve_runs_against_the_cluster_with_a_kubeconfig() {
         api.get("leases", "kvinject", "kvinject-collector").unwrap()["spec"]["holderIdentity"],
         "replica-x"
     );
-    child.kill().await.unwrap();
+    served.child.kill().await.unwrap();
 }
 
 #[test]
@@ -1303,8 +1246,18 @@ fn serve_without_facts_or_a_cluster_refuses_to_start_and_says_why() {
 async fn the_alerts_and_the_dashboard_name_only_exported_metrics() {
     let api = ApiServer::start().await;
     seed(&api);
+    // A labelled pod that was not injected: the Lease holder's check counts it.
+    api.put(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "missed", "namespace": "shop",
+        "labels": {"kvinject.io/inject": "true"}, "annotations": {"kvinject.io/env.A": "a"}}, "spec": {}}));
     let (cluster, readiness) = start(&api).await;
     let metrics = kvinject::webhook::metrics::SharedMetrics::default();
+    let events = kvinject::cluster::events::EventWriter::new(cluster.clone(), "x", metrics.clone());
+    let settings = kvinject::cluster::uninjected::UninjectedSettings {
+        never_injected: Vec::new(),
+        eviction: None,
+    };
+    let mut uninjected = kvinject::cluster::uninjected::UninjectedPods::new(events, settings);
+    assert_eq!(uninjected.pass().await.by_namespace.len(), 1);
     let state = state(&cluster).with_metrics(metrics.clone());
     admit(&state, "/mutate", &fixture("patch-workload-identity")).await;
     admit(&state, "/mutate", &fixture("deny-env-conflict")).await;

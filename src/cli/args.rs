@@ -309,6 +309,43 @@ pub struct ServeArgs {
     /// Key Vault verification (with kvinject's own identity).
     #[command(flatten)]
     pub verify: VerifyArgs,
+    /// What the Lease holder does beyond collecting, and the denial Events.
+    #[command(flatten)]
+    pub operations: OperationsArgs,
+}
+
+/// Flags of the features that act on workloads and pods (all off unless set; each needs the
+/// RBAC the chart adds only when it is on).
+#[derive(Debug, Clone, Args)]
+pub struct OperationsArgs {
+    /// Restart the workload of a pod annotated kvinject.io/restart-on-rotation: "true" when an
+    /// object its env vars read is rotated (reads SecretProviderClassPodStatus objects).
+    #[arg(long, env = "KVINJECT_ROTATION_RESTARTS", conflicts_with = "facts")]
+    pub rotation_restarts: bool,
+    /// How long rotations of one workload are gathered into one restart.
+    #[arg(long, env = "KVINJECT_ROTATION_DEBOUNCE", default_value = "30s", value_parser = parse_duration)]
+    pub rotation_debounce: Duration,
+    /// Least time between two restarts of one workload.
+    #[arg(long, env = "KVINJECT_ROTATION_MIN_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub rotation_min_interval: Duration,
+    /// Most restarted workloads rolling at once, cluster-wide.
+    #[arg(long, env = "KVINJECT_ROTATION_MAX_CONCURRENT", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub rotation_max_concurrent: u16,
+    /// Count labelled pods of opted-in namespaces that run without injection
+    /// (kvinject_uninjected_pods) and write a Warning Event on each.
+    #[arg(long, env = "KVINJECT_UNINJECTED_PODS", conflicts_with = "facts")]
+    pub uninjected_pods: bool,
+    /// Also evict them (Eviction API: PodDisruptionBudgets apply), so their owners recreate them
+    /// through the webhook; implies --uninjected-pods.
+    #[arg(long, env = "KVINJECT_EVICT_UNINJECTED", conflicts_with = "facts")]
+    pub evict_uninjected: bool,
+    /// At most one eviction per this interval.
+    #[arg(long, env = "KVINJECT_EVICTION_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub eviction_interval: Duration,
+    /// Write a Warning Event on the top-level workload (Deployment, StatefulSet, DaemonSet,
+    /// CronJob, ...) of a pod /mutate denies.
+    #[arg(long, env = "KVINJECT_DENIAL_EVENTS", conflicts_with = "facts")]
+    pub denial_events: bool,
 }
 
 /// `kvinject certs`.

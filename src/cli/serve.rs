@@ -18,10 +18,14 @@ use tokio::task::JoinHandle;
 
 use crate::certs::self_managed::SelfManaged;
 use crate::cli::CliError;
-use crate::cli::args::ServeArgs;
+use crate::cli::args::{OperationsArgs, ServeArgs};
 use crate::cluster::Cluster;
 use crate::cluster::collector::{self, Collector};
+use crate::cluster::denials::DenialEvents;
+use crate::cluster::events::EventWriter;
 use crate::cluster::lease::{LEASE_DURATION, LeaseLock};
+use crate::cluster::rotation::{self, Restarts, RotationSettings};
+use crate::cluster::uninjected::{self, Eviction, UninjectedPods, UninjectedSettings};
 use crate::core::facts::DocumentFacts;
 use crate::core::plan::Settings;
 use crate::keyvault::{Verifier, VerifierSettings, VerifyMode};
@@ -42,6 +46,10 @@ const SELF_MANAGED_INTERVAL: Duration = Duration::from_secs(60);
 /// Bounds of the collector's pass interval (a tenth of the grace period).
 const COLLECTOR_INTERVAL_MIN: Duration = Duration::from_secs(1);
 const COLLECTOR_INTERVAL_MAX: Duration = Duration::from_secs(30);
+/// How often the Lease holder looks for pods without injection (more often when evicting with a
+/// shorter interval, down to the minimum).
+const UNINJECTED_INTERVAL: Duration = Duration::from_secs(30);
+const UNINJECTED_INTERVAL_MIN: Duration = Duration::from_secs(1);
 
 /// The collector runs a pass every tenth of the grace period, within bounds.
 fn collector_interval(grace: Duration) -> Duration {
@@ -95,6 +103,7 @@ struct ServePlan {
     settings: Settings,
     verify_mode: VerifyMode,
     verifier_settings: VerifierSettings,
+    operations: OperationsArgs,
 }
 
 impl ServePlan {
@@ -119,6 +128,7 @@ impl ServePlan {
             max_spcs_per_namespace,
             core,
             verify,
+            operations,
         } = args;
         let certificates = match (self_managed_certs, tls_cert_file, tls_key_file) {
             (true, _, _) => CertificateSource::SelfManaged {
@@ -167,6 +177,7 @@ impl ServePlan {
             settings: core.settings(),
             verify_mode,
             verifier_settings,
+            operations,
         })
     }
 
@@ -219,16 +230,17 @@ pub async fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let readiness = Arc::new(Readiness::default());
     readiness.expect("https");
     let mut background = Background::new();
-    let client = match plan.needs_cluster() {
-        true => Some(kube_client(plan.kubeconfig.clone()).await?),
+    let clients = match plan.needs_cluster() {
+        true => Some(kube_clients(plan.kubeconfig.clone()).await?),
         false => None,
     };
-    let store = start_certificates(&plan, client.as_ref(), &mut background).await?;
+    let main_client = clients.as_ref().map(|clients| &clients.main);
+    let store = start_certificates(&plan, main_client, &mut background).await?;
     readiness.watch_certificate(store.clone());
     let tls = tls::server_config_for_clients(store, plan.client_ca_file.as_deref())?;
     let metrics = SharedMetrics::default();
     let (reviewer, cluster) =
-        start_reviewer(&plan, client, &readiness, &metrics, &mut background).await?;
+        start_reviewer(&plan, clients, &readiness, &metrics, &mut background).await?;
 
     let health_listener = bind(plan.health_listen).await?;
     let listener = bind(plan.listen).await?;
@@ -324,20 +336,26 @@ async fn start_certificates(
 /// with its Lease in the background.
 async fn start_reviewer(
     plan: &ServePlan,
-    client: Option<kube::Client>,
+    clients: Option<Clients>,
     readiness: &Arc<Readiness>,
     metrics: &SharedMetrics,
     background: &mut Background,
 ) -> Result<(Reviewer, Option<Cluster>), CliError> {
     let limits = plan.limits;
     let settings = plan.settings.clone();
-    let (reviewer, cluster) = match (&plan.facts, client) {
+    let (reviewer, cluster) = match (&plan.facts, clients) {
         (FactsSource::Manifests(file), _) => {
             let manifests = manifest::read(file)?;
             let facts = DocumentFacts::from_documents(&manifests.documents, "default");
             (Reviewer::new(Arc::new(facts), settings, limits), None)
         }
-        (FactsSource::Cluster, Some(client)) => {
+        (
+            FactsSource::Cluster,
+            Some(Clients {
+                main: client,
+                no_retry,
+            }),
+        ) => {
             let cluster =
                 Cluster::start(client.clone(), readiness.clone(), plan.lookup_timeout).await;
             let lease = LeaseLock::new(
@@ -349,14 +367,19 @@ async fn start_reviewer(
             );
             let grace = plan.gc_grace_period;
             let deletions = metrics.clone();
+            let (leading_to, leading) = watch::channel(false);
             background.spawn(collector::run(
                 Collector::new(cluster.clone(), grace),
                 lease,
                 collector_interval(grace),
                 move |deleted| deletions.spc_deleted(deleted as u64),
+                leading_to,
                 background.stopped(),
             ));
-            let reviewer = Reviewer::live(cluster.clone(), settings, limits, spc_refresh(grace));
+            let events = EventWriter::new(cluster.clone(), &plan.pod_name, metrics.clone());
+            let denial_events = start_operations(plan, &events, &no_retry, leading, background);
+            let reviewer = Reviewer::live(cluster.clone(), settings, limits, spc_refresh(grace))
+                .with_denial_events(denial_events);
             (reviewer, Some(cluster))
         }
         (FactsSource::Cluster, None) => {
@@ -374,6 +397,65 @@ async fn start_reviewer(
     Ok((reviewer, cluster))
 }
 
+/// Starts the features the operations flags turn on: rotation restarts and the un-injected pods
+/// check (acting while this replica holds the Lease), and the denial Events' writer, whose queue
+/// is returned for the review pipeline.
+fn start_operations(
+    plan: &ServePlan,
+    events: &EventWriter,
+    eviction_client: &kube::Client,
+    leading: watch::Receiver<bool>,
+    background: &mut Background,
+) -> Option<DenialEvents> {
+    let OperationsArgs {
+        rotation_restarts,
+        rotation_debounce,
+        rotation_min_interval,
+        rotation_max_concurrent,
+        uninjected_pods,
+        evict_uninjected,
+        eviction_interval,
+        denial_events,
+    } = plan.operations.clone();
+    if rotation_restarts {
+        let settings = RotationSettings {
+            debounce: rotation_debounce,
+            min_interval: rotation_min_interval,
+            max_concurrent: usize::from(rotation_max_concurrent),
+        };
+        background.spawn(rotation::run(
+            Restarts::new(events.clone(), settings),
+            leading.clone(),
+            background.stopped(),
+        ));
+    }
+    if uninjected_pods || evict_uninjected {
+        let settings = UninjectedSettings {
+            never_injected: plan.settings.ignored_namespaces.iter().cloned().collect(),
+            eviction: evict_uninjected.then(|| Eviction {
+                interval: eviction_interval,
+                client: eviction_client.clone(),
+            }),
+        };
+        let interval = if evict_uninjected {
+            eviction_interval.clamp(UNINJECTED_INTERVAL_MIN, UNINJECTED_INTERVAL)
+        } else {
+            UNINJECTED_INTERVAL
+        };
+        background.spawn(uninjected::run(
+            UninjectedPods::new(events.clone(), settings),
+            interval,
+            leading,
+            background.stopped(),
+        ));
+    }
+    denial_events.then(|| {
+        let (queue, writer) = DenialEvents::start(events.clone());
+        background.spawn(writer);
+        queue
+    })
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, CliError> {
     TcpListener::bind(addr)
         .await
@@ -383,7 +465,14 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, CliError> {
         })
 }
 
-async fn kube_client(kubeconfig: Option<PathBuf>) -> Result<kube::Client, CliError> {
+/// Clients of the API server: one that retries what the API server asks to be retried (429,
+/// 503, 504), and one that does not, for the Eviction API, whose 429 is an answer.
+struct Clients {
+    main: kube::Client,
+    no_retry: kube::Client,
+}
+
+async fn kube_clients(kubeconfig: Option<PathBuf>) -> Result<Clients, CliError> {
     let config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(&path)
@@ -396,7 +485,15 @@ async fn kube_client(kubeconfig: Option<PathBuf>) -> Result<kube::Client, CliErr
             .await
             .map_err(|e| CliError::Kube(e.to_string()))?,
     };
-    kube::Client::try_from(config).map_err(|e| CliError::Kube(e.to_string()))
+    let client = |config: kube::Config| {
+        kube::Client::try_from(config).map_err(|e| CliError::Kube(e.to_string()))
+    };
+    let mut no_retry = config.clone();
+    no_retry.default_retry = false;
+    Ok(Clients {
+        main: client(config)?,
+        no_retry: client(no_retry)?,
+    })
 }
 
 async fn shutdown_signal() {

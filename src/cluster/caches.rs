@@ -23,9 +23,12 @@ use kube::{Client, Resource, ResourceExt};
 
 use crate::cluster::keyed::{CacheWriter, KeyedCache};
 use crate::cluster::spc_store::CachedSpc;
+use crate::cluster::workloads::{Workload, controller_of};
 use crate::cluster::{Cluster, binding_resource, spc_resource};
 use crate::core::annotations::{
-    AAD_POD_IDENTITY_GROUP, INJECTED, WORKLOAD_IDENTITY_CLIENT_ID, marker_spcs,
+    AAD_POD_IDENTITY_GROUP, ENV_PREFIX, FILE_PREFIX, INJECT, INJECTED, MIRROR_POD,
+    RESTART_ON_ROTATION, SECRET_PROVIDER_CLASS, TLS_SECRET_PREFIX, WORKLOAD_IDENTITY_CLIENT_ID,
+    marker_spcs,
 };
 use crate::core::facts::{
     ClusterFacts, IdentityBindingFacts, NamespaceFacts, SecretSync, ServiceAccountFacts, SpcFacts,
@@ -75,7 +78,7 @@ impl Cluster {
         );
         // Every pod, not only labelled ones: a pod keeps using its SPC however its labels change
         // after admission.
-        let pods = watch_entries::<Pod, _>(&client, "pods", pod_marker, &readiness);
+        let pods = watch_entries::<Pod, _>(&client, "pods", pod_entry, &readiness);
         let spcs = follow(
             watcher(
                 Api::<DynamicObject>::all_with(client.clone(), &spc_resource()),
@@ -154,6 +157,34 @@ impl Cluster {
         Some((held, new))
     }
 
+    /// The pod `name` of `namespace`, when it carries an injection marker or should.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<CachedPod> {
+        self.pods.get(namespace, name)
+    }
+
+    /// Every cached pod that should carry an injection marker and does not, in a namespace the
+    /// cache shows opted in, as (namespace, name, pod); `never` names the namespaces whose pods
+    /// are never injected.
+    pub fn uninjected_pods(&self, never: &[&str]) -> Vec<(String, String, CachedPod)> {
+        let mut found = Vec::new();
+        self.pods.for_each(|namespace, name, pod| {
+            if pod.wants_injection && pod.marker.is_none() && !never.contains(&namespace) {
+                found.push((namespace.to_owned(), name.to_owned(), pod.clone()));
+            }
+        });
+        found.retain(|(namespace, ..)| {
+            self.namespaces
+                .get("", namespace)
+                .is_some_and(|ns| ns.injection_enabled)
+        });
+        found
+    }
+
+    /// Whether the pod and Namespace caches have synced.
+    pub fn pods_and_namespaces_synced(&self) -> bool {
+        self.pods.is_synced() && self.namespaces.is_synced()
+    }
+
     /// Whether the pod cache has synced: before, [`Cluster::referenced_spcs`] knows no pod.
     pub fn markers_synced(&self) -> bool {
         self.pods.is_synced()
@@ -162,8 +193,8 @@ impl Cluster {
     /// (namespace, SPC name) of every pod's `kvinject.io/injected` marker.
     pub fn referenced_spcs(&self) -> BTreeSet<(String, String)> {
         let mut referenced = BTreeSet::new();
-        self.pods.for_each(|namespace, _, marker| {
-            for spc in marker_spcs(marker) {
+        self.pods.for_each(|namespace, _, pod| {
+            for spc in pod.marker.as_deref().into_iter().flat_map(marker_spcs) {
                 referenced.insert((namespace.to_owned(), spc.to_owned()));
             }
         });
@@ -200,10 +231,54 @@ fn service_account_entry(
     })
 }
 
-/// A pod as cached: its `kvinject.io/injected` marker (the SPCs it names); a pod without one is
-/// not kept.
-fn pod_marker(pod: &PartialObjectMeta<Pod>) -> Option<Box<str>> {
-    Some(pod.annotations().get(INJECTED)?.as_str().into())
+/// A pod as cached: what the collector, the rotation restarts and the un-injected pods check
+/// read of it. Kept only when it carries a marker or should have one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedPod {
+    /// Its `kvinject.io/injected` marker: the SPCs it uses.
+    pub marker: Option<Box<str>>,
+    /// Its uid.
+    pub uid: Box<str>,
+    /// Its controller, when of a kind kvinject follows.
+    pub controller: Option<Box<Workload>>,
+    /// Annotated `kvinject.io/restart-on-rotation: "true"`.
+    pub restart_on_rotation: bool,
+    /// Labelled `kvinject.io/inject: "true"`, not opted out, asking for objects, not a mirror
+    /// pod and not being deleted: a pod the webhook would have injected, were its namespace
+    /// opted in.
+    pub wants_injection: bool,
+}
+
+fn pod_entry(pod: &PartialObjectMeta<Pod>) -> Option<CachedPod> {
+    let annotations = pod.annotations();
+    let annotation = |key: &str| annotations.get(key).map(String::as_str);
+    let asks = annotations.keys().any(|key| {
+        key == SECRET_PROVIDER_CLASS
+            || [ENV_PREFIX, FILE_PREFIX, TLS_SECRET_PREFIX]
+                .iter()
+                .any(|prefix| key.starts_with(prefix))
+    });
+    let wants_injection = pod.labels().get(INJECT).map(String::as_str) == Some("true")
+        && annotation(INJECT) != Some("false")
+        && annotation(MIRROR_POD).is_none()
+        && pod.metadata.deletion_timestamp.is_none()
+        && asks;
+    let marker = annotation(INJECTED).map(Box::from);
+    if marker.is_none() && !wants_injection {
+        return None;
+    }
+    let namespace = pod.namespace().unwrap_or_default();
+    let controller = serde_json::to_value(&pod.metadata)
+        .ok()
+        .and_then(|metadata| controller_of(&namespace, &metadata))
+        .map(Box::new);
+    Some(CachedPod {
+        marker,
+        uid: pod.uid().unwrap_or_default().into(),
+        controller,
+        restart_on_rotation: annotation(RESTART_ON_ROTATION) == Some("true"),
+        wants_injection,
+    })
 }
 
 /// Watches `K` metadata-only into a cache of the entries `entry` makes.
@@ -373,8 +448,9 @@ impl ClusterFacts for Cluster {
         if syncs.iter().any(|sync| sync.managed_by_kvinject) {
             // A generated SPC no pod mounts syncs nothing; it only waits for the collector.
             let mut referenced = BTreeSet::new();
-            self.pods.for_each_in(namespace, |_, marker| {
-                referenced.extend(marker_spcs(marker).map(str::to_owned));
+            self.pods.for_each_in(namespace, |_, pod| {
+                let spcs = pod.marker.as_deref().into_iter().flat_map(marker_spcs);
+                referenced.extend(spcs.map(str::to_owned));
             });
             syncs.retain(|sync| !sync.managed_by_kvinject || referenced.contains(&sync.spc));
         }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::core::DynamicObject;
+use tokio::sync::watch;
 
 use crate::cluster::lease::LeaseLock;
 use crate::cluster::spc_store::CachedSpc;
@@ -110,12 +111,14 @@ impl Collector {
 
 /// Runs the collector while this replica holds `lease`, until `shutdown` resolves. Passes run
 /// every `interval`; the Lease is renewed at least three times per its duration; `on_deleted`
-/// hears how many SPCs each pass deleted.
+/// hears how many SPCs each pass deleted; `leading` tells the other Lease holder's tasks
+/// (rotation restarts, un-injected pods) whether this replica holds it.
 pub async fn run(
     mut collector: Collector,
     lease: LeaseLock,
     interval: Duration,
     on_deleted: impl Fn(usize) + Send,
+    leading_to: watch::Sender<bool>,
     shutdown: impl Future<Output = ()>,
 ) {
     let tick = interval
@@ -135,6 +138,7 @@ pub async fn run(
         if held != leading {
             tracing::info!(leading = held, "collector lease");
             leading = held;
+            leading_to.send_replace(held);
             // A new leader starts its grace clocks afresh.
             collector.unreferenced_since.clear();
         }
@@ -144,4 +148,5 @@ pub async fn run(
             last_pass = Some(Instant::now());
         }
     }
+    leading_to.send_replace(false);
 }

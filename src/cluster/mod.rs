@@ -20,10 +20,15 @@ use crate::core::facts::{IdentityBindingFacts, NamespaceFacts, ServiceAccountFac
 
 pub mod caches;
 pub mod collector;
+pub mod denials;
+pub mod events;
 pub mod keyed;
 pub mod lease;
 pub mod lookup;
+pub mod rotation;
 pub mod spc_store;
+pub mod uninjected;
+pub mod workloads;
 
 /// The SecretProviderClass API.
 pub fn spc_resource() -> ApiResource {
@@ -50,8 +55,8 @@ pub struct Cluster {
     /// Set once the cluster serves the AzureIdentityBinding API (at start, or when it appears).
     bindings: Arc<OnceLock<Arc<KeyedCache<IdentityBindingFacts>>>>,
     spcs: Arc<KeyedCache<CachedSpc>>,
-    /// The SPC each pod's injection marker names, for pods that carry one.
-    pods: Arc<KeyedCache<Box<str>>>,
+    /// Pods that carry an injection marker or should ([`caches::CachedPod`]).
+    pods: Arc<KeyedCache<caches::CachedPod>>,
     /// Deadline for the direct look-ups of one admission.
     lookup_timeout: Duration,
 }

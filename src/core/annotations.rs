@@ -33,9 +33,15 @@ pub const CLIENT_ID: &str = "kvinject.io/client-id";
 pub const SECRET_PROVIDER_CLASS: &str = "kvinject.io/secret-provider-class";
 /// Marker kvinject writes on every pod it mutated: the SPCs the pod uses, comma-separated.
 pub const INJECTED: &str = "kvinject.io/injected";
+/// Pod template annotation (`"true"`): restart the workload when an object its env vars read is
+/// rotated (with `serve --rotation-restarts`).
+pub const RESTART_ON_ROTATION: &str = "kvinject.io/restart-on-rotation";
+/// Pod template annotation kvinject sets on a workload to restart it (as `kubectl rollout
+/// restart` sets its own): the time of the restart, RFC 3339.
+pub const RESTARTED_AT: &str = "kvinject.io/restarted-at";
 
 /// Every exact (non-prefix) kvinject key a pod may carry; anything else under [`PREFIX`] is unknown.
-pub const KNOWN_POD_KEYS: [&str; 8] = [
+pub const KNOWN_POD_KEYS: [&str; 10] = [
     INJECT,
     VAULT,
     TENANT_ID,
@@ -44,6 +50,8 @@ pub const KNOWN_POD_KEYS: [&str; 8] = [
     CLIENT_ID,
     SECRET_PROVIDER_CLASS,
     INJECTED,
+    RESTART_ON_ROTATION,
+    RESTARTED_AT,
 ];
 
 /// Default directory of the CSI volume in each target container.

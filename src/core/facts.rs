@@ -171,6 +171,9 @@ pub struct SpcFacts {
     pub synced_keys: Vec<SyncedKey>,
     /// Its `kubernetes.io/tls` Secrets.
     pub tls_secrets: Vec<TlsSecretFacts>,
+    /// The objects it copies into a synced Secret of another type (what env vars read), as the
+    /// CSI driver's SecretProviderClassPodStatus names them: `<objectType>/<objectName>`.
+    pub env_objects: Vec<String>,
 }
 
 /// A `secretObjects` entry of type `kubernetes.io/tls`.
@@ -516,11 +519,16 @@ pub fn spc_facts(spc: &Value) -> SpcFacts {
 /// [`spc_facts`] from an SPC's `spec` and its `app.kubernetes.io/managed-by` label.
 pub fn spc_facts_of(spec: &Value, managed_by: Option<&str>) -> SpcFacts {
     let identity = spc_identity(&spec["parameters"]);
+    let objects = str_at(spec, &["parameters", "objects"])
+        .map(provider_objects)
+        .unwrap_or_default();
     let mut synced_keys = Vec::new();
+    let mut env_objects = Vec::new();
     for secret in spec["secretObjects"].as_array().into_iter().flatten() {
         let Some(secret_name) = secret["secretName"].as_str() else {
             continue;
         };
+        let tls = secret["type"] == annotations::TLS_SECRET_TYPE;
         for entry in secret["data"].as_array().into_iter().flatten() {
             if let Some(key) = entry["key"].as_str() {
                 synced_keys.push(SyncedKey {
@@ -528,37 +536,46 @@ pub fn spc_facts_of(spec: &Value, managed_by: Option<&str>) -> SpcFacts {
                     key: key.to_owned(),
                 });
             }
+            let file = entry["objectName"].as_str();
+            let source = objects
+                .iter()
+                .find(|object| Some(object.file.as_str()) == file);
+            if let (false, Some(object)) = (tls, source) {
+                let id = object.status_id();
+                if !env_objects.contains(&id) {
+                    env_objects.push(id);
+                }
+            }
         }
     }
     let vault = str_at(spec, &["parameters", "keyvaultName"])
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .map(str::to_owned);
-    let tls_secrets = tls_secrets_of(spec, vault.as_deref());
+    let tls_secrets = tls_secrets_of(spec, &objects, vault.as_deref());
     SpcFacts {
         managed_by_kvinject: annotations::is_managed_by_kvinject(managed_by),
         identity,
         vault,
         synced_keys,
         tls_secrets,
+        env_objects,
     }
 }
 
 /// The `kubernetes.io/tls` entries of an SPC's `secretObjects`, each with the certificate its
 /// object is (read from the `objects` parameter as the provider reads it).
-fn tls_secrets_of(spec: &Value, vault: Option<&str>) -> Vec<TlsSecretFacts> {
+fn tls_secrets_of(
+    spec: &Value,
+    objects: &[ProviderObject],
+    vault: Option<&str>,
+) -> Vec<TlsSecretFacts> {
     let entries: Vec<&Value> = spec["secretObjects"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|secret| secret["type"] == annotations::TLS_SECRET_TYPE)
         .collect();
-    if entries.is_empty() {
-        return Vec::new();
-    }
-    let objects = str_at(spec, &["parameters", "objects"])
-        .map(provider_objects)
-        .unwrap_or_default();
     entries
         .into_iter()
         .filter_map(|secret| {
@@ -576,8 +593,12 @@ fn tls_secrets_of(spec: &Value, vault: Option<&str>) -> Vec<TlsSecretFacts> {
                 _ => None,
             };
             let certificate = object.as_deref().and_then(|file| {
-                let (_, name, version) = objects.iter().find(|(alias, ..)| alias == file)?;
-                Some(certificate_id(vault?, name, version.as_deref()))
+                let object = objects.iter().find(|object| object.file == file)?;
+                Some(certificate_id(
+                    vault?,
+                    &object.name,
+                    object.version.as_deref(),
+                ))
             });
             Some(TlsSecretFacts {
                 secret_name,
@@ -588,9 +609,28 @@ fn tls_secrets_of(spec: &Value, vault: Option<&str>) -> Vec<TlsSecretFacts> {
         .collect()
 }
 
-/// The provider's `objects` parameter (a YAML `array:` of YAML mappings) as (file name, Key
-/// Vault object name, pinned version): the file is the `objectAlias`, else the `objectName`.
-fn provider_objects(parameter: &str) -> Vec<(String, String, Option<String>)> {
+/// One entry of the provider's `objects` parameter.
+struct ProviderObject {
+    /// The file it is written to: the `objectAlias`, else the `objectName`.
+    file: String,
+    /// `objectName`.
+    name: String,
+    /// `objectType`.
+    object_type: String,
+    /// `objectVersion`, when pinned.
+    version: Option<String>,
+}
+
+impl ProviderObject {
+    /// How the Azure provider names the object in a SecretProviderClassPodStatus.
+    fn status_id(&self) -> String {
+        format!("{}/{}", self.object_type, self.name)
+    }
+}
+
+/// The provider's `objects` parameter (a YAML `array:` of YAML mappings), as the provider reads it
+/// (fields trimmed).
+fn provider_objects(parameter: &str) -> Vec<ProviderObject> {
     #[derive(serde::Deserialize)]
     struct Objects {
         array: Vec<String>,
@@ -602,22 +642,27 @@ fn provider_objects(parameter: &str) -> Vec<(String, String, Option<String>)> {
         #[serde(default)]
         object_alias: Option<String>,
         #[serde(default)]
+        object_type: Option<String>,
+        #[serde(default)]
         object_version: Option<String>,
     }
     let Ok(objects) = serde_yaml_ng::from_str::<Objects>(parameter) else {
         return Vec::new();
     };
+    let present =
+        |field: Option<String>| field.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
     objects
         .array
         .iter()
         .filter_map(|entry| serde_yaml_ng::from_str::<Object>(entry).ok())
         .map(|object| {
-            let file = object
-                .object_alias
-                .filter(|alias| !alias.is_empty())
-                .unwrap_or_else(|| object.object_name.clone());
-            let version = object.object_version.filter(|v| !v.is_empty());
-            (file, object.object_name, version)
+            let name = object.object_name.trim().to_owned();
+            ProviderObject {
+                file: present(object.object_alias).unwrap_or_else(|| name.clone()),
+                object_type: present(object.object_type).unwrap_or_default(),
+                version: present(object.object_version),
+                name,
+            }
         })
         .collect()
 }

@@ -53,9 +53,12 @@ const METADATA: Keep = Keep::Fields(&[
     ("annotations", Keep::Keys(kept_annotation)),
     (
         "ownerReferences",
+        // kind and name for logs; apiVersion, uid and controller for the denial Events.
         Keep::Items(&Keep::Fields(&[
+            ("apiVersion", Keep::Text),
             ("kind", Keep::Text),
             ("name", Keep::Text),
+            ("uid", Keep::Text),
             ("controller", Keep::Text),
         ])),
     ),

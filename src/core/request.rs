@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::core::annotations::{
     CLIENT_ID, CONTAINERS, DEFAULT_MOUNT_PATH, ENV_PREFIX, FILE_PREFIX, GENERATED_NAME_PREFIX,
-    INJECT, INJECTED, KNOWN_POD_KEYS, MAX_KEY_NAME_LEN, MOUNT_PATH, PREFIX, SECRET_PROVIDER_CLASS,
-    TENANT_ID, TLS_SECRET_PREFIX, VAULT,
+    INJECT, INJECTED, KNOWN_POD_KEYS, MAX_KEY_NAME_LEN, MOUNT_PATH, PREFIX, RESTART_ON_ROTATION,
+    RESTARTED_AT, SECRET_PROVIDER_CLASS, TENANT_ID, TLS_SECRET_PREFIX, VAULT,
 };
 use crate::core::denial::{Denial, warning};
 use crate::core::pod::{ContainerList, ContainerView, PodView};
@@ -68,7 +68,13 @@ impl<'a> Request<'a> {
                 CONTAINERS => request.containers = Some(value),
                 CLIENT_ID => request.client_id = Some(value),
                 SECRET_PROVIDER_CLASS => request.spc = Some(value),
-                INJECTED => {}
+                INJECTED | RESTARTED_AT => {}
+                RESTART_ON_ROTATION if value != "true" && value != "false" => {
+                    request.warnings.push(warning(format_args!(
+                        "annotation {RESTART_ON_ROTATION}: {value:?} means nothing; only \"true\" restarts the workload when an object its env vars read is rotated"
+                    )))
+                }
+                RESTART_ON_ROTATION => {}
                 INJECT if value != "true" && value != "false" => request.warnings.push(warning(
                     format_args!(
                         "annotation {INJECT}: {value:?} means nothing; only \"false\" (skip this pod) does"

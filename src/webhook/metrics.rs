@@ -76,7 +76,27 @@ pub struct Metrics {
     in_flight: Gauge,
     ready: Gauge,
     certificate_expiry: Gauge,
+    rotation_restarts: Family<Vec<(String, String)>, Counter>,
+    rotation_skipped: Family<Vec<(String, String)>, Counter>,
+    rotation_deferred: Family<Vec<(String, String)>, Counter>,
+    uninjected_pods: Family<Vec<(String, String)>, Gauge>,
+    uninjected_evictions: Family<Vec<(String, String)>, Counter>,
+    events: Family<Vec<(String, String)>, Counter>,
 }
+
+/// Why a rotation restarted nothing: the pod did not ask, the object is only a file, the owner
+/// is not restartable or is gone, or the request failed.
+pub const ROTATION_SKIPPED: [&str; 5] = [
+    "not_opted_in",
+    "file_only",
+    "not_restartable",
+    "owner_not_found",
+    "failed",
+];
+/// Why a restart waits: the workload's minimum interval, or the cluster-wide concurrency limit.
+pub const ROTATION_DEFERRED: [&str; 2] = ["min_interval", "max_concurrent"];
+/// Results of an eviction of a pod without injection (`blocked`: a PodDisruptionBudget).
+pub const EVICTION_RESULTS: [&str; 3] = ["evicted", "blocked", "failed"];
 
 /// An admission being answered, counted in `kvinject_admissions_in_flight` until dropped.
 #[derive(Debug)]
@@ -188,8 +208,70 @@ impl Metrics {
             "End of validity of the serving certificate (Unix time); 0 before one is loaded",
             certificate_expiry.clone(),
         );
+        let rotation_restarts = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "rotation_restarts",
+            "Workloads restarted because objects their env vars read were rotated, by kind",
+            rotation_restarts.clone(),
+        );
+        let rotation_skipped = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "rotation_restarts_skipped",
+            "Rotated objects that restarted nothing, by reason",
+            rotation_skipped.clone(),
+        );
+        let rotation_deferred = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "rotation_restarts_deferred",
+            "Restarts left for later, by reason",
+            rotation_deferred.clone(),
+        );
+        let uninjected_pods = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "uninjected_pods",
+            "Labelled pods of opted-in namespaces running without injection, by namespace (exported by the Lease holder)",
+            uninjected_pods.clone(),
+        );
+        let uninjected_evictions = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "uninjected_evictions",
+            "Evictions of pods running without injection, by result",
+            uninjected_evictions.clone(),
+        );
+        let events = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "events",
+            "Kubernetes Events written, by reason and result",
+            events.clone(),
+        );
+        for kind in ["Deployment", "StatefulSet", "DaemonSet"] {
+            let _ = rotation_restarts.get_or_create(&vec![("kind".into(), kind.into())]);
+        }
+        for reason in ROTATION_SKIPPED {
+            let _ = rotation_skipped.get_or_create(&vec![("reason".into(), reason.into())]);
+        }
+        for reason in ROTATION_DEFERRED {
+            let _ = rotation_deferred.get_or_create(&vec![("reason".into(), reason.into())]);
+        }
+        for result in EVICTION_RESULTS {
+            let _ = uninjected_evictions.get_or_create(&vec![("result".into(), result.into())]);
+        }
+        for reason in crate::cluster::events::Reason::ALL {
+            for result in ["written", "failed"] {
+                let _ = events.get_or_create(&vec![
+                    ("reason".into(), reason.as_str().into()),
+                    ("result".into(), result.into()),
+                ]);
+            }
+        }
         Self {
             registry,
+            rotation_restarts,
+            rotation_skipped,
+            rotation_deferred,
+            uninjected_pods,
+            uninjected_evictions,
+            events,
             in_flight,
             ready,
             certificate_expiry,
@@ -290,6 +372,55 @@ impl Metrics {
     pub fn health(&self, ready: bool, certificate_expiry: Option<i64>) {
         self.ready.set(i64::from(ready));
         self.certificate_expiry.set(certificate_expiry.unwrap_or(0));
+    }
+
+    /// Counts a restart for rotated objects.
+    pub fn rotation_restart(&self, kind: &str) {
+        self.rotation_restarts
+            .get_or_create(&vec![("kind".into(), kind.to_owned())])
+            .inc();
+    }
+
+    /// Counts a rotated object that restarted nothing ([`ROTATION_SKIPPED`]).
+    pub fn rotation_skipped(&self, reason: &str) {
+        self.rotation_skipped
+            .get_or_create(&vec![("reason".into(), reason.to_owned())])
+            .inc();
+    }
+
+    /// Counts a restart left for later ([`ROTATION_DEFERRED`]).
+    pub fn rotation_deferred(&self, reason: &str) {
+        self.rotation_deferred
+            .get_or_create(&vec![("reason".into(), reason.to_owned())])
+            .inc();
+    }
+
+    /// Sets the pods without injection by namespace; namespaces not named are dropped.
+    pub fn uninjected(&self, by_namespace: &std::collections::BTreeMap<String, usize>) {
+        self.uninjected_pods.clear();
+        for (namespace, count) in by_namespace {
+            self.uninjected_pods
+                .get_or_create(&vec![("namespace".into(), namespace.clone())])
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Counts an eviction of a pod without injection ([`EVICTION_RESULTS`]).
+    pub fn uninjected_eviction(&self, result: &str) {
+        self.uninjected_evictions
+            .get_or_create(&vec![("result".into(), result.to_owned())])
+            .inc();
+    }
+
+    /// Counts an Event written (or not).
+    pub fn event(&self, reason: &str, written: bool) {
+        let result = if written { "written" } else { "failed" };
+        self.events
+            .get_or_create(&vec![
+                ("reason".into(), reason.to_owned()),
+                ("result".into(), result.into()),
+            ])
+            .inc();
     }
 
     /// The text exposition.

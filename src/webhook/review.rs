@@ -11,12 +11,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
+use crate::cluster::denials::{DenialEvents, Denied};
+use crate::cluster::workloads::controller_of;
 use crate::core::annotations::{NAMESPACE_INJECTION_ENABLED, NAMESPACE_INJECTION_LABEL};
 use crate::core::denial::{Denial, DenialReason, warning};
 use crate::core::facts::{ClusterFacts, LayeredFacts, Miss, RecordingFacts};
 use crate::core::plan::Settings;
 use crate::core::spc::GeneratedSpc;
 use crate::keyvault::{Verifier, VerifyMode};
+use kube::core::admission::Operation;
+
 use crate::webhook::admission::{self, Answer, Decoded, Outcome, ReviewError, Route};
 use crate::webhook::listener::Limits;
 use crate::webhook::metrics::SharedMetrics;
@@ -69,6 +73,8 @@ pub struct Reviewer {
     /// Namespaces a direct read just showed not opted in, and when: a flood of forged reviews
     /// naming them costs the API server one read per `namespace_recheck`, not one per review.
     refused_namespaces: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Where denials of controller-made pods go, to be told to their workload.
+    denial_events: Option<DenialEvents>,
 }
 
 /// Namespaces remembered as not opted in, at most; when full, the memory starts afresh.
@@ -90,6 +96,7 @@ impl Reviewer {
             metrics: SharedMetrics::default(),
             verifier: None,
             refused_namespaces: Arc::default(),
+            denial_events: None,
         }
     }
 
@@ -119,6 +126,12 @@ impl Reviewer {
         self
     }
 
+    /// The same pipeline, handing denials of controller-made pods to `events` (`None`: off).
+    pub fn with_denial_events(mut self, events: Option<DenialEvents>) -> Self {
+        self.denial_events = events;
+        self
+    }
+
     /// The metrics this pipeline counts into.
     pub fn metrics(&self) -> &SharedMetrics {
         &self.metrics
@@ -140,7 +153,34 @@ impl Reviewer {
         let answer = soften_for_workloads(route, answer);
         let answer = self.require_opted_in(route, decoded, answer, budget).await;
         let answer = self.verify(answer, budget).await;
-        Ok(self.write_spcs(decoded, answer, budget).await)
+        let answer = self.write_spcs(decoded, answer, budget).await;
+        self.tell_denial(route, decoded, &answer);
+        Ok(answer)
+    }
+
+    /// A pod denied on `/mutate` (not a dry run, not for its namespace's opt-in) whose creator is
+    /// a controller: its workload hears of it through an Event.
+    fn tell_denial(&self, route: Route, decoded: &Decoded, answer: &Answer) {
+        let (Some(events), Some(message)) = (&self.denial_events, answer.denial_message()) else {
+            return;
+        };
+        let request = &decoded.request;
+        if route != Route::Mutate
+            || request.dry_run
+            || request.kind.kind != "Pod"
+            || request.operation != Operation::Create
+            || answer.denial_reason == Some(DenialReason::Namespace)
+        {
+            return;
+        }
+        let namespace = decoded.namespace();
+        let metadata = decoded.object.as_ref().map(|object| &object["metadata"]);
+        if let Some(controller) = metadata.and_then(|m| controller_of(&namespace, m)) {
+            events.denied(Denied {
+                controller,
+                message: message.to_owned(),
+            });
+        }
     }
 
     /// The core over the facts; when it denies for an object the caches do not know (yet), one

@@ -49,7 +49,7 @@ struct Resource {
     namespaced: bool,
 }
 
-const RESOURCES: [Resource; 9] = [
+const RESOURCES: [Resource; 17] = [
     Resource {
         group: "",
         version: "v1",
@@ -113,6 +113,62 @@ const RESOURCES: [Resource; 9] = [
         kind: "AzureIdentityBinding",
         namespaced: true,
     },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "events",
+        kind: "Event",
+        namespaced: true,
+    },
+    Resource {
+        group: "apps",
+        version: "v1",
+        plural: "deployments",
+        kind: "Deployment",
+        namespaced: true,
+    },
+    Resource {
+        group: "apps",
+        version: "v1",
+        plural: "replicasets",
+        kind: "ReplicaSet",
+        namespaced: true,
+    },
+    Resource {
+        group: "apps",
+        version: "v1",
+        plural: "statefulsets",
+        kind: "StatefulSet",
+        namespaced: true,
+    },
+    Resource {
+        group: "apps",
+        version: "v1",
+        plural: "daemonsets",
+        kind: "DaemonSet",
+        namespaced: true,
+    },
+    Resource {
+        group: "batch",
+        version: "v1",
+        plural: "jobs",
+        kind: "Job",
+        namespaced: true,
+    },
+    Resource {
+        group: "batch",
+        version: "v1",
+        plural: "cronjobs",
+        kind: "CronJob",
+        namespaced: true,
+    },
+    Resource {
+        group: "secrets-store.csi.x-k8s.io",
+        version: "v1",
+        plural: "secretproviderclasspodstatuses",
+        kind: "SecretProviderClassPodStatus",
+        namespaced: true,
+    },
 ];
 
 impl Resource {
@@ -145,6 +201,8 @@ struct Inner {
     failures: Vec<(String, String, u16, String)>,
     delays: Vec<(String, String, Duration)>,
     bindings_api: bool,
+    /// Pods (namespace, name) a PodDisruptionBudget keeps: their eviction is refused (429).
+    disruption_budgets: Vec<(String, String)>,
 }
 
 /// The double; clones share state.
@@ -176,6 +234,7 @@ impl ApiServer {
                 failures: Vec::new(),
                 delays: Vec::new(),
                 bindings_api: true,
+                disruption_budgets: Vec::new(),
             })),
             events,
             held: Arc::new(held),
@@ -193,9 +252,38 @@ impl ApiServer {
         kube::Client::try_from(config).unwrap()
     }
 
+    /// A kube client for the double that does not retry 429, 503 and 504 by itself.
+    pub fn client_without_retries(&self) -> kube::Client {
+        let mut config = kube::Config::new(self.url.parse().unwrap());
+        config.default_retry = false;
+        kube::Client::try_from(config).unwrap()
+    }
+
     /// Whether the AzureIdentityBinding API is served (AAD Pod Identity installed).
     pub fn set_bindings_api(&self, served: bool) {
         self.inner.lock().unwrap().bindings_api = served;
+    }
+
+    /// A PodDisruptionBudget keeps the pod: its eviction is refused with 429, as the API server
+    /// refuses one that would break a budget.
+    pub fn keep_by_budget(&self, namespace: &str, name: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .disruption_budgets
+            .push((namespace.into(), name.into()));
+    }
+
+    /// Stored objects of `plural`, in key order.
+    pub fn objects(&self, plural: &str) -> Vec<Value> {
+        self.inner
+            .lock()
+            .unwrap()
+            .objects
+            .iter()
+            .filter(|((p, _, _), _)| p == plural)
+            .map(|(_, object)| object.clone())
+            .collect()
     }
 
     /// Lists of `plural` wait until [`ApiServer::release`].
@@ -331,8 +419,15 @@ impl ApiServer {
 fn stamp(object: &mut Value, rv: u64, previous: Option<&Value>) {
     let metadata = object["metadata"].as_object_mut().unwrap();
     metadata.insert("resourceVersion".into(), json!(rv.to_string()));
+    // The stored uid; else one the test chose; else a new one.
     let uid = previous
         .and_then(|p| p["metadata"]["uid"].as_str().map(str::to_owned))
+        .or_else(|| {
+            metadata
+                .get("uid")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| format!("uid-{rv}"));
     metadata.insert("uid".into(), json!(uid));
     metadata
@@ -380,6 +475,44 @@ fn parse_path(path: &str) -> Option<(Resource, Option<String>, Option<String>)> 
         }
         _ => None,
     }
+}
+
+/// (namespace, pod) of a pod's eviction subresource path.
+fn eviction_of(path: &str) -> Option<(String, String)> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["api", "v1", "namespaces", ns, "pods", name, "eviction"] => {
+            Some(((*ns).to_owned(), (*name).to_owned()))
+        }
+        _ => None,
+    }
+}
+
+/// The Eviction API: the pod is deleted unless a disruption budget keeps it (429).
+fn evict(server: &ApiServer, namespace: &str, name: &str) -> Response {
+    let key = ("pods".to_owned(), namespace.to_owned(), name.to_owned());
+    let kept = {
+        let inner = server.inner.lock().unwrap();
+        if !inner.objects.contains_key(&key) {
+            return status(404, "NotFound", &format!("pods \"{name}\" not found"));
+        }
+        inner
+            .disruption_budgets
+            .iter()
+            .any(|(ns, n)| ns == namespace && n == name)
+    };
+    if kept {
+        return status(
+            429,
+            "TooManyRequests",
+            "Cannot evict pod as it would violate the pod's disruption budget.",
+        );
+    }
+    server.remove("pods", namespace, name);
+    ok(
+        StatusCode::CREATED,
+        &json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 201}),
+    )
 }
 
 fn status(code: u16, reason: &str, message: &str) -> Response {
@@ -472,6 +605,9 @@ async fn dispatch(State(server): State<ApiServer>, request: Request) -> Response
                 "the server could not find the requested resource",
             )
         };
+    }
+    if let (&Method::POST, Some((namespace, name))) = (&parts.method, eviction_of(&path)) {
+        return evict(&server, &namespace, &name);
     }
     let Some((resource, namespace, name)) = parse_path(&path) else {
         return status(404, "NotFound", &format!("no route {path}"));
@@ -917,7 +1053,18 @@ fn strategic_merge(
     let Some(mut object) = server.inner.lock().unwrap().objects.get(&key).cloned() else {
         return status(404, "NotFound", "not found");
     };
+    // As the API server: a uid in the patch is a precondition.
+    let uid = &patch["metadata"]["uid"];
+    if !uid.is_null() && *uid != object["metadata"]["uid"] {
+        return status(409, "Conflict", "Precondition failed: UID in precondition");
+    }
+    let spec_before = object["spec"].clone();
     merge(&mut object, &patch);
+    // A new spec is a new generation, as for every object with a status.
+    if object["spec"] != spec_before {
+        let generation = object["metadata"]["generation"].as_i64().unwrap_or(1);
+        object["metadata"]["generation"] = json!(generation + 1);
+    }
     server.store(object, "kubectl-patch", true);
     ok(StatusCode::OK, &server.inner.lock().unwrap().objects[&key])
 }

@@ -1,10 +1,13 @@
 //! Helpers for tests that talk to the webhook: AdmissionReview fixtures, the facts of
 //! `tests/fixtures/facts.yaml`, a TLS client that trusts given CAs, one admission through the
-//! router, a free loopback port.
+//! router, a free loopback port, and `kvinject serve` run as a process against the API server
+//! double.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Body;
+use super::apiserver::ApiServer;
+use axum::body::{Body, Bytes};
 use axum::http::{Request, header};
 use base64::Engine;
 use http_body_util::BodyExt;
@@ -94,4 +97,106 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// `kvinject serve` run as a process against the double (through a kubeconfig), with files
+/// certificates and loopback ports; killed when dropped.
+pub struct Served {
+    pub child: tokio::process::Child,
+    pub https: u16,
+    pub health: u16,
+    ca_pem: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    /// POSTs an AdmissionReview to `/mutate` over TLS, as the API server does; the answer.
+    pub async fn mutate(&self, review: &Value) -> Value {
+        use http_body_util::Full;
+        use hyper_util::rt::TokioIo;
+        let config = client_config(&[&self.ca_pem], &[&rustls::version::TLS13], &[b"http/1.1"]);
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.https))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("kvinject.kvinject.svc").unwrap();
+        let tls = connector.connect(name, stream).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let request = Request::post("/mutate")
+            .header("content-type", "application/json")
+            .header("host", "kvinject.kvinject.svc:443")
+            .body(Full::new(Bytes::from(review.to_string())))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let body = body_bytes(response.into_body()).await;
+        serde_json::from_slice(&body).unwrap()
+    }
+}
+
+/// Starts `kvinject serve` against the API server double `api` with `args` besides the usual
+/// ones (replica `replica-x`, kvinject's namespace `kvinject`), and waits until `/readyz` says 200.
+pub async fn serve_against(api: &ApiServer, args: &[&str]) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: {}\ncontexts:\n- name: double\n  \
+                 context:\n    cluster: double\n    user: nobody\ncurrent-context: double\nusers:\n- name: nobody\n  user: {{}}\n",
+                api.url
+            ),
+        )
+        .unwrap();
+    let certs = kvinject::certs::generate("kvinject", "kvinject", 30, 7).unwrap();
+    kvinject::certs::write(dir.path(), &certs).unwrap();
+    let (https, health) = (free_port(), free_port());
+    let path = |file: &str| dir.path().join(file).to_str().unwrap().to_owned();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kvinject"))
+        .args(["serve", "--kubeconfig", &path("kubeconfig")])
+        .args(["--tls-cert-file", &path("tls.crt")])
+        .args(["--tls-key-file", &path("tls.key")])
+        .args(["--listen", &format!("127.0.0.1:{https}")])
+        .args(["--health-listen", &format!("127.0.0.1:{health}")])
+        .args([
+            "--pod-name",
+            "replica-x",
+            "--kvinject-namespace",
+            "kvinject",
+        ])
+        .args(args)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .kill_on_drop(true)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = || async {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", health)).await else {
+            return false;
+        };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _ = stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer).await;
+        answer.starts_with("HTTP/1.1 200")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !ready().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Served {
+        child,
+        https,
+        health,
+        ca_pem: certs.ca_pem,
+        _dir: dir,
+    }
 }
