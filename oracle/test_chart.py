@@ -25,7 +25,10 @@ CHART = ROOT / "charts" / "kvinject"
 TLS_SECRET = "kvinject-tls"
 
 # Value set -> what scripts/check-packaging sets (see scripts/packaging/write_value_sets.py).
-VALUE_SETS = ["defaults", "cert-manager", "cert-manager-issuer", "provided", "single-replica", "hardened", "monitoring"]
+VALUE_SETS = [
+    "defaults", "cert-manager", "cert-manager-issuer", "provided", "single-replica", "hardened", "monitoring",
+    "operations", "rotation-restarts", "uninjected-eviction", "denial-events",
+]
 COMMITTED = {"defaults": "kvinject.yaml", "cert-manager": "kvinject-cert-manager.yaml"}
 CERT_MODE = {
     "defaults": "selfManaged",
@@ -35,6 +38,18 @@ CERT_MODE = {
     "single-replica": "selfManaged",
     "hardened": "selfManaged",
     "monitoring": "selfManaged",
+    "operations": "selfManaged",
+    "rotation-restarts": "selfManaged",
+    "uninjected-eviction": "selfManaged",
+    "denial-events": "selfManaged",
+}
+# Value set -> the optional features it turns on (all are off in the others). "uninjected" is the
+# check, "evict" the eviction that implies it.
+FEATURES = {
+    "operations": {"rotation", "uninjected", "evict", "denial"},
+    "rotation-restarts": {"rotation"},
+    "uninjected-eviction": {"uninjected", "evict"},
+    "denial-events": {"denial"},
 }
 
 
@@ -463,6 +478,38 @@ def flags(value_set):
     return parsed
 
 
+FEATURE_FLAGS = {
+    "--rotation-restarts", "--rotation-debounce", "--rotation-min-interval", "--rotation-max-concurrent",
+    "--uninjected-pods", "--evict-uninjected", "--eviction-interval", "--denial-events",
+}
+# Value set -> (debounce, min interval, max concurrent) or the eviction interval it sets; the
+# chart's defaults elsewhere.
+ROTATION_SETTINGS = {"rotation-restarts": ("45s", "1h", "5")}
+EVICTION_INTERVAL = {"uninjected-eviction": "1m"}
+
+
+@every_set
+def test_each_optional_feature_passes_its_flags_only_when_on(value_set):
+    features = FEATURES.get(value_set, set())
+    expected = {}
+    if "rotation" in features:
+        debounce, min_interval, max_concurrent = ROTATION_SETTINGS.get(value_set, ("30s", "10m", "2"))
+        expected |= {
+            "--rotation-restarts": True,
+            "--rotation-debounce": debounce,
+            "--rotation-min-interval": min_interval,
+            "--rotation-max-concurrent": max_concurrent,
+        }
+    if "uninjected" in features:
+        expected["--uninjected-pods"] = True
+    if "evict" in features:
+        expected |= {"--evict-uninjected": True, "--eviction-interval": EVICTION_INTERVAL.get(value_set, "10s")}
+    if "denial" in features:
+        expected["--denial-events"] = True
+    given = flags(value_set)
+    assert {flag: value for flag, value in given.items() if flag in FEATURE_FLAGS} == expected
+
+
 @every_set
 def test_the_serving_certificate_reaches_kvinject(value_set):
     given = flags(value_set)
@@ -517,6 +564,31 @@ EVERY_MODE_CLUSTER_GRANTS = {
 }
 
 
+# What each optional feature adds to the ClusterRole, and nothing more.
+OWNER_CHAIN_GRANTS = {
+    ("apps", resource, "get") for resource in ("replicasets", "deployments", "statefulsets", "daemonsets")
+} | {
+    ("batch", resource, "get") for resource in ("jobs", "cronjobs")
+}
+EVENTS_GRANT = ("", "events", "create")
+FEATURE_CLUSTER_GRANTS = {
+    "rotation": OWNER_CHAIN_GRANTS | {EVENTS_GRANT} | {
+        ("secrets-store.csi.x-k8s.io", "secretproviderclasspodstatuses", verb) for verb in ("get", "list", "watch")
+    } | {
+        ("apps", resource, "patch") for resource in ("deployments", "statefulsets", "daemonsets")
+    },
+    "uninjected": {EVENTS_GRANT},
+    "evict": {("", "pods/eviction", "create")},
+    "denial": OWNER_CHAIN_GRANTS | {EVENTS_GRANT},
+}
+# The groups and resources only the optional features are granted.
+FEATURE_RESOURCES = {(group, resource) for grants in FEATURE_CLUSTER_GRANTS.values() for group, resource, _ in grants}
+
+
+def feature_grants(value_set):
+    return set().union(*(FEATURE_CLUSTER_GRANTS[feature] for feature in FEATURES.get(value_set, ())))
+
+
 @every_set
 def test_rbac_has_no_wildcards(value_set):
     for rule in rules(value_set, "ClusterRole") + rules(value_set, "Role"):
@@ -529,7 +601,7 @@ def test_rbac_has_no_wildcards(value_set):
 def test_rbac_is_exactly_what_kvinject_needs(value_set):
     self_managed = CERT_MODE[value_set] == "selfManaged"
     cluster = [rule for rule in rules(value_set, "ClusterRole") if "resourceNames" not in rule]
-    assert set().union(*map(grants, cluster)) == EVERY_MODE_CLUSTER_GRANTS
+    assert set().union(*map(grants, cluster)) == EVERY_MODE_CLUSTER_GRANTS | feature_grants(value_set)
     named = [rule for rule in rules(value_set, "ClusterRole") if "resourceNames" in rule]
     if self_managed:
         assert len(named) == 1
@@ -546,6 +618,32 @@ def test_rbac_is_exactly_what_kvinject_needs(value_set):
     leases = [rule for rule in role["rules"] if "leases" in rule["resources"]]
     assert len(leases) == 1 and grants(leases[0]) == {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
     assert len(objects(value_set, "Role")) == len(objects(value_set, "ClusterRole")) == 1
+
+
+@every_set
+def test_every_resource_and_verb_is_granted_by_one_rule(value_set):
+    # Features that need the same access share one rule (one events create, one apps get).
+    cluster = [grant for rule in rules(value_set, "ClusterRole") for grant in grants(rule)]
+    repeated = {grant for grant in cluster if cluster.count(grant) > 1}
+    assert not repeated, f"granted by more than one rule: {sorted(repeated)}"
+
+
+def test_the_optional_features_are_off_by_default():
+    cluster = set().union(*map(grants, rules("defaults", "ClusterRole")))
+    assert not {(group, resource) for group, resource, _ in cluster} & FEATURE_RESOURCES
+    assert not set(flags("defaults")) & FEATURE_FLAGS
+
+
+def test_only_rotation_restarts_may_change_a_workload():
+    restart = {("apps", resource, "patch") for resource in ("deployments", "statefulsets", "daemonsets")}
+    for value_set, features in FEATURES.items():
+        written = {
+            grant
+            for rule in rules(value_set, "ClusterRole")
+            for grant in grants(rule)
+            if grant[0] in ("apps", "batch") and grant[2] != "get"
+        }
+        assert written == (restart if "rotation" in features else set()), value_set
 
 
 @every_set

@@ -98,6 +98,8 @@ UNHEALTHY = [
     (f'kvinject_cache_synced{{{SELECTOR}, pod="a", cache="pods"}}', "0x120"),
     (f'kvinject_keyvault_verifications_total{{{SELECTOR}, pod="a", result="unverified"}}', "0+5x120"),
     (f'kvinject_keyvault_verifications_total{{{SELECTOR}, pod="a", result="ok"}}', "0+1x120"),
+    # The Lease holder's gauge, its label namespace renamed by the scrape (the target's wins).
+    (f'kvinject_uninjected_pods{{{SELECTOR}, pod="a", exported_namespace="shop"}}', "3x120"),
 ]
 # The same replica healthy: 100 days of certificate, few denials, everything synced and verified.
 HEALTHY = [
@@ -110,8 +112,25 @@ HEALTHY = [
     (f'kvinject_keyvault_verifications_total{{{SELECTOR}, pod="a", result="unverified"}}', "0+1x120"),
     (f'kvinject_keyvault_verifications_total{{{SELECTOR}, pod="a", result="ok"}}', "0+10x120"),
 ]
+# The healthy replica as the Lease holder with uninjectedPods on: the gauge is there, at 0. (Above,
+# it is a replica that does not export the gauge: not the holder, or the check is off.)
+HEALTHY_HOLDER = HEALTHY + [
+    (f'kvinject_uninjected_pods{{{SELECTOR}, pod="a", exported_namespace="shop"}}', "0x120"),
+]
 # Labels each alert carries besides its rule's, from the series above.
-EXTRA_LABELS = {"KvinjectCacheNotSynced": {"pod": "a", "cache": "pods"}}
+EXTRA_LABELS = {
+    "KvinjectCacheNotSynced": {"pod": "a", "cache": "pods"},
+    "KvinjectUninjectedPods": {"namespace": "shop"},
+}
+
+
+def expanded(alert):
+    """The alert's annotations as Prometheus sends them: {{ $labels.NAME }} filled in."""
+    labels = EXTRA_LABELS.get(alert["alert"], {})
+    return {
+        key: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda match: labels[match.group(1)], value)
+        for key, value in alert["annotations"].items()
+    }
 
 
 def test_each_alert_fires_when_its_condition_holds_and_only_then(rules_file):
@@ -119,7 +138,7 @@ def test_each_alert_fires_when_its_condition_holds_and_only_then(rules_file):
     unhealthy = [
         {"eval_time": at, "alertname": alert["alert"], "exp_alerts": [{
             "exp_labels": {**alert["labels"], **EXTRA_LABELS.get(alert["alert"], {})},
-            "exp_annotations": alert["annotations"],
+            "exp_annotations": expanded(alert),
         }]}
         for alert in alerts()
     ]
@@ -131,6 +150,7 @@ def test_each_alert_fires_when_its_condition_holds_and_only_then(rules_file):
         "tests": [
             {"interval": "1m", "input_series": series(UNHEALTHY), "alert_rule_test": unhealthy},
             {"interval": "1m", "input_series": series(HEALTHY), "alert_rule_test": healthy},
+            {"interval": "1m", "input_series": series(HEALTHY_HOLDER), "alert_rule_test": healthy},
             # No replica scraped at all is as bad as none ready.
             {"interval": "1m", "input_series": [], "alert_rule_test": [
                 {"eval_time": "10m", "alertname": "KvinjectNoReadyReplica", "exp_alerts": [{

@@ -23,6 +23,9 @@ refused = [
     ({"gcGracePeriod": "ten minutes"}, "/gcGracePeriod"),
     ({"defaultVault": "my--vault"}, "/defaultVault"),
     ({"replicas": 0}, "/replicas"),
+    ({"rotationRestarts": {"maxConcurrent": 0}}, "/rotationRestarts/maxConcurrent"),
+    ({"rotationRestarts": {"debounce": "30 seconds"}}, "/rotationRestarts/debounce"),
+    ({"uninjectedPods": {"evictInterval": "10s"}}, "additional properties 'evictInterval' not allowed"),
     ({"certificates": {"mode": "provided"}}, "certificates.mode=provided needs the PEM values certificates.provided.tlsCrt, certificates.provided.tlsKey, certificates.provided.caBundle"),
     (
         {"certificates": {"mode": "provided", "provided": {"tlsCrt": "x", "tlsKey": "y", "caBundle": "z"}}},

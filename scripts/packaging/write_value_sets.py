@@ -39,6 +39,19 @@ sets = {
             "grafanaDashboard": {"enabled": True},
         }
     },
+    # Every optional feature at its defaults, eviction included.
+    "operations": {
+        "rotationRestarts": {"enabled": True},
+        "uninjectedPods": {"enabled": True, "evict": True},
+        "denialEvents": {"enabled": True},
+    },
+    # One feature each, so that each is seen to add its own rules only.
+    "rotation-restarts": {
+        "rotationRestarts": {"enabled": True, "debounce": "45s", "minInterval": "1h", "maxConcurrent": 5},
+    },
+    # evict alone implies enabled.
+    "uninjected-eviction": {"uninjectedPods": {"evict": True, "evictionInterval": "1m"}},
+    "denial-events": {"denialEvents": {"enabled": True}},
     "hardened": {
         "webhook": {"clientCA": (pki / "ca.crt").read_text()},
         "networkPolicy": {

@@ -148,3 +148,11 @@ has already failed when it is missing).
 {{- end }}
 {{- $value }}
 {{- end }}
+
+{{/*
+"true" when kvinject looks for pods running without injection: uninjectedPods.enabled, or
+uninjectedPods.evict, which implies it. Empty otherwise.
+*/}}
+{{- define "kvinject.uninjectedPods" -}}
+{{- if or .Values.uninjectedPods.enabled .Values.uninjectedPods.evict }}true{{ end }}
+{{- end }}
