@@ -42,7 +42,8 @@ fn seed(api: &ApiServer) {
                 {"objectName": "api-key", "key": "API_KEY"}]}]}}));
     api.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "checkout", "namespace": "shop", "uid": "deployment-uid", "generation": 1},
-        "spec": {"replicas": 1, "template": {"metadata": {"labels": {"app": "checkout"}}}},
+        "spec": {"replicas": 1, "template": {"metadata": {"labels": {"app": "checkout"},
+            "annotations": {"kvinject.io/restart-on-rotation": "true"}}}},
         "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}}));
     api.put(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
         "metadata": {"name": "checkout-7d9f8c6b5", "namespace": "shop", "uid": "2b7e3f5c-1a4d-4e6b-9c8a-7f6e5d4c3b2a",
@@ -82,7 +83,8 @@ fn pod_status(pod: &str, versions: &[(&str, &str)]) -> Value {
         .map(|(id, version)| json!({"id": id, "version": version}))
         .collect();
     json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClassPodStatus",
-        "metadata": {"name": format!("{pod}-shop-{SPC}"), "namespace": "shop"},
+        "metadata": {"name": format!("{pod}-shop-{SPC}"), "namespace": "shop",
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": format!("{pod}-uid")}]},
         "status": {"podName": pod, "secretProviderClassName": SPC, "mounted": true,
             "targetPath": "/var/lib/kubelet/pods/x/volumes/kubernetes.io~csi/kvinject-secrets/mount",
             "objects": objects}})
@@ -169,6 +171,15 @@ impl Drop for Rotation {
 
 /// The restarts running as the Lease holder over `pods`, each mounting version 1 of everything.
 async fn rotation(pods: &[Value], settings: RotationSettings) -> Rotation {
+    rotation_with(pods, settings, watch::channel(true).1).await
+}
+
+/// [`rotation`], holding the Lease while `leading` says so.
+async fn rotation_with(
+    pods: &[Value],
+    settings: RotationSettings,
+    leading: watch::Receiver<bool>,
+) -> Rotation {
     let api = ApiServer::start().await;
     seed(&api);
     for pod in pods {
@@ -177,35 +188,49 @@ async fn rotation(pods: &[Value], settings: RotationSettings) -> Rotation {
         api.put(pod_status(name, &V1));
     }
     let cluster = start(&api).await;
-    let metrics = SharedMetrics::default();
-    let events = EventWriter::new(cluster.clone(), "kvinject-0", metrics.clone());
-    let (_, leading) = watch::channel(true);
-    let (stop, stopped) = watch::channel(false);
-    let mut stopped = stopped;
-    tokio::spawn(rotation::run(
-        Restarts::new(events, settings),
-        leading,
-        async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        },
-    ));
-    // Wait until the first sightings are in (a list of the statuses has been answered).
-    let api_seen = api.clone();
-    wait_for(
-        || {
-            api_seen.requests().iter().any(|r| {
-                r.path.ends_with("/secretproviderclasspodstatuses") && r.param("watch").is_some()
-            })
-        },
-        "the status watch",
-    )
-    .await;
-    api.clear_requests();
-    Rotation {
+    let (stop, _) = watch::channel(false);
+    let r = Rotation {
         api,
         cluster,
-        metrics,
+        metrics: SharedMetrics::default(),
         stop,
+    };
+    r.replica(settings, leading, r.metrics.clone()).await;
+    r.api.clear_requests();
+    r
+}
+
+impl Rotation {
+    /// Another replica's restarts over the same cluster, holding the Lease while `leading` says
+    /// so; returns once it follows the statuses.
+    async fn replica(
+        &self,
+        settings: RotationSettings,
+        leading: watch::Receiver<bool>,
+        metrics: SharedMetrics,
+    ) {
+        let watches = || {
+            self.api
+                .requests()
+                .iter()
+                .filter(|r| {
+                    r.path.ends_with("/secretproviderclasspodstatuses")
+                        && r.param("watch").is_some()
+                })
+                .count()
+        };
+        let before = watches();
+        let events = EventWriter::new(self.cluster.clone(), "kvinject-0", metrics);
+        let mut stopped = self.stop.subscribe();
+        tokio::spawn(rotation::run(
+            Restarts::new(events, settings),
+            leading,
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
+        // The first sightings are in once the list has been answered and the watch began.
+        wait_for(|| watches() > before, "the status watch").await;
     }
 }
 
@@ -257,6 +282,11 @@ async fn a_rotated_env_object_restarts_the_deployment_once_after_the_debounce() 
         .put(pod_status("checkout-2", &mounted("d2", "a1", "c1")));
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(requests(&r.api, "PATCH", "deployments").len(), 1);
+    assert_eq!(
+        r.deferred("min_interval"),
+        0.0,
+        "covered, not merely deferred"
+    );
     let rotated = events(&r.api, "SecretsRotated");
     assert_eq!(rotated.len(), 1, "{rotated:?}");
     assert_eq!(rotated[0]["involvedObject"]["kind"], "Deployment");
@@ -331,8 +361,8 @@ async fn a_restart_another_replica_made_within_the_min_interval_defers_this_one(
     let web = pod("checkout-1", Some(replica_set_owner()), true, true);
     let r = rotation(&[web], settings(200, Duration::from_secs(600), 2)).await;
     let mut deployment = r.api.get("deployments", "shop", "checkout").unwrap();
-    deployment["spec"]["template"]["metadata"]["annotations"] =
-        json!({"kvinject.io/restarted-at": k8s_openapi::jiff::Timestamp::now().to_string()});
+    deployment["spec"]["template"]["metadata"]["annotations"]["kvinject.io/restarted-at"] =
+        json!(k8s_openapi::jiff::Timestamp::now().to_string());
     r.api.put(deployment);
     r.api
         .put(pod_status("checkout-1", &mounted("d2", "a1", "c1")));
@@ -405,7 +435,7 @@ async fn at_most_max_concurrent_workloads_roll_at_once() {
     let r = rotation(&pods, settings(100, Duration::from_secs(600), 1)).await;
     r.api.put(json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": "db", "namespace": "shop", "uid": "db-uid", "generation": 1},
-        "spec": {"replicas": 1, "template": {"metadata": {}}},
+        "spec": {"replicas": 1, "template": {"metadata": {"annotations": {"kvinject.io/restart-on-rotation": "true"}}}},
         "status": {"observedGeneration": 1, "updatedReplicas": 1, "currentRevision": "r1", "updateRevision": "r1"}}));
     let rotated = mounted("d2", "a1", "c1");
     r.api.put(pod_status("checkout-1", &rotated));
@@ -428,6 +458,108 @@ async fn at_most_max_concurrent_workloads_roll_at_once() {
         "the StatefulSet's restart",
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_change_outlives_a_lease_hand_over_and_a_new_holder_does_not_restart_again() {
+    let pods = [
+        pod("checkout-1", Some(replica_set_owner()), true, true),
+        pod("checkout-2", Some(replica_set_owner()), true, true),
+    ];
+    let (a_leads, a_leading) = watch::channel(false);
+    let r = rotation_with(&pods, settings(200, Duration::from_secs(600), 2), a_leading).await;
+    let (b_leads, b_leading) = watch::channel(false);
+    r.replica(
+        settings(200, Duration::from_secs(600), 2),
+        b_leading,
+        SharedMetrics::default(),
+    )
+    .await;
+    r.api.clear_requests();
+    // Rotated while no replica holds the Lease (a hand-over): both gather the change.
+    r.api
+        .put(pod_status("checkout-1", &mounted("d2", "a1", "c1")));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(requests(&r.api, "PATCH", "deployments").is_empty());
+    b_leads.send_replace(true);
+    wait_for(
+        || restarted_at(&r.api, "deployments", "checkout").is_some(),
+        "the new holder's restart",
+    )
+    .await;
+    // The Lease moves again; the other pod reports the same version late. The next holder had
+    // gathered the first report too: the workload says it was restarted for that version.
+    b_leads.send_replace(false);
+    a_leads.send_replace(true);
+    r.api
+        .put(pod_status("checkout-2", &mounted("d2", "a1", "c1")));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(requests(&r.api, "PATCH", "deployments").len(), 1);
+    assert_eq!(r.deferred("min_interval"), 0.0);
+    let rotated = r.api.get("deployments", "shop", "checkout").unwrap()["metadata"]["annotations"]
+        ["kvinject.io/rotated"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(rotated.len(), 12, "one 12-digit digest: {rotated}");
+}
+
+#[tokio::test]
+async fn a_pod_recreated_under_its_name_is_a_first_sighting_not_a_rotation() {
+    let set_owner = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "db-uid", "controller": true});
+    let r = rotation(
+        &[pod("db-0", Some(set_owner), true, true)],
+        settings(100, Duration::from_secs(600), 2),
+    )
+    .await;
+    r.api.put(json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": "shop", "uid": "db-uid", "generation": 1},
+        "spec": {"replicas": 1, "template": {"metadata": {"annotations": {"kvinject.io/restart-on-rotation": "true"}}}}}));
+    // The driver updates the status of the same name in place, for the new pod.
+    let mut status = pod_status("db-0", &mounted("d2", "a1", "c1"));
+    status["metadata"]["ownerReferences"][0]["uid"] = json!("db-0-second-uid");
+    r.api.put(status);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(r.api.requests().iter().all(|r| r.method != "PATCH"));
+}
+
+#[tokio::test]
+async fn a_workload_a_restart_would_not_roll_or_that_did_not_ask_is_told_or_left() {
+    let set_owner = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "db-uid", "controller": true});
+    let pods = [
+        pod("checkout-1", Some(replica_set_owner()), true, true),
+        pod("db-0", Some(set_owner), true, true),
+    ];
+    let r = rotation(&pods, settings(100, Duration::from_secs(600), 2)).await;
+    r.api.put(json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": "shop", "uid": "db-uid", "generation": 1},
+        "spec": {"replicas": 1, "updateStrategy": {"type": "OnDelete"},
+            "template": {"metadata": {"annotations": {"kvinject.io/restart-on-rotation": "true"}}}}}));
+    // The pod claims the opt-in; its Deployment's template does not.
+    let mut deployment = r.api.get("deployments", "shop", "checkout").unwrap();
+    deployment["spec"]["template"]["metadata"]["annotations"] = json!({});
+    r.api.put(deployment);
+    let rotated = mounted("d2", "a1", "c1");
+    r.api.put(pod_status("checkout-1", &rotated));
+    r.api.put(pod_status("db-0", &rotated));
+    wait_for(
+        || !events(&r.api, "RotationNotRestarted").is_empty(),
+        "the OnDelete StatefulSet's Event",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(r.api.requests().iter().all(|r| r.method != "PATCH"));
+    let told = events(&r.api, "RotationNotRestarted");
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0]["involvedObject"]["name"], "db");
+    assert!(told[0]["message"].as_str().unwrap().contains("OnDelete"));
+    assert_eq!(
+        metric(
+            &r.metrics,
+            "kvinject_rotation_restarts_skipped_total{reason=\"not_opted_in\"}"
+        ),
+        1.0
+    );
 }
 
 async fn uninjected_check(
@@ -574,6 +706,11 @@ async fn evictions_are_rate_limited_respect_budgets_and_spare_bare_pods() {
         .iter()
         .map(|r| r.path.clone())
         .collect();
+    let body: Value = serde_json::from_str(&requests(&api, "POST", "eviction")[1].body).unwrap();
+    assert_eq!(
+        body["deleteOptions"]["preconditions"]["uid"], "b-missed-uid",
+        "only the pod the cache saw"
+    );
     assert_eq!(
         evictions,
         [
@@ -696,7 +833,16 @@ async fn serve_runs_each_feature_only_when_its_flag_is_on() {
     let rotated = mounted("d2", "a1", "c1");
     let off = ApiServer::start().await;
     scenario(&off);
-    let served = serve_against(&off, &[]).await;
+    // The interval would make the un-injected check run every 200 ms, were it on.
+    let served = serve_against(&off, &["--eviction-interval", "200ms"]).await;
+    wait_for(
+        || {
+            off.get("leases", "kvinject", "kvinject-collector")
+                .is_some()
+        },
+        "the Lease",
+    )
+    .await;
     let answer = served.mutate(&fixture("deny-env-conflict")).await;
     assert_eq!(answer["response"]["allowed"], false);
     off.put(pod_status("checkout-1", &rotated));
@@ -779,4 +925,41 @@ async fn serve_runs_each_feature_only_when_its_flag_is_on() {
         "the restart's Event",
     )
     .await;
+}
+
+#[tokio::test]
+async fn no_eviction_for_jobs_dangling_owners_or_a_controller_whose_pods_come_back_uninjected() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "name": "report", "uid": "job-uid", "controller": true});
+    api.put(json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "report", "namespace": "shop", "uid": "job-uid"}, "spec": {}}));
+    api.put(pod("a-job-pod", Some(job), false, false));
+    let dangling = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "gone", "uid": "gone-uid", "controller": true});
+    api.put(pod("b-dangling", Some(dangling), false, false));
+    api.put(pod("c-missed", Some(replica_set_owner()), false, false));
+    let (mut check, _) = uninjected_check(&api, Some(Duration::from_millis(1))).await;
+    let mut evicted = Vec::new();
+    for _ in 0..4 {
+        evicted.extend(check.pass().await.evicted);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(evicted, [("shop".to_owned(), "c-missed".to_owned())]);
+    // Its ReplicaSet recreates it, without injection again: the webhook is not called.
+    api.put(pod(
+        "c-missed-again",
+        Some(replica_set_owner()),
+        false,
+        false,
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        assert_eq!(check.pass().await.evicted, None);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let paths: Vec<String> = requests(&api, "POST", "eviction")
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(paths, ["/api/v1/namespaces/shop/pods/c-missed/eviction"]);
 }

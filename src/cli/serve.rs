@@ -46,8 +46,8 @@ const SELF_MANAGED_INTERVAL: Duration = Duration::from_secs(60);
 /// Bounds of the collector's pass interval (a tenth of the grace period).
 const COLLECTOR_INTERVAL_MIN: Duration = Duration::from_secs(1);
 const COLLECTOR_INTERVAL_MAX: Duration = Duration::from_secs(30);
-/// How often the Lease holder looks for pods without injection (more often when evicting with a
-/// shorter interval, down to the minimum).
+/// How often the Lease holder looks for pods without injection, at most: the eviction interval
+/// when shorter, down to the minimum.
 const UNINJECTED_INTERVAL: Duration = Duration::from_secs(30);
 const UNINJECTED_INTERVAL_MIN: Duration = Duration::from_secs(1);
 
@@ -437,11 +437,7 @@ fn start_operations(
                 client: eviction_client.clone(),
             }),
         };
-        let interval = if evict_uninjected {
-            eviction_interval.clamp(UNINJECTED_INTERVAL_MIN, UNINJECTED_INTERVAL)
-        } else {
-            UNINJECTED_INTERVAL
-        };
+        let interval = eviction_interval.clamp(UNINJECTED_INTERVAL_MIN, UNINJECTED_INTERVAL);
         background.spawn(uninjected::run(
             UninjectedPods::new(events.clone(), settings),
             interval,

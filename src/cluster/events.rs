@@ -169,7 +169,8 @@ impl EventWriter {
             count: Some(1),
             action: Some(reason.as_str().into()),
             reporting_component: Some(COMPONENT.into()),
-            reporting_instance: Some(self.instance.clone()),
+            // The API server refuses a reportingInstance over 128 characters.
+            reporting_instance: Some(cut(&self.instance, 128).to_owned()),
             ..Event::default()
         };
         let api = Api::<Event>::namespaced(self.cluster.client().clone(), &involved.namespace);

@@ -27,11 +27,13 @@ use kube::api::Api;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
+use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
 use crate::cluster::Cluster;
 use crate::cluster::events::{EventWriter, Involved, Reason};
-use crate::cluster::workloads::{OwnerError, Workload, restarted_at, rolling};
+use crate::cluster::workloads::{OwnerError, Workload, WorkloadKind, restarted_at, rolling};
+use crate::core::annotations::{self, RESTART_ON_ROTATION, ROTATED, marker_spcs};
 use crate::core::facts::ClusterFacts;
 use crate::lifecycle::ticks::Ticks;
 
@@ -79,15 +81,26 @@ pub struct Change {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct Mounted {
     pod: String,
+    /// The pod's uid, from the status's owner reference: a pod recreated under the same name
+    /// (a StatefulSet's) is a first sighting, not a rotation.
+    pod_uid: Option<String>,
     spc: String,
     versions: BTreeMap<String, String>,
 }
 
 impl Mounted {
     fn of(status: &DynamicObject) -> Self {
+        let pod_uid = status
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|owner| owner.kind == "Pod")
+            .map(|owner| owner.uid.clone());
         let status = &status.data["status"];
         let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_owned();
         Self {
+            pod_uid,
             pod: text(&status["podName"]),
             spc: text(&status["secretProviderClassName"]),
             versions: status["objects"]
@@ -106,7 +119,7 @@ impl Mounted {
 
     /// The objects whose version differs in `now` (a first sighting is no change).
     fn changes(&self, now: &Mounted, namespace: &str) -> Vec<Change> {
-        if self.pod != now.pod || self.spc != now.spc {
+        if self.pod != now.pod || self.spc != now.spc || self.pod_uid != now.pod_uid {
             return Vec::new();
         }
         now.versions
@@ -213,7 +226,7 @@ pub async fn follow_versions(client: Client, changes: mpsc::Sender<Change>) {
 /// Changes gathered for one workload.
 struct Pending {
     since: Instant,
-    /// Not before then: the minimum interval since the last restart.
+    /// Not before then: the minimum interval since the last restart, or a retry's pause.
     not_before: Instant,
     /// (SPC, object) → (from, to).
     changes: BTreeMap<(String, String), (String, String)>,
@@ -221,24 +234,28 @@ struct Pending {
     deferred: Vec<&'static str>,
 }
 
-/// A restart this replica made.
-struct Restarted {
-    at: Instant,
-    /// (SPC, object) → the version it was restarted for.
-    versions: BTreeMap<(String, String), String>,
-}
-
-/// How long a restart is remembered (to recognise the versions it was for).
-const REMEMBER_RESTARTS: Duration = Duration::from_secs(24 * 3600);
+/// How long a change is kept waiting for its restart (by a replica not holding the Lease, or
+/// for a workload that keeps failing).
+const REMEMBER_PENDING: Duration = Duration::from_secs(24 * 3600);
 /// Most changes one restart's Event lists.
 const LISTED_CHANGES: usize = 10;
+/// Pause before a restart whose workload could not be read is tried again.
+const RETRY: Duration = Duration::from_secs(30);
+/// Controllers whose workload is remembered, at most; when full, the memory starts afresh.
+const REMEMBERED_OWNERS: usize = 10_000;
 
-/// The restarts: changes in, restarts out.
+/// The restarts: changes in, restarts out. Every replica gathers the changes; the Lease holder
+/// restarts. What a workload was restarted for is recorded on the workload itself
+/// ([`ROTATED`]), so a new Lease holder neither restarts it again for the same versions nor
+/// forgets a change the old one had not acted on.
 pub struct Restarts {
     events: EventWriter,
     settings: RotationSettings,
     pending: BTreeMap<Workload, Pending>,
-    restarted: HashMap<Workload, Restarted>,
+    /// A controller's uid → the top of its owner chain (owner chains do not change).
+    owners: HashMap<String, Workload>,
+    /// This replica's restarts, when, for the minimum interval.
+    restarted: HashMap<Workload, Instant>,
     rolling: Vec<(Workload, Instant)>,
 }
 
@@ -249,6 +266,7 @@ impl Restarts {
             events,
             settings,
             pending: BTreeMap::new(),
+            owners: HashMap::new(),
             restarted: HashMap::new(),
             rolling: Vec::new(),
         }
@@ -258,80 +276,100 @@ impl Restarts {
         self.events.cluster()
     }
 
-    fn skipped(&self, reason: &str) {
-        self.events.metrics().rotation_skipped(reason);
+    /// Counts a change that restarts nothing, when this replica is the one that acts.
+    fn skipped(&self, leading: bool, reason: &str) {
+        if leading {
+            self.events.metrics().rotation_skipped(reason);
+        }
     }
 
-    /// Takes one change in: counted as skipped, or gathered for its workload's restart.
-    pub async fn observe(&mut self, change: Change) {
+    /// Takes one change in: ignored (not a kvinject pod's, or its SPC not one the pod's marker
+    /// names), counted as skipped, or gathered for its workload's restart. `leading`: whether
+    /// this replica holds the Lease (only the holder counts and writes Events).
+    pub async fn observe(&mut self, change: Change, leading: bool) {
         let cluster = self.cluster().clone();
-        // Not a pod kvinject injected: not kvinject's to restart.
         let Some(pod) = cluster.pod(&change.namespace, &change.pod) else {
             return;
         };
-        if pod.marker.is_none() {
+        let marker = pod.marker.as_deref().unwrap_or_default();
+        if !marker_spcs(marker).any(|spc| spc == change.spc) {
             return;
         }
-        let env = cluster
-            .secret_provider_class(&change.namespace, &change.spc)
-            .is_some_and(|spc| spc.env_objects.contains(&change.object));
-        if !env {
-            return self.skipped("file_only");
+        let Some(spc) = cluster.secret_provider_class(&change.namespace, &change.spc) else {
+            return;
+        };
+        if !spc.env_objects.contains(&change.object) {
+            return self.skipped(leading, "file_only");
         }
         if !pod.restart_on_rotation {
-            return self.skipped("not_opted_in");
+            return self.skipped(leading, "not_opted_in");
         }
         let what = format!(
             "{} (version {} → {})",
             change.object, change.from, change.to
         );
         let Some(controller) = pod.controller else {
-            let involved = Involved::pod(&change.namespace, &change.pod, &pod.uid);
-            self.not_restarted(&involved, "it is a bare pod", &what, &change.to)
-                .await;
+            if leading {
+                let involved = Involved::pod(&change.namespace, &change.pod, &pod.uid);
+                self.not_restarted(&involved, "it is a bare pod", &what, &change.to)
+                    .await;
+            }
             return;
         };
-        let workload = match cluster.top_workload(*controller).await {
-            Ok(workload) => workload,
-            Err(OwnerError::Missing(gone)) => {
-                tracing::info!(%gone, pod = %change.pod, "rotation: the pod's owner is gone");
-                return self.skipped("owner_not_found");
-            }
-            Err(error) => {
-                tracing::warn!(%error, pod = %change.pod, "rotation: could not read the pod's owner");
-                return self.skipped("failed");
-            }
+        let Some(workload) = self.workload_of(*controller, leading).await else {
+            return;
         };
         if !workload.kind.restartable() {
-            let why = format!("a {} is not restarted", workload.kind.as_str());
-            self.not_restarted(&Involved::from(&workload), &why, &what, &change.to)
-                .await;
+            if leading {
+                let why = format!("a {} is not restarted", workload.kind.as_str());
+                self.not_restarted(&Involved::from(&workload), &why, &what, &change.to)
+                    .await;
+            }
             return;
         }
-        let key = (change.spc, change.object);
-        let covered = self
-            .restarted
-            .get(&workload)
-            .and_then(|restarted| restarted.versions.get(&key))
-            .is_some_and(|version| *version == change.to);
-        if covered {
-            return;
-        }
+        let now = Instant::now();
         let pending = self.pending.entry(workload).or_insert_with(|| Pending {
-            since: Instant::now(),
-            not_before: Instant::now(),
+            since: now,
+            not_before: now,
             changes: BTreeMap::new(),
             deferred: Vec::new(),
         });
         let entry = pending
             .changes
-            .entry(key)
+            .entry((change.spc, change.object))
             .or_insert((change.from, change.to.clone()));
         entry.1 = change.to;
     }
 
+    /// The top of `controller`'s owner chain, read once per controller.
+    async fn workload_of(&mut self, controller: Workload, leading: bool) -> Option<Workload> {
+        if let Some(workload) = self.owners.get(&controller.uid) {
+            return Some(workload.clone());
+        }
+        let uid = controller.uid.clone();
+        match self.cluster().top_workload(controller).await {
+            Ok(workload) => {
+                if self.owners.len() >= REMEMBERED_OWNERS {
+                    self.owners.clear();
+                }
+                self.owners.insert(uid, workload.clone());
+                Some(workload)
+            }
+            Err(OwnerError::Missing(gone)) => {
+                tracing::info!(%gone, "rotation: the pod's owner is gone");
+                self.skipped(leading, "owner_not_found");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(%error, "rotation: could not read the pod's owner");
+                self.skipped(leading, "failed");
+                None
+            }
+        }
+    }
+
     async fn not_restarted(&self, involved: &Involved, why: &str, what: &str, version: &str) {
-        self.skipped("not_restartable");
+        self.skipped(true, "not_restartable");
         let message = format!(
             "Key Vault object rotated: {what}; env vars keep the old value until the pod restarts, and {why}: \
              restart it yourself, or read the object from its file, which is rotated in place"
@@ -343,75 +381,118 @@ impl Restarts {
             .await;
     }
 
-    /// Restarts every workload whose changes have waited the debounce period, within the
-    /// minimum interval and the concurrency limit.
+    /// Restarts every workload whose changes have waited the debounce period, oldest first,
+    /// within the minimum interval and the concurrency limit.
     pub async fn restart_due(&mut self) {
         let now = Instant::now();
+        let min_interval = self.settings.min_interval;
         self.restarted
-            .retain(|_, restarted| now.duration_since(restarted.at) < REMEMBER_RESTARTS);
-        let due: Vec<Workload> = self
+            .retain(|_, at| now.duration_since(*at) < min_interval);
+        self.pending
+            .retain(|_, pending| now.duration_since(pending.since) < REMEMBER_PENDING);
+        let mut due: Vec<(Instant, Workload)> = self
             .pending
             .iter()
             .filter(|(_, pending)| {
                 now.duration_since(pending.since) >= self.settings.debounce
                     && now >= pending.not_before
             })
-            .map(|(workload, _)| workload.clone())
+            .map(|(workload, pending)| (pending.since, workload.clone()))
             .collect();
         if due.is_empty() {
             return;
         }
+        due.sort();
         self.forget_finished_rollouts().await;
-        for workload in due {
+        for (_, workload) in due {
             self.restart(workload).await;
         }
     }
 
     async fn restart(&mut self, workload: Workload) {
         let min_interval = self.settings.min_interval;
-        if let Some(restarted) = self.restarted.get(&workload)
-            && restarted.at.elapsed() < min_interval
-        {
-            return self.defer(&workload, "min_interval", restarted.at + min_interval);
+        // Before any read: many workloads waiting for a slot cost nothing per tick.
+        if self.rolling.len() >= self.settings.max_concurrent {
+            return self.defer(&workload, "max_concurrent", Instant::now());
         }
         let object = match self.cluster().read_workload(&workload).await {
             Ok(object) => object,
             Err(OwnerError::Missing(_)) => {
                 self.pending.remove(&workload);
-                return self.skipped("owner_not_found");
+                return self.skipped(true, "owner_not_found");
             }
             Err(error) => {
                 tracing::warn!(%error, "rotation: could not read the workload; retrying");
+                if let Some(pending) = self.pending.get_mut(&workload) {
+                    pending.not_before = later(Instant::now(), RETRY);
+                }
                 return;
             }
         };
-        // Another replica (an earlier Lease holder) may have restarted it.
+        let Some(mut pending) = self.pending.remove(&workload) else {
+            return;
+        };
+        // What a restart (by this or an earlier Lease holder) already covered.
+        let rotated = rotated_for(&object);
+        pending
+            .changes
+            .retain(|key, (_, to)| !rotated.contains(&version_digest(key, to)));
+        if pending.changes.is_empty() {
+            return;
+        }
+        // The workload's own template must ask: a pod's ownerReferences are its creator's word.
+        if template_annotation(&object, RESTART_ON_ROTATION) != Some("true") {
+            return self.skipped(true, "not_opted_in");
+        }
+        if let Some(why) = not_rolled_by_a_restart(workload.kind, &object) {
+            let what = listed(&pending.changes);
+            let last = pending
+                .changes
+                .values()
+                .map(|(_, to)| to.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            return self
+                .not_restarted(&Involved::from(&workload), why, &what, &last)
+                .await;
+        }
+        // The minimum interval, as this replica remembers it and as the workload says (an
+        // earlier Lease holder's restart counts).
         let wall = Timestamp::now();
-        let since_last = restarted_at(&object).map(|at| wall.duration_since(at).unsigned_abs());
+        let remote = restarted_at(&object).map(|at| wall.duration_since(at).unsigned_abs());
+        let local = self.restarted.get(&workload).map(Instant::elapsed);
+        let since_last = remote.into_iter().chain(local).min();
         if let Some(since_last) = since_last.filter(|since| *since < min_interval) {
-            let until = Instant::now() + (min_interval - since_last);
+            let until = later(Instant::now(), min_interval - since_last);
+            self.pending.insert(workload.clone(), pending);
             return self.defer(&workload, "min_interval", until);
         }
-        if self.rolling.len() >= self.settings.max_concurrent {
-            return self.defer(&workload, "max_concurrent", Instant::now());
-        }
-        match self.cluster().restart_workload(&workload, wall).await {
-            Ok(()) => {
-                let Some(pending) = self.pending.remove(&workload) else {
-                    return;
-                };
-                self.restarted_now(&workload, pending, wall).await;
-            }
-            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {
-                self.pending.remove(&workload);
-                self.skipped("owner_not_found");
+        let mut covered: Vec<String> = pending
+            .changes
+            .iter()
+            .map(|(key, (_, to))| version_digest(key, to))
+            .collect();
+        covered.extend(
+            rotated
+                .into_iter()
+                .take(MAX_ROTATED.saturating_sub(covered.len())),
+        );
+        covered.truncate(MAX_ROTATED);
+        match self
+            .cluster()
+            .restart_workload(&workload, wall, &covered.join(","))
+            .await
+        {
+            Ok(()) => self.restarted_now(&workload, pending, wall).await,
+            // Gone, or another object of that name now (a uid in a patch is immutable: 422).
+            Err(kube::Error::Api(status)) if [404, 409, 422].contains(&status.code) => {
+                self.skipped(true, "owner_not_found");
             }
             Err(error) => {
                 tracing::warn!(%workload, %error, "rotation: restart failed; retrying after the debounce period");
-                self.skipped("failed");
-                if let Some(pending) = self.pending.get_mut(&workload) {
-                    pending.since = Instant::now();
-                }
+                self.skipped(true, "failed");
+                pending.since = Instant::now();
+                self.pending.insert(workload, pending);
             }
         }
     }
@@ -420,23 +501,12 @@ impl Restarts {
         self.events
             .metrics()
             .rotation_restart(workload.kind.as_str());
-        let mut listed: Vec<String> = pending
-            .changes
-            .iter()
-            .take(LISTED_CHANGES)
-            .map(|((_, object), (from, to))| format!("{object} (version {from} → {to})"))
-            .collect();
-        if pending.changes.len() > LISTED_CHANGES {
-            listed.push(format!(
-                "and {} more",
-                pending.changes.len() - LISTED_CHANGES
-            ));
-        }
-        tracing::info!(%workload, namespace = %workload.namespace, objects = %listed.join(", "),
+        let listed = listed(&pending.changes);
+        tracing::info!(%workload, namespace = %workload.namespace, objects = %listed,
             "rotation: restarted");
         let message = format!(
-            "restarted by kvinject so env vars read the rotated Key Vault objects: {}",
-            listed.join(", ")
+            "restarted by kvinject so env vars read the rotated Key Vault objects ({}): {listed}",
+            pending.changes.len()
         );
         let _ = self
             .events
@@ -447,14 +517,7 @@ impl Restarts {
                 &at.to_string(),
             )
             .await;
-        let versions = self.restarted.entry(workload.clone()).or_insert(Restarted {
-            at: Instant::now(),
-            versions: BTreeMap::new(),
-        });
-        versions.at = Instant::now();
-        versions
-            .versions
-            .extend(pending.changes.into_iter().map(|(key, (_, to))| (key, to)));
+        self.restarted.insert(workload.clone(), Instant::now());
         self.rolling.push((workload.clone(), Instant::now()));
     }
 
@@ -488,15 +551,88 @@ impl Restarts {
         self.rolling = still;
     }
 
-    /// While not holding the Lease: changes are not gathered (the holder gathers them).
-    fn forget_pending(&mut self) {
-        self.pending.clear();
+    /// While not holding the Lease: what this replica restarted is no longer its to track (the
+    /// gathered changes stay, for when it holds the Lease again).
+    fn stand_by(&mut self) {
         self.rolling.clear();
+        self.restarted.clear();
     }
 }
 
-/// Runs the restarts: every replica follows the versions, the Lease holder (`leading`) acts on
-/// the changes. Ends when `shutdown` resolves.
+/// Digests [`ROTATED`] keeps, at most (this restart's first).
+const MAX_ROTATED: usize = 64;
+
+/// 12 hex digits of SHA-256 over SPC, object and version.
+fn version_digest((spc, object): &(String, String), version: &str) -> String {
+    let mut digest = Sha256::new();
+    for part in [spc.as_str(), object.as_str(), version] {
+        digest.update(part.as_bytes());
+        digest.update([0]);
+    }
+    digest.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The digests a workload's [`ROTATED`] annotation holds.
+fn rotated_for(object: &DynamicObject) -> Vec<String> {
+    object
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(ROTATED))
+        .map(|value| annotations::comma_list(value))
+        .unwrap_or_default()
+}
+
+/// A pod template annotation of a workload.
+fn template_annotation<'a>(object: &'a DynamicObject, key: &str) -> Option<&'a str> {
+    object.data["spec"]["template"]["metadata"]["annotations"][key].as_str()
+}
+
+/// Why a template change would not roll the workload's pods: a paused Deployment, or a
+/// StatefulSet or DaemonSet updated only on delete (or a StatefulSet partition).
+fn not_rolled_by_a_restart(kind: WorkloadKind, object: &DynamicObject) -> Option<&'static str> {
+    let spec = &object.data["spec"];
+    let strategy = &spec["updateStrategy"];
+    match kind {
+        WorkloadKind::Deployment if spec["paused"] == true => {
+            Some("the Deployment is paused, so a restart would not roll it")
+        }
+        WorkloadKind::StatefulSet | WorkloadKind::DaemonSet if strategy["type"] == "OnDelete" => {
+            Some("its updateStrategy is OnDelete, so a restart would replace no pod")
+        }
+        WorkloadKind::StatefulSet
+            if strategy["rollingUpdate"]["partition"].as_i64().unwrap_or(0) > 0 =>
+        {
+            Some("its rolling update is partitioned, so a restart would replace only some pods")
+        }
+        _ => None,
+    }
+}
+
+/// The changes as an Event lists them.
+fn listed(changes: &BTreeMap<(String, String), (String, String)>) -> String {
+    let mut listed: Vec<String> = changes
+        .iter()
+        .take(LISTED_CHANGES)
+        .map(|((_, object), (from, to))| format!("{object} (version {from} → {to})"))
+        .collect();
+    if changes.len() > LISTED_CHANGES {
+        listed.push(format!("and {} more", changes.len() - LISTED_CHANGES));
+    }
+    listed.join(", ")
+}
+
+/// `at + wait`, or far ahead when that cannot be told (a wait of centuries).
+fn later(at: Instant, wait: Duration) -> Instant {
+    at.checked_add(wait)
+        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// Runs the restarts: every replica follows the versions and gathers the changes, the Lease
+/// holder (`leading`) restarts. Ends when `shutdown` resolves.
 pub async fn run(
     mut restarts: Restarts,
     leading: watch::Receiver<bool>,
@@ -516,13 +652,12 @@ pub async fn run(
                 if *leading.borrow() {
                     restarts.restart_due().await;
                 } else {
-                    restarts.forget_pending();
+                    restarts.stand_by();
                 }
             }
             Some(change) = changes.recv() => {
-                if *leading.borrow() {
-                    restarts.observe(change).await;
-                }
+                let leading = *leading.borrow();
+                restarts.observe(change, leading).await;
             }
         }
     }

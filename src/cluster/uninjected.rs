@@ -12,13 +12,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
-use kube::api::{Api, EvictParams};
+use serde_json::json;
 use tokio::sync::watch;
 
 use crate::cluster::caches::CachedPod;
 use crate::cluster::events::{EventWriter, Involved, Reason};
+use crate::cluster::workloads::WorkloadKind;
 use crate::lifecycle::ticks::Ticks;
 
 /// The check's settings (`serve --uninjected-pods`, `--evict-uninjected`).
@@ -46,15 +46,28 @@ const BLOCKED_BACKOFF: Duration = Duration::from_secs(60);
 /// a few passes, not in one burst.
 const EVENTS_PER_PASS: usize = 50;
 
+/// How long a pod whose Event could not be written is left before the next try.
+const TELL_BACKOFF: Duration = Duration::from_secs(300);
+/// Controllers whose replacement pod came back without injection too, after which no pod is
+/// evicted any more: the webhook is not being called (kvinject's logs and the API server's
+/// tell why), and evicting would only cycle pods.
+const TRIPS_TO_STOP: usize = 3;
+
 /// The check's state between passes.
 pub struct UninjectedPods {
     events: EventWriter,
     settings: UninjectedSettings,
     /// Pods told about (by uid).
     told: HashSet<Box<str>>,
+    /// Pods whose Event could not be written, until when they are left alone.
+    untold: HashMap<Box<str>, Instant>,
     /// Pods whose eviction was refused, until when they are left alone.
     blocked: HashMap<Box<str>, Instant>,
     next_eviction: Instant,
+    /// Controllers (by uid) a pod was evicted from, and the uninjected pods each had then.
+    evicted_from: HashMap<String, HashSet<Box<str>>>,
+    /// Controllers whose replacement pod was not injected either: never evicted from again.
+    tripped: HashSet<String>,
 }
 
 /// What one pass found and did.
@@ -75,8 +88,11 @@ impl UninjectedPods {
             events,
             settings,
             told: HashSet::new(),
+            untold: HashMap::new(),
             blocked: HashMap::new(),
             next_eviction: Instant::now(),
+            evicted_from: HashMap::new(),
+            tripped: HashSet::new(),
         }
     }
 
@@ -102,34 +118,69 @@ impl UninjectedPods {
         let now = Instant::now();
         let current: HashSet<&str> = pods.iter().map(|(_, _, pod)| &*pod.uid).collect();
         self.told.retain(|uid| current.contains(&**uid));
+        self.untold
+            .retain(|uid, until| current.contains(&**uid) && *until > now);
         self.blocked
             .retain(|uid, until| current.contains(&**uid) && *until > now);
         for (namespace, name, pod) in &pods {
             if pass.told >= EVENTS_PER_PASS {
                 break;
             }
-            if self.told.contains(&pod.uid) {
+            if self.told.contains(&pod.uid) || self.untold.contains_key(&pod.uid) {
                 continue;
             }
             if self.tell(namespace, name, pod).await {
                 self.told.insert(pod.uid.clone());
                 pass.told += 1;
+            } else {
+                self.untold.insert(pod.uid.clone(), now + TELL_BACKOFF);
             }
         }
+        self.trip_controllers_that_came_back_uninjected(&pods);
         if let Some(interval) = self.settings.eviction.as_ref().map(|e| e.interval)
             && now >= self.next_eviction
+            && self.tripped.len() < TRIPS_TO_STOP
         {
             let candidate = pods.iter().find(|(_, _, pod)| {
-                pod.controller.is_some() && !self.blocked.contains_key(&pod.uid)
+                pod.controller
+                    .as_ref()
+                    .is_some_and(|c| c.kind != WorkloadKind::Job && !self.tripped.contains(&c.uid))
+                    && !self.blocked.contains_key(&pod.uid)
             });
             if let Some((namespace, name, pod)) = candidate {
                 self.next_eviction = now + interval;
-                if self.evict(namespace, name, pod).await {
+                if self.evict(namespace, name, pod, &pods).await {
                     pass.evicted = Some((namespace.clone(), name.clone()));
                 }
             }
         }
         pass
+    }
+
+    /// A controller a pod was evicted from that has another un-injected pod, one it did not
+    /// have then, recreated it without injection: the webhook is not called for its pods.
+    fn trip_controllers_that_came_back_uninjected(&mut self, pods: &[(String, String, CachedPod)]) {
+        for (_, name, pod) in pods {
+            let Some(controller) = &pod.controller else {
+                continue;
+            };
+            let came_back = self
+                .evicted_from
+                .get(&controller.uid)
+                .is_some_and(|then| !then.contains(&pod.uid));
+            if came_back && self.tripped.insert(controller.uid.clone()) {
+                tracing::warn!(controller = %controller, pod = %name,
+                    "a pod evicted for running without injection came back without it: the webhook \
+                     is not called for these pods; no more evictions from this controller");
+                if self.tripped.len() == TRIPS_TO_STOP {
+                    tracing::error!(
+                        "pods of {TRIPS_TO_STOP} controllers came back without injection after \
+                        eviction: evictions stopped until kvinject restarts; check that the API server \
+                        reaches the webhook"
+                    );
+                }
+            }
+        }
     }
 
     async fn tell(&self, namespace: &str, name: &str, pod: &CachedPod) -> bool {
@@ -161,14 +212,45 @@ impl UninjectedPods {
             .is_ok()
     }
 
-    async fn evict(&mut self, namespace: &str, name: &str, pod: &CachedPod) -> bool {
+    async fn evict(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        pod: &CachedPod,
+        pods: &[(String, String, CachedPod)],
+    ) -> bool {
         let Some(eviction) = &self.settings.eviction else {
             return false;
         };
-        let api = Api::<Pod>::namespaced(eviction.client.clone(), namespace);
+        let Some(controller) = pod.controller.as_deref() else {
+            return false;
+        };
+        // A controller that does not exist (or is another object) recreates nothing.
+        if self
+            .events
+            .cluster()
+            .read_workload(controller)
+            .await
+            .is_err()
+        {
+            self.blocked
+                .insert(pod.uid.clone(), Instant::now() + BLOCKED_BACKOFF);
+            return false;
+        }
         let metrics = self.events.metrics().clone();
-        match api.evict(name, &EvictParams::default()).await {
+        match evict_exactly(&eviction.client, namespace, name, &pod.uid).await {
             Ok(_) => {
+                let then = pods
+                    .iter()
+                    .filter(|(_, _, other)| {
+                        other
+                            .controller
+                            .as_ref()
+                            .is_some_and(|c| c.uid == controller.uid)
+                    })
+                    .map(|(_, _, other)| other.uid.clone())
+                    .collect();
+                self.evicted_from.insert(controller.uid.clone(), then);
                 metrics.uninjected_eviction("evicted");
                 tracing::info!(namespace, pod = name, "evicted a pod that was not injected");
                 let message = "evicted by kvinject: it ran without the Key Vault objects it asks for; \
@@ -191,7 +273,8 @@ impl UninjectedPods {
                     .insert(pod.uid.clone(), Instant::now() + BLOCKED_BACKOFF);
                 false
             }
-            Err(kube::Error::Api(status)) if status.code == 404 => false,
+            // Gone, or another pod of that name now.
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => false,
             Err(error) => {
                 metrics.uninjected_eviction("failed");
                 tracing::warn!(namespace, pod = name, %error, "could not evict a pod that was not injected");
@@ -207,6 +290,30 @@ impl UninjectedPods {
         self.events.metrics().uninjected(&BTreeMap::new());
         self.told.clear();
     }
+}
+
+/// Evicts the pod `name` only if it is still the one of `uid` (`policy/v1` Eviction with a uid
+/// precondition, so one recreated under the name since the cache saw it is left alone). kube's
+/// own `Api::evict` sends its delete options under a key the API server does not read.
+async fn evict_exactly(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> Result<(), kube::Error> {
+    let body = json!({
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": name, "namespace": namespace},
+        "deleteOptions": {"preconditions": {"uid": uid}},
+    });
+    let request = axum::http::Request::post(format!(
+        "/api/v1/namespaces/{namespace}/pods/{name}/eviction"
+    ))
+    .header(axum::http::header::CONTENT_TYPE, "application/json")
+    .body(body.to_string().into_bytes())
+    .map_err(kube::Error::HttpError)?;
+    client.request_text(request).await.map(drop)
 }
 
 /// Runs the check every `interval` while this replica holds the Lease (`leading`), until

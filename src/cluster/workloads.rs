@@ -15,7 +15,7 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
 use crate::cluster::Cluster;
-use crate::core::annotations::RESTARTED_AT;
+use crate::core::annotations::{RESTARTED_AT, ROTATED};
 
 /// The kinds on a pod's owner chain kvinject follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -187,13 +187,15 @@ impl Cluster {
     /// Restarts a Deployment, StatefulSet or DaemonSet as `kubectl rollout restart` does: its pod
     /// template gets the annotation [`RESTARTED_AT`], `at`. The patch names the uid read, so it
     /// never lands on another object of the same name.
+    /// `rotated` goes into the workload's own annotation [`ROTATED`]: what the restart was for.
     pub async fn restart_workload(
         &self,
         workload: &Workload,
         at: Timestamp,
+        rotated: &str,
     ) -> Result<(), kube::Error> {
         let patch = json!({
-            "metadata": {"uid": workload.uid},
+            "metadata": {"uid": workload.uid, "annotations": {ROTATED: rotated}},
             "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at.to_string()}}}}
         });
         self.workload_api(workload)
@@ -217,7 +219,7 @@ pub fn restarted_at(object: &DynamicObject) -> Option<Timestamp> {
 
 /// Whether a workload's rollout is still going, read from its status as `kubectl rollout status`
 /// reads it: the controller has not seen the latest spec, or not every pod is updated and
-/// available.
+/// available. A Deployment past its progress deadline is no longer rolling.
 pub fn rolling(kind: WorkloadKind, object: &DynamicObject) -> bool {
     let number = |value: &Value| value.as_i64().unwrap_or(0);
     let spec = &object.data["spec"];
@@ -229,6 +231,14 @@ pub fn rolling(kind: WorkloadKind, object: &DynamicObject) -> bool {
     let replicas = spec["replicas"].as_i64().unwrap_or(1);
     match kind {
         WorkloadKind::Deployment => {
+            let stalled = status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Progressing" && c["reason"] == "ProgressDeadlineExceeded");
+            if stalled {
+                return false;
+            }
             let updated = number(&status["updatedReplicas"]);
             updated < replicas
                 || number(&status["replicas"]) > updated

@@ -39,6 +39,9 @@ pub const RESTART_ON_ROTATION: &str = "kvinject.io/restart-on-rotation";
 /// Pod template annotation kvinject sets on a workload to restart it (as `kubectl rollout
 /// restart` sets its own): the time of the restart, RFC 3339.
 pub const RESTARTED_AT: &str = "kvinject.io/restarted-at";
+/// Workload annotation kvinject sets with a restart: digests of the (SPC, object, version) it was
+/// for, so that any Lease holder tells a late report of the same version from a new rotation.
+pub const ROTATED: &str = "kvinject.io/rotated";
 
 /// Every exact (non-prefix) kvinject key a pod may carry; anything else under [`PREFIX`] is unknown.
 pub const KNOWN_POD_KEYS: [&str; 10] = [

@@ -489,12 +489,17 @@ fn eviction_of(path: &str) -> Option<(String, String)> {
 }
 
 /// The Eviction API: the pod is deleted unless a disruption budget keeps it (429).
-fn evict(server: &ApiServer, namespace: &str, name: &str) -> Response {
+fn evict(server: &ApiServer, namespace: &str, name: &str, body: &[u8]) -> Response {
     let key = ("pods".to_owned(), namespace.to_owned(), name.to_owned());
+    let eviction: Value = serde_json::from_slice(body).unwrap_or(json!({}));
     let kept = {
         let inner = server.inner.lock().unwrap();
-        if !inner.objects.contains_key(&key) {
+        let Some(pod) = inner.objects.get(&key) else {
             return status(404, "NotFound", &format!("pods \"{name}\" not found"));
+        };
+        let uid = &eviction["deleteOptions"]["preconditions"]["uid"];
+        if !uid.is_null() && *uid != pod["metadata"]["uid"] {
+            return status(409, "Conflict", "Precondition failed: UID in precondition");
         }
         inner
             .disruption_budgets
@@ -607,7 +612,7 @@ async fn dispatch(State(server): State<ApiServer>, request: Request) -> Response
         };
     }
     if let (&Method::POST, Some((namespace, name))) = (&parts.method, eviction_of(&path)) {
-        return evict(&server, &namespace, &name);
+        return evict(&server, &namespace, &name, &body);
     }
     let Some((resource, namespace, name)) = parse_path(&path) else {
         return status(404, "NotFound", &format!("no route {path}"));
@@ -1053,10 +1058,15 @@ fn strategic_merge(
     let Some(mut object) = server.inner.lock().unwrap().objects.get(&key).cloned() else {
         return status(404, "NotFound", "not found");
     };
-    // As the API server: a uid in the patch is a precondition.
+    // As the API server: a uid in the patch that is not the object's is a change of an
+    // immutable field.
     let uid = &patch["metadata"]["uid"];
     if !uid.is_null() && *uid != object["metadata"]["uid"] {
-        return status(409, "Conflict", "Precondition failed: UID in precondition");
+        return status(
+            422,
+            "Invalid",
+            "metadata.uid: Invalid value: field is immutable",
+        );
     }
     let spec_before = object["spec"].clone();
     merge(&mut object, &patch);
