@@ -40,7 +40,7 @@ fn router() -> axum::Router {
         let planned = plan::plan_pod(&review["request"]["object"], namespace, &facts, &settings());
         if let Ok(Decision::Inject(InjectionPlan { generated_spcs, .. })) = planned {
             for spc in generated_spcs {
-                facts.add(&spc.manifest, namespace);
+                facts.add(&spc.manifest(), namespace);
             }
         }
     }

@@ -8,12 +8,15 @@ use kvinject::core::plan::{Decision, Settings, SkipReason};
 use serde_json::{Value, json};
 use support::*;
 
-fn spc_of(plan: &kvinject::core::plan::InjectionPlan) -> &Value {
-    &plan.generated_spcs.first().expect("generate mode").manifest
+fn spc_of(plan: &kvinject::core::plan::InjectionPlan) -> Value {
+    plan.generated_spcs
+        .first()
+        .expect("generate mode")
+        .manifest()
 }
 
 fn objects(plan: &kvinject::core::plan::InjectionPlan) -> Vec<Value> {
-    provider_objects(spc_of(plan))
+    provider_objects(&spc_of(plan))
 }
 
 fn skip_reason(
@@ -131,7 +134,7 @@ fn vault_and_tenant_come_from_pod_then_namespace_then_flags() {
     let vault_of = |pod: &Value, facts: &kvinject::core::facts::DocumentFacts| {
         match kvinject::core::plan::plan_pod(pod, NS, facts, &flags) {
             Ok(Decision::Inject(plan)) => {
-                let p = &plan.generated_spcs[0].manifest["spec"]["parameters"];
+                let p = &plan.generated_spcs[0].manifest()["spec"]["parameters"];
                 (
                     p["keyvaultName"].as_str().unwrap().to_owned(),
                     p["tenantId"].as_str().unwrap().to_owned(),
@@ -504,7 +507,7 @@ fn an_unlabelled_spc_with_the_generated_name_is_never_taken_over() {
         &pod().container("app").wants_db_password().build(),
         &facts(),
     );
-    let mut squatter = plan.generated_spcs[0].manifest.clone();
+    let mut squatter = plan.generated_spcs[0].manifest();
     squatter["metadata"]["labels"] = json!({});
     let message = deny(
         &pod().container("app").wants_db_password().build(),
@@ -517,7 +520,7 @@ fn an_unlabelled_spc_with_the_generated_name_is_never_taken_over() {
         )),
         "{message}"
     );
-    let ours = plan.generated_spcs[0].manifest.clone();
+    let ours = plan.generated_spcs[0].manifest();
     inject(
         &pod().container("app").wants_db_password().build(),
         &facts_with(&[ours]),

@@ -35,7 +35,7 @@ fn a_tls_secret_is_one_secret_object_synced_as_kubernetes_io_tls_with_both_keys(
     let pod = shop_pod().annotate(TLS, "shop-wildcard-cert").build();
     let plan = inject(&pod, &facts());
     assert_eq!(plan.generated_spcs.len(), 1);
-    let spc = &plan.generated_spcs[0].manifest;
+    let spc = &plan.generated_spcs[0].manifest();
     assert_eq!(
         provider_objects(spc),
         vec![
@@ -71,7 +71,7 @@ fn a_tls_secret_shares_the_file_of_the_same_object_and_sits_beside_the_opaque_se
         .annotate("kvinject.io/env.DB_PASSWORD", "db-password")
         .build();
     let plan = inject(&pod, &facts());
-    let spc = &plan.generated_spcs[0].manifest;
+    let spc = &plan.generated_spcs[0].manifest();
     let objects = provider_objects(spc);
     // `?format=pem` makes it another reference of the same certificate: its own file.
     assert_eq!(objects.len(), 3, "{objects:?}");
@@ -86,7 +86,7 @@ fn a_tls_secret_shares_the_file_of_the_same_object_and_sits_beside_the_opaque_se
         .annotate(TLS, "shop-cert")
         .build();
     let plan = inject(&same, &facts());
-    let spc = &plan.generated_spcs[0].manifest;
+    let spc = &plan.generated_spcs[0].manifest();
     assert_eq!(provider_objects(spc).len(), 1, "one object, one file");
     assert_eq!(
         spc["spec"]["secretObjects"][0]["data"][0]["objectName"],
@@ -158,7 +158,7 @@ fn other_spc_syncing_shop_tls(vault: &str, certificate: &str, managed: bool) -> 
         .annotate(TLS, certificate)
         .annotate("kvinject.io/env.OTHER", "other")
         .build();
-    let mut spc = inject(&pod, &facts()).generated_spcs[0].manifest.clone();
+    let mut spc = inject(&pod, &facts()).generated_spcs[0].manifest();
     if !managed {
         spc["metadata"]["labels"] = json!({});
         spc["metadata"]["name"] = json!("hand-written");
@@ -280,18 +280,18 @@ fn two_vaults_give_two_spcs_two_volumes_and_env_from_each_vaults_secret() {
     let (own, platform) = (&plan.generated_spcs[0], &plan.generated_spcs[1]);
     assert_eq!(plan.spc_names(), [own.name.clone(), platform.name.clone()]);
     assert_eq!(
-        own.manifest["spec"]["parameters"]["keyvaultName"],
+        own.manifest()["spec"]["parameters"]["keyvaultName"],
         "shop-kv"
     );
     assert_eq!(
-        platform.manifest["spec"]["parameters"]["keyvaultName"],
+        platform.manifest()["spec"]["parameters"]["keyvaultName"],
         "platform-kv"
     );
     for spc in [own, platform] {
-        assert_eq!(spc.manifest["spec"]["parameters"]["clientID"], CLIENT);
-        assert_eq!(spc.manifest["spec"]["parameters"]["tenantId"], TENANT);
+        assert_eq!(spc.manifest()["spec"]["parameters"]["clientID"], CLIENT);
+        assert_eq!(spc.manifest()["spec"]["parameters"]["tenantId"], TENANT);
     }
-    let names: Vec<Value> = provider_objects(&platform.manifest)
+    let names: Vec<Value> = provider_objects(&platform.manifest())
         .into_iter()
         .map(|o| o["objectName"].clone())
         .collect();

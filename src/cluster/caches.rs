@@ -107,6 +107,7 @@ impl Cluster {
             spcs,
             pods,
             lookup_timeout,
+            generated_digests: Arc::default(),
         }
     }
 

@@ -38,11 +38,14 @@ impl<V: Clone> KeyedCache<V> {
         self.read().get(namespace)?.get(name).cloned()
     }
 
+    /// What `look` reads of the entry of `name` in `namespace` (without copying the entry).
+    pub fn look<R>(&self, namespace: &str, name: &str, look: impl FnOnce(&V) -> R) -> Option<R> {
+        self.read().get(namespace)?.get(name).map(look)
+    }
+
     /// Whether an entry of `name` in `namespace` is held (without copying it).
     pub fn contains(&self, namespace: &str, name: &str) -> bool {
-        self.read()
-            .get(namespace)
-            .is_some_and(|names| names.contains_key(name))
+        self.look(namespace, name, |_| ()).is_some()
     }
 
     /// Entries held.

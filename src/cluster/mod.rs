@@ -59,6 +59,8 @@ pub struct Cluster {
     pods: Arc<KeyedCache<caches::CachedPod>>,
     /// Deadline for the direct look-ups of one admission.
     lookup_timeout: Duration,
+    /// Spec digests of generated SPCs, by name ([`spc_store`]).
+    generated_digests: Arc<std::sync::Mutex<std::collections::HashMap<String, [u8; 32]>>>,
 }
 
 impl Cluster {

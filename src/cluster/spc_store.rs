@@ -60,7 +60,28 @@ impl CachedSpc {
     }
 }
 
+/// Generated SPCs whose spec digest is remembered, at most; when full, the memory starts afresh.
+const REMEMBERED_DIGESTS: usize = 4096;
+
 impl Cluster {
+    /// [`spec_digest`] of a generated SPC's spec. A generated SPC's name is a hash of its spec, so
+    /// the digest is remembered by name and computed once per SPC, not once per admission.
+    fn generated_digest(&self, spc: &GeneratedSpc) -> [u8; 32] {
+        let remembered = self.generated_digests.lock().ok();
+        if let Some(digest) = remembered.as_ref().and_then(|m| m.get(&spc.name)) {
+            return *digest;
+        }
+        drop(remembered);
+        let digest = spec_digest(&spc.manifest()["spec"]);
+        if let Ok(mut remembered) = self.generated_digests.lock() {
+            if remembered.len() >= REMEMBERED_DIGESTS {
+                remembered.clear();
+            }
+            remembered.insert(spc.name.clone(), digest);
+        }
+        digest
+    }
+
     /// Makes sure the generated SPC exists exactly as generated, writing only when the cache
     /// shows it absent, different, or not marked used for `refresh`:
     ///
@@ -79,24 +100,29 @@ impl Cluster {
         namespace: &str,
         refresh: Duration,
     ) -> Result<bool, kube::Error> {
-        let cached = self.spcs.get(namespace, &spc.name);
         let now = Timestamp::now();
-        let mut marked = spc.manifest.clone();
+        let digest = self.generated_digest(spc);
+        // The steady state reads the cache and writes nothing: no copy of the entry or manifest.
+        let cached = self.spcs.look(namespace, &spc.name, |cached| {
+            let drifted = cached.spec_digest != digest;
+            let current = cached.facts.managed_by_kvinject && cached.used_within(now, refresh);
+            (drifted, current, cached.resource_version.clone())
+        });
+        if let Some((false, true, _)) = cached {
+            return Ok(false);
+        }
+        let mut marked = spc.manifest();
         marked["metadata"]["annotations"] = serde_json::json!({ LAST_USED: now.to_string() });
         let api =
             Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &spc_resource());
-        let Some(cached) = cached else {
+        let Some((drifted, _, resource_version)) = cached else {
             let params = PatchParams::apply(MANAGED_BY_VALUE);
             api.patch(&spc.name, &params, &Patch::Apply(&marked))
                 .await?;
             return Ok(true);
         };
-        let drifted = cached.spec_digest != spec_digest(&spc.manifest["spec"]);
-        if !drifted && cached.facts.managed_by_kvinject && cached.used_within(now, refresh) {
-            return Ok(false);
-        }
         if drifted {
-            replace_spc(&api, marked, cached.resource_version).await?;
+            replace_spc(&api, marked, resource_version).await?;
         } else {
             let mut params = PatchParams::apply(MANAGED_BY_VALUE);
             params.force = true;

@@ -55,78 +55,151 @@ pub struct SpcContent<'a> {
     pub tls: &'a [TlsSync],
 }
 
-/// A generated SecretProviderClass, named and ready to write.
-#[derive(Debug, Clone, PartialEq)]
+/// A generated SecretProviderClass, named: what admission needs (the name) at once, the
+/// manifest only when it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GeneratedSpc {
     /// `kvinject-<h>`; also the name of the synced Secret.
     pub name: String,
+    /// The namespace it is for.
+    namespace: String,
+    /// The canonical spec's compact JSON, with the Opaque Secret's name left empty: what the
+    /// name hashes.
+    canonical: String,
+}
+
+impl GeneratedSpc {
     /// The full manifest.
-    pub manifest: Value,
+    pub fn manifest(&self) -> Value {
+        // The text is this module's own JSON: it always parses.
+        let mut spec: Value = serde_json::from_str(&self.canonical).unwrap_or(Value::Null);
+        if let Some(secret) = spec.pointer_mut("/secretObjects/0")
+            && secret["type"] == "Opaque"
+        {
+            secret["secretName"] = Value::String(self.name.clone());
+        }
+        json!({
+            "apiVersion": SPC_API_VERSION,
+            "kind": "SecretProviderClass",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "labels": { MANAGED_BY_LABEL: MANAGED_BY_VALUE },
+            },
+            "spec": spec,
+        })
+    }
 }
 
 /// Builds the SPC for `content` in `namespace`.
 pub fn generate(namespace: &str, content: &SpcContent<'_>) -> GeneratedSpc {
-    let mut spec = canonical_spec(content);
-    let digest = Sha256::digest(spec.to_string().as_bytes());
-    let name = format!("{GENERATED_NAME_PREFIX}{}", &hex(&digest)[..NAME_HASH_HEX]);
-    if !content.synced.is_empty()
-        && let Some(secret_name) = spec.pointer_mut("/secretObjects/0/secretName")
-    {
-        *secret_name = Value::String(name.clone());
+    let canonical = canonical_spec(content);
+    let digest = Sha256::digest(canonical.as_bytes());
+    let mut name = String::with_capacity(GENERATED_NAME_PREFIX.len() + NAME_HASH_HEX);
+    name.push_str(GENERATED_NAME_PREFIX);
+    name.push_str(&hex(&digest[..NAME_HASH_HEX / 2]));
+    GeneratedSpc {
+        name,
+        namespace: namespace.to_owned(),
+        canonical,
     }
-    let manifest = json!({
-        "apiVersion": SPC_API_VERSION,
-        "kind": "SecretProviderClass",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": { MANAGED_BY_LABEL: MANAGED_BY_VALUE },
-        },
-        "spec": spec,
-    });
-    GeneratedSpc { name, manifest }
 }
 
-/// The spec whose compact JSON is hashed; the Opaque Secret's name (which is the hash) is left
-/// empty. Its entry comes first, then one entry per TLS Secret; a spec without TLS Secrets is
-/// exactly what kvinject generated before they existed, so those names did not change.
-fn canonical_spec(content: &SpcContent<'_>) -> Value {
-    let mut parameters = serde_json::Map::new();
-    parameters.insert("keyvaultName".into(), content.vault.into());
-    parameters.insert("tenantId".into(), content.tenant_id.into());
+/// The compact JSON of the spec whose SHA-256 names the SPC, written directly (keys in this
+/// order, strings escaped as serde_json escapes them); the Opaque Secret's name (which is the
+/// hash) is left empty. Its entry comes first, then one entry per TLS Secret; a spec without TLS
+/// Secrets is exactly what kvinject generated before they existed, so those names did not change.
+fn canonical_spec(content: &SpcContent<'_>) -> String {
+    let mut out = String::with_capacity(256 + 96 * (content.files.len() + content.synced.len()));
+    out.push_str(r#"{"provider":"azure","parameters":{"keyvaultName":"#);
+    push_json_string(&mut out, content.vault);
+    out.push_str(r#","tenantId":"#);
+    push_json_string(&mut out, content.tenant_id);
     match content.identity {
-        PodIdentity::AadPodIdentity { .. } => {
-            parameters.insert("usePodIdentity".into(), "true".into());
-        }
+        PodIdentity::AadPodIdentity { .. } => out.push_str(r#","usePodIdentity":"true""#),
         PodIdentity::WorkloadIdentity { client_id, .. } => {
-            parameters.insert("clientID".into(), client_id.as_str().into());
+            out.push_str(r#","clientID":"#);
+            push_json_string(&mut out, client_id);
         }
     }
-    parameters.insert("objects".into(), objects_parameter(content.files).into());
-    let mut spec = json!({ "provider": "azure", "parameters": parameters });
-    let mut secret_objects = Vec::new();
+    out.push_str(r#","objects":"#);
+    push_json_string(&mut out, &objects_parameter(content.files));
+    out.push('}');
+    let mut entries = 0;
+    let mut entry = |out: &mut String| {
+        out.push_str(if entries == 0 {
+            r#","secretObjects":["#
+        } else {
+            ","
+        });
+        entries += 1;
+    };
     if !content.synced.is_empty() {
-        let data: Vec<Value> = content
-            .synced
-            .iter()
-            .map(|s| json!({ "objectName": s.alias, "key": s.var }))
-            .collect();
-        secret_objects.push(json!({ "secretName": "", "type": "Opaque", "data": data }));
+        entry(&mut out);
+        out.push_str(r#"{"secretName":"","type":"Opaque","data":["#);
+        for (i, synced) in content.synced.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_data(&mut out, &synced.alias, &synced.var);
+        }
+        out.push_str("]}");
     }
     for tls in content.tls {
-        secret_objects.push(json!({
-            "secretName": tls.secret,
-            "type": TLS_SECRET_TYPE,
-            "data": [
-                { "objectName": tls.alias, "key": "tls.key" },
-                { "objectName": tls.alias, "key": "tls.crt" },
-            ],
-        }));
+        entry(&mut out);
+        out.push_str(r#"{"secretName":"#);
+        push_json_string(&mut out, &tls.secret);
+        out.push_str(r#","type":"#);
+        push_json_string(&mut out, TLS_SECRET_TYPE);
+        out.push_str(r#","data":["#);
+        push_data(&mut out, &tls.alias, "tls.key");
+        out.push(',');
+        push_data(&mut out, &tls.alias, "tls.crt");
+        out.push_str("]}");
     }
-    if !secret_objects.is_empty() {
-        spec["secretObjects"] = Value::Array(secret_objects);
+    if entries > 0 {
+        out.push(']');
     }
-    spec
+    out.push('}');
+    out
+}
+
+/// `{"objectName":<alias>,"key":<key>}`.
+fn push_data(out: &mut String, alias: &str, key: &str) {
+    out.push_str(r#"{"objectName":"#);
+    push_json_string(out, alias);
+    out.push_str(r#","key":"#);
+    push_json_string(out, key);
+    out.push('}');
+}
+
+/// `text` as a JSON string, escaped exactly as serde_json writes it: `"`, `\\` and control
+/// characters (`\b`, `\f`, `\n`, `\r`, `\t`, else `\u00XX`); everything else as it is.
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (at, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&text[start..at]);
+        if escape.is_empty() {
+            out.push_str(&format!("\\u{byte:04x}"));
+        } else {
+            out.push_str(escape);
+        }
+        start = at + 1;
+    }
+    out.push_str(&text[start..]);
+    out.push('"');
 }
 
 /// The provider's `objects` parameter: YAML `array:` of YAML strings, one per file, by alias.
@@ -154,7 +227,11 @@ pub fn objects_parameter(files: &BTreeMap<String, ObjectRef>) -> String {
         }
         out.push_str("  - |\n");
         for (key, value) in fields {
-            out.push_str(&format!("    {key}: {}\n", Value::from(value)));
+            out.push_str("    ");
+            out.push_str(key);
+            out.push_str(": ");
+            push_json_string(&mut out, value);
+            out.push('\n');
         }
     }
     out
@@ -276,7 +353,7 @@ mod tests {
             a.name.starts_with("kvinject-") && a.name.len() == "kvinject-".len() + NAME_HASH_HEX
         );
         assert_eq!(
-            a.manifest["spec"]["secretObjects"][0]["secretName"],
+            a.manifest()["spec"]["secretObjects"][0]["secretName"],
             a.name.as_str()
         );
         let other_vault = generate(
@@ -295,6 +372,89 @@ mod tests {
         );
         assert_ne!(a.name, other_vault.name);
         assert_ne!(a.name, no_sync.name);
-        assert!(no_sync.manifest["spec"].get("secretObjects").is_none());
+        assert!(no_sync.manifest()["spec"].get("secretObjects").is_none());
+    }
+
+    #[test]
+    fn the_canonical_text_is_serde_json_s_compact_json_of_the_spec() {
+        // The name hashes this text: it must stay byte for byte what serializing the spec as a
+        // serde_json value gives, whatever the strings hold.
+        let awkward = "a\"b\\c\nd\re\tf\u{8}g\u{c}h\u{1}i\u{1f}j\u{7f}k é 名 /";
+        let identities = [
+            PodIdentity::WorkloadIdentity {
+                client_id: awkward.into(),
+                service_account: "api".into(),
+            },
+            PodIdentity::AadPodIdentity {
+                selector: "sel".into(),
+            },
+        ];
+        let f = files(&[(awkward, "db"), ("plain", "cert/x")]);
+        let synced = [
+            SyncedVar {
+                alias: awkward.into(),
+                var: "DB".into(),
+            },
+            SyncedVar {
+                alias: "plain".into(),
+                var: "B".into(),
+            },
+        ];
+        let tls = [TlsSync {
+            alias: "cert.pem".into(),
+            secret: awkward.into(),
+        }];
+        for identity in &identities {
+            for (synced, tls) in [
+                (&synced[..], &tls[..]),
+                (&[][..], &tls[..]),
+                (&synced[..], &[][..]),
+                (&[][..], &[][..]),
+            ] {
+                let content = SpcContent {
+                    vault: awkward,
+                    tenant_id: "t",
+                    identity,
+                    files: &f,
+                    synced,
+                    tls,
+                };
+                let text = canonical_spec(&content);
+                let value: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(value.to_string(), text);
+                assert_eq!(value["parameters"]["keyvaultName"], awkward);
+                let mut parameters = serde_json::Map::new();
+                parameters.insert("keyvaultName".into(), awkward.into());
+                parameters.insert("tenantId".into(), "t".into());
+                match identity {
+                    PodIdentity::AadPodIdentity { .. } => {
+                        parameters.insert("usePodIdentity".into(), "true".into());
+                    }
+                    PodIdentity::WorkloadIdentity { client_id, .. } => {
+                        parameters.insert("clientID".into(), client_id.as_str().into());
+                    }
+                }
+                parameters.insert("objects".into(), objects_parameter(&f).into());
+                let mut expected = json!({ "provider": "azure", "parameters": parameters });
+                let mut secret_objects = Vec::new();
+                if !synced.is_empty() {
+                    let data: Vec<Value> = synced
+                        .iter()
+                        .map(|s| json!({ "objectName": s.alias, "key": s.var }))
+                        .collect();
+                    secret_objects
+                        .push(json!({ "secretName": "", "type": "Opaque", "data": data }));
+                }
+                for t in tls {
+                    secret_objects.push(json!({"secretName": t.secret, "type": TLS_SECRET_TYPE,
+                        "data": [{ "objectName": t.alias, "key": "tls.key" },
+                                 { "objectName": t.alias, "key": "tls.crt" }]}));
+                }
+                if !secret_objects.is_empty() {
+                    expected["secretObjects"] = Value::Array(secret_objects);
+                }
+                assert_eq!(text, expected.to_string());
+            }
+        }
     }
 }

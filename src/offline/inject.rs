@@ -215,8 +215,8 @@ impl<'a> Run<'a> {
             return self.report(&label, &namespace, outcome, warnings);
         }
         for spc in &plan.generated_spcs {
-            self.generated_facts.add(&spc.manifest, &namespace);
-            let mut manifest = spc.manifest.clone();
+            let mut manifest = spc.manifest();
+            self.generated_facts.add(&manifest, &namespace);
             if named_namespace.is_none()
                 && let Some(metadata) = manifest["metadata"].as_object_mut()
             {
