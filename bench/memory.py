@@ -26,6 +26,8 @@ import http.client
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# As the image and the chart run kvinject (see the Dockerfile); inherited by every child.
+os.environ.setdefault("MIMALLOC_ARENA_EAGER_COMMIT", "0")
 MIB = 1024 * 1024
 
 

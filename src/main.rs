@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use kvinject::cli;
 
+/// mimalloc instead of glibc's malloc: a review allocates and frees hundreds of small blocks,
+/// which glibc's allocator spends about a quarter of a review's instructions on.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<ExitCode> {
     // One crypto provider for every rustls user in the process, before any TLS object exists.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

@@ -141,23 +141,53 @@ impl Decoded {
     /// The object's namespace: `request.namespace`, else the object's own (controller-made pods
     /// have it only in the request).
     pub fn namespace(&self) -> String {
+        self.namespace_ref().to_owned()
+    }
+
+    /// [`Decoded::namespace`], borrowed.
+    pub fn namespace_ref(&self) -> &str {
         self.request
             .namespace
-            .clone()
+            .as_deref()
             .filter(|ns| !ns.is_empty())
             .or_else(|| {
                 self.object
                     .as_ref()
                     .and_then(|o| o["metadata"]["namespace"].as_str())
-                    .map(str::to_owned)
             })
-            .unwrap_or_else(|| "default".to_owned())
+            .unwrap_or("default")
     }
 
     /// The workload that owns the object (`ReplicaSet/web-7d9f8`), else the object itself, for
-    /// logs: never the object's content.
-    pub fn workload(&self) -> String {
+    /// logs: never the object's content. Written when displayed, without copying.
+    pub fn workload(&self) -> impl std::fmt::Display + '_ {
+        Workload(self)
+    }
+
+    /// The object's name, else its `generateName`.
+    pub fn name(&self) -> String {
+        self.name_ref().to_owned()
+    }
+
+    /// [`Decoded::name`], borrowed.
+    pub fn name_ref(&self) -> &str {
+        if !self.request.name.is_empty() {
+            return &self.request.name;
+        }
+        let metadata = self.object.as_ref().map(|o| &o["metadata"]);
+        metadata
+            .and_then(|m| m["name"].as_str().or_else(|| m["generateName"].as_str()))
+            .unwrap_or_default()
+    }
+}
+
+/// [`Decoded::workload`].
+struct Workload<'a>(&'a Decoded);
+
+impl std::fmt::Display for Workload<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let owner = self
+            .0
             .object
             .as_ref()
             .and_then(|o| o["metadata"]["ownerReferences"].as_array())
@@ -167,20 +197,11 @@ impl Decoded {
                     .find(|o| o["controller"] == true)
                     .or(owners.first())
             })
-            .and_then(|o| Some(format!("{}/{}", o["kind"].as_str()?, o["name"].as_str()?)));
-        owner.unwrap_or_else(|| format!("{}/{}", self.request.kind.kind, self.name()))
-    }
-
-    /// The object's name, else its `generateName`.
-    pub fn name(&self) -> String {
-        if !self.request.name.is_empty() {
-            return self.request.name.clone();
+            .and_then(|o| Some((o["kind"].as_str()?, o["name"].as_str()?)));
+        match owner {
+            Some((kind, name)) => write!(f, "{kind}/{name}"),
+            None => write!(f, "{}/{}", self.0.request.kind.kind, self.0.name_ref()),
         }
-        let metadata = self.object.as_ref().map(|o| &o["metadata"]);
-        metadata
-            .and_then(|m| m["name"].as_str().or_else(|| m["generateName"].as_str()))
-            .unwrap_or_default()
-            .to_owned()
     }
 }
 
