@@ -23,7 +23,7 @@ use kube::{Client, Resource, ResourceExt};
 
 use crate::cluster::keyed::{CacheWriter, KeyedCache};
 use crate::cluster::spc_store::CachedSpc;
-use crate::cluster::workloads::{Workload, controller_of};
+use crate::cluster::workloads::{Workload, controller_among};
 use crate::cluster::{Cluster, binding_resource, spc_resource};
 use crate::core::annotations::{
     AAD_POD_IDENTITY_GROUP, ENV_PREFIX, FILE_PREFIX, INJECT, INJECTED, MIRROR_POD,
@@ -269,10 +269,8 @@ fn pod_entry(pod: &PartialObjectMeta<Pod>) -> Option<CachedPod> {
         return None;
     }
     let namespace = pod.namespace().unwrap_or_default();
-    let controller = serde_json::to_value(&pod.metadata)
-        .ok()
-        .and_then(|metadata| controller_of(&namespace, &metadata))
-        .map(Box::new);
+    let owners = pod.metadata.owner_references.as_deref().unwrap_or_default();
+    let controller = controller_among(&namespace, owners).map(Box::new);
     Some(CachedPod {
         marker,
         uid: pod.uid().unwrap_or_default().into(),

@@ -12,10 +12,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::cluster::events::{EventWriter, Involved, Reason};
+use crate::cluster::events::{EventWriter, Involved, Reason, digest};
 use crate::cluster::workloads::Workload;
 
 /// One Event per workload and message per this window.
@@ -61,7 +60,7 @@ async fn write_events(events: EventWriter, mut denials: mpsc::Receiver<Denied>) 
     let mut told: HashMap<[u8; 32], Instant> = HashMap::new();
     let pause = Duration::from_secs(1) / PER_SECOND;
     while let Some(denied) = denials.recv().await {
-        let key = digest(&denied.controller.uid, &denied.message);
+        let key = digest(&[&denied.controller.uid, &denied.message]);
         if told.get(&key).is_some_and(|at| at.elapsed() < WINDOW) {
             continue;
         }
@@ -86,8 +85,9 @@ async fn tell(events: &EventWriter, denied: Denied) {
         }
     };
     // The same name on every replica within one window: a second replica's write is a conflict.
+    // (The Event's name hashes the workload's uid and this key.)
     let window = Timestamp::now().as_second() / WINDOW.as_secs() as i64;
-    let key = format!("{}:{window}", hex(&digest(&workload.uid, &denied.message)));
+    let key = format!("{window}:{}", denied.message);
     let message = format!(
         "a pod of this workload was not admitted: {}",
         denied.message
@@ -100,16 +100,4 @@ async fn tell(events: &EventWriter, denied: Denied) {
             &key,
         )
         .await;
-}
-
-fn digest(uid: &str, message: &str) -> [u8; 32] {
-    let mut digest = Sha256::new();
-    digest.update(uid.as_bytes());
-    digest.update([0]);
-    digest.update(message.as_bytes());
-    digest.finalize().into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

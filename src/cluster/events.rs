@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cluster::Cluster;
 use crate::cluster::workloads::Workload;
+use crate::core::spc::hex;
 use crate::webhook::metrics::SharedMetrics;
 
 /// The component Events name as their source.
@@ -195,17 +196,20 @@ impl EventWriter {
 /// `<involved name>.<16 hex digits of SHA-256 over uid, reason and key>`: a valid object name
 /// whatever the involved object's name, and the same for the same Event.
 fn event_name(involved: &Involved, reason: Reason, key: &str) -> String {
+    let hash = hex(&digest(&[&involved.uid, reason.as_str(), key])[..8]);
+    let base = cut(&involved.name, 200).trim_end_matches(['.', '-']);
+    format!("{base}.{hash}")
+}
+
+/// SHA-256 over `parts`, each followed by a NUL byte, so that different lists of parts never
+/// hash the same text.
+pub fn digest(parts: &[&str]) -> [u8; 32] {
     let mut digest = Sha256::new();
-    for part in [involved.uid.as_str(), reason.as_str(), key] {
+    for part in parts {
         digest.update(part.as_bytes());
         digest.update([0]);
     }
-    let hash: String = digest.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let base = cut(&involved.name, 200).trim_end_matches(['.', '-']);
-    format!("{base}.{hash}")
+    digest.finalize().into()
 }
 
 /// `text` cut to at most `max` bytes at a character boundary.

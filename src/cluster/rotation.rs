@@ -27,14 +27,14 @@ use kube::api::Api;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
 use crate::cluster::Cluster;
-use crate::cluster::events::{EventWriter, Involved, Reason};
+use crate::cluster::events::{EventWriter, Involved, Reason, digest};
 use crate::cluster::workloads::{OwnerError, Workload, WorkloadKind, restarted_at, rolling};
 use crate::core::annotations::{self, RESTART_ON_ROTATION, ROTATED, marker_spcs};
 use crate::core::facts::ClusterFacts;
+use crate::core::spc::hex;
 use crate::lifecycle::ticks::Ticks;
 
 /// The SecretProviderClassPodStatus API (the CSI driver's record of what it mounted).
@@ -564,15 +564,7 @@ const MAX_ROTATED: usize = 64;
 
 /// 12 hex digits of SHA-256 over SPC, object and version.
 fn version_digest((spc, object): &(String, String), version: &str) -> String {
-    let mut digest = Sha256::new();
-    for part in [spc.as_str(), object.as_str(), version] {
-        digest.update(part.as_bytes());
-        digest.update([0]);
-    }
-    digest.finalize()[..6]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&digest(&[spc, object, version])[..6])
 }
 
 /// The digests a workload's [`ROTATED`] annotation holds.

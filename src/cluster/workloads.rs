@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -109,21 +110,24 @@ impl fmt::Display for Workload {
     }
 }
 
-/// The controller reference of an object's metadata (`ownerReferences` entry with
-/// `controller: true`), when it names a followed kind.
+/// The controller among an object's owner references (the one with `controller: true`), when
+/// it names a followed kind.
+pub fn controller_among(namespace: &str, owners: &[OwnerReference]) -> Option<Workload> {
+    let owner = owners.iter().find(|owner| owner.controller == Some(true))?;
+    Some(Workload {
+        kind: WorkloadKind::of(&owner.api_version, &owner.kind)?,
+        namespace: namespace.to_owned(),
+        name: owner.name.clone(),
+        uid: owner.uid.clone(),
+    })
+}
+
+/// [`controller_among`] the `ownerReferences` of object metadata read as JSON (a review's pruned
+/// object); malformed references name no controller.
 pub fn controller_of(namespace: &str, metadata: &Value) -> Option<Workload> {
-    metadata["ownerReferences"]
-        .as_array()?
-        .iter()
-        .find(|owner| owner["controller"] == true)
-        .and_then(|owner| {
-            Some(Workload {
-                kind: WorkloadKind::of(owner["apiVersion"].as_str()?, owner["kind"].as_str()?)?,
-                namespace: namespace.to_owned(),
-                name: owner["name"].as_str()?.to_owned(),
-                uid: owner["uid"].as_str()?.to_owned(),
-            })
-        })
+    let owners: Vec<OwnerReference> =
+        serde_json::from_value(metadata.get("ownerReferences")?.clone()).ok()?;
+    controller_among(namespace, &owners)
 }
 
 /// Why a pod's workload could not be told.
@@ -163,10 +167,14 @@ impl Cluster {
     pub async fn top_workload(&self, controller: Workload) -> Result<Workload, OwnerError> {
         let object = self.read_workload(&controller).await?;
         let parent = match controller.kind {
-            WorkloadKind::ReplicaSet | WorkloadKind::Job => {
-                let metadata = serde_json::to_value(&object.metadata).unwrap_or(Value::Null);
-                controller_of(&controller.namespace, &metadata)
-            }
+            WorkloadKind::ReplicaSet | WorkloadKind::Job => controller_among(
+                &controller.namespace,
+                object
+                    .metadata
+                    .owner_references
+                    .as_deref()
+                    .unwrap_or_default(),
+            ),
             _ => None,
         };
         match parent {

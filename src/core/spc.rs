@@ -237,7 +237,8 @@ pub fn objects_parameter(files: &BTreeMap<String, ObjectRef>) -> String {
     out
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex digits of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
