@@ -5,10 +5,10 @@
 
 use std::sync::LazyLock;
 
-use kvinject::webhook::admission::{self, Route};
 use kvinject::core::facts::DocumentFacts;
-use kvinject::offline::manifest::{self, Format};
 use kvinject::core::plan::Settings;
+use kvinject::offline::manifest::{self, Format};
+use kvinject::webhook::admission::{self, Route};
 use libfuzzer_sys::fuzz_target;
 
 static FACTS: LazyLock<DocumentFacts> = LazyLock::new(|| {

@@ -1,6 +1,7 @@
 //! Structured pods through the pure core. Properties, for every pod: `plan_pod` never panics; an
-//! `Inject` plan's patch has no `remove`, applies to the pod with an independent RFC 6902
-//! implementation (`json-patch`), and planning the patched pod again gives an empty patch.
+//! `Inject` plan's patch text is a JSON Patch of `add` operations only, applies to the pod with
+//! an independent RFC 6902 implementation (`json-patch`), and planning the patched pod again
+//! gives an empty patch.
 //!
 //! Names and values are drawn mostly from small pools (the containers, env vars, volumes and
 //! references kvinject cares about, and the facts of `tests/fixtures/facts.yaml`) so that inputs
@@ -12,8 +13,8 @@ use std::sync::LazyLock;
 use arbitrary::Arbitrary;
 use json_patch::PatchOperation;
 use kvinject::core::facts::DocumentFacts;
-use kvinject::offline::manifest::{self, Format};
 use kvinject::core::plan::{self, Decision, Settings};
+use kvinject::offline::manifest::{self, Format};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};
 
@@ -320,19 +321,25 @@ fuzz_target!(|input: Input| {
     if plan.patch.is_empty() {
         return;
     }
+    let operations = match plan.patch.operations() {
+        Ok(operations) => operations,
+        Err(error) => panic!(
+            "the patch text is not a JSON Patch: {error}\n{}",
+            plan.patch.as_str()
+        ),
+    };
     assert!(
-        !plan
-            .patch
+        operations
             .iter()
-            .any(|op| matches!(op, PatchOperation::Remove(_))),
-        "the patch removes something: {:?}",
-        plan.patch
+            .all(|op| matches!(op, PatchOperation::Add(_))),
+        "the patch does more than add: {}",
+        plan.patch.as_str()
     );
     let mut patched = pod.clone();
-    if let Err(error) = json_patch::patch(&mut patched, &plan.patch) {
+    if let Err(error) = json_patch::patch(&mut patched, &operations) {
         panic!(
-            "the patch does not apply: {error}\npod: {pod}\npatch: {:?}",
-            plan.patch
+            "the patch does not apply: {error}\npod: {pod}\npatch: {}",
+            plan.patch.as_str()
         );
     }
     match plan::plan_pod(&patched, &namespace, &*FACTS, &settings) {

@@ -10,6 +10,7 @@ pub mod denial;
 pub mod facts;
 pub mod generate;
 pub mod identity;
+pub mod json;
 pub mod patch;
 pub mod plan;
 pub mod pod;

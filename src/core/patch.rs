@@ -4,12 +4,12 @@
 //! kvinject would add that already exists in exactly kvinject's form is skipped (that is what
 //! makes a second pass empty); one that exists in another form is a conflict and a [`Denial`].
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation};
-use serde_json::{Value, json};
+use json_patch::PatchOperation;
+use serde_json::Value;
 
 use crate::core::annotations::{CSI_DRIVER, INJECTED, MOUNT_PATH};
 use crate::core::denial::{Denial, DenialReason};
+use crate::core::json;
 use crate::core::pod::{ContainerView, PodView};
 
 /// One env var to wire: `<var>` from key `<key>` of Secret `<secret>`.
@@ -49,43 +49,120 @@ pub struct Wiring<'a> {
     pub targets: &'a [ContainerView<'a>],
 }
 
-/// The length of `patch` as compact JSON, counted without building the text.
-pub fn encoded_len(patch: &[PatchOperation]) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
+/// A JSON Patch (RFC 6902) of `add` operations, held as the compact JSON text the API server
+/// reads: written once, operation by operation, never built as a tree and serialised again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonPatch {
+    /// The whole array, `[` to `]`.
+    text: String,
+    /// How many operations it holds.
+    operations: usize,
+}
+
+impl Default for JsonPatch {
+    fn default() -> Self {
+        Self {
+            text: String::from("[]"),
+            operations: 0,
         }
     }
-    let mut counter = Counter(0);
-    // Writing JSON values into a counter cannot fail; a failure would count as oversized.
-    match serde_json::to_writer(&mut counter, patch) {
-        Ok(()) => counter.0,
-        Err(_) => usize::MAX,
+}
+
+impl JsonPatch {
+    /// No operation: the pod already carries everything.
+    pub fn is_empty(&self) -> bool {
+        self.operations == 0
+    }
+
+    /// The number of operations.
+    pub fn len(&self) -> usize {
+        self.operations
+    }
+
+    /// The patch as JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The patch as JSON text, owned.
+    pub fn into_string(self) -> String {
+        self.text
+    }
+
+    /// The operations, read back from the text by `json-patch`: what an RFC 6902 implementation
+    /// makes of the bytes the API server is sent.
+    pub fn operations(&self) -> Result<Vec<PatchOperation>, serde_json::Error> {
+        serde_json::from_str(&self.text)
+    }
+
+    /// Appends `{"op":"add","path":<tokens as a JSON pointer>,"value":<written by value>}`.
+    fn add(&mut self, tokens: &[&str], value: impl FnOnce(&mut String)) {
+        let mut pointer = String::new();
+        for token in tokens {
+            pointer.push('/');
+            for c in token.chars() {
+                match c {
+                    '~' => pointer.push_str("~0"),
+                    '/' => pointer.push_str("~1"),
+                    c => pointer.push(c),
+                }
+            }
+        }
+        let text = &mut self.text;
+        text.pop(); // the closing `]`
+        if self.operations > 0 {
+            text.push(',');
+        }
+        text.push_str(r#"{"op":"add","path":"#);
+        json::push_string(text, &pointer);
+        text.push_str(r#","value":"#);
+        value(text);
+        text.push_str("}]");
+        self.operations += 1;
+    }
+
+    /// Appends `items` to the array at `path`, creating it with them when it does not exist.
+    fn append<T>(
+        &mut self,
+        path: &[&str],
+        exists: bool,
+        items: &[T],
+        write: impl Fn(&mut String, &T),
+    ) {
+        if exists {
+            let mut tokens = path.to_vec();
+            tokens.push("-");
+            for item in items {
+                self.add(&tokens, |out| write(out, item));
+            }
+        } else {
+            self.add(path, |out| {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(out, item);
+                }
+                out.push(']');
+            });
+        }
     }
 }
 
 /// The operations that bring `pod` to `wiring`; empty when it is already there.
-pub fn operations(pod: &PodView<'_>, wiring: &Wiring<'_>) -> Result<Vec<PatchOperation>, Denial> {
-    let mut ops = Vec::new();
-    volume_ops(pod, wiring, &mut ops)?;
+pub fn operations(pod: &PodView<'_>, wiring: &Wiring<'_>) -> Result<JsonPatch, Denial> {
+    let mut patch = JsonPatch::default();
+    volume_ops(pod, wiring, &mut patch)?;
     for container in wiring.targets {
-        mount_ops(container, wiring, &mut ops)?;
-        env_ops(container, wiring, &mut ops)?;
+        mount_ops(container, wiring, &mut patch)?;
+        env_ops(container, wiring, &mut patch)?;
     }
-    marker_ops(pod, wiring, &mut ops);
-    Ok(ops)
+    marker_ops(pod, wiring, &mut patch);
+    Ok(patch)
 }
 
-fn volume_ops(
-    pod: &PodView<'_>,
-    wiring: &Wiring<'_>,
-    ops: &mut Vec<PatchOperation>,
-) -> Result<(), Denial> {
+fn volume_ops(pod: &PodView<'_>, wiring: &Wiring<'_>, patch: &mut JsonPatch) -> Result<(), Denial> {
     let mut missing = Vec::new();
     for wanted in wiring.volumes {
         let existing = pod
@@ -94,14 +171,7 @@ fn volume_ops(
             .flatten()
             .find(|v| v["name"] == wanted.name.as_str());
         let Some(existing) = existing else {
-            missing.push(json!({
-                "name": wanted.name,
-                "csi": {
-                    "driver": CSI_DRIVER,
-                    "readOnly": true,
-                    "volumeAttributes": { "secretProviderClass": wanted.spc_name },
-                },
-            }));
+            missing.push(wanted);
             continue;
         };
         let csi = &existing["csi"];
@@ -116,7 +186,20 @@ fn volume_ops(
         }
     }
     if !missing.is_empty() {
-        append(ops, &["spec", "volumes"], pod.volumes().is_some(), missing);
+        patch.append(
+            &["spec", "volumes"],
+            pod.volumes().is_some(),
+            &missing,
+            |out, volume| {
+                out.push_str(r#"{"name":"#);
+                json::push_string(out, &volume.name);
+                out.push_str(r#","csi":{"driver":"#);
+                json::push_string(out, CSI_DRIVER);
+                out.push_str(r#","readOnly":true,"volumeAttributes":{"secretProviderClass":"#);
+                json::push_string(out, &volume.spc_name);
+                out.push_str("}}}");
+            },
+        );
     }
     Ok(())
 }
@@ -124,7 +207,7 @@ fn volume_ops(
 fn mount_ops(
     container: &ContainerView<'_>,
     wiring: &Wiring<'_>,
-    ops: &mut Vec<PatchOperation>,
+    patch: &mut JsonPatch,
 ) -> Result<(), Denial> {
     let mounts = container.value["volumeMounts"].as_array();
     let mut missing = Vec::new();
@@ -152,15 +235,21 @@ fn mount_ops(
                 }
             }
         }
-        missing
-            .push(json!({ "name": volume.name, "mountPath": volume.mount_path, "readOnly": true }));
+        missing.push(volume);
     }
     if !missing.is_empty() {
-        append(
-            ops,
-            &container_path(container, "volumeMounts"),
+        let index = container.index.to_string();
+        patch.append(
+            &container_path(container, &index, "volumeMounts"),
             mounts.is_some(),
-            missing,
+            &missing,
+            |out, volume| {
+                out.push_str(r#"{"name":"#);
+                json::push_string(out, &volume.name);
+                out.push_str(r#","mountPath":"#);
+                json::push_string(out, &volume.mount_path);
+                out.push_str(r#","readOnly":true}"#);
+            },
         );
     }
     Ok(())
@@ -169,21 +258,17 @@ fn mount_ops(
 fn env_ops(
     container: &ContainerView<'_>,
     wiring: &Wiring<'_>,
-    ops: &mut Vec<PatchOperation>,
+    patch: &mut JsonPatch,
 ) -> Result<(), Denial> {
     let existing = container.value["env"].as_array();
     let mut missing = Vec::new();
     for wire in wiring.env {
-        let entry = json!({
-            "name": wire.var,
-            "valueFrom": { "secretKeyRef": { "name": wire.secret, "key": wire.key } },
-        });
         match existing
             .into_iter()
             .flatten()
             .find(|e| e["name"] == wire.var.as_str())
         {
-            Some(current) if same_secret_ref(current, &entry) => {}
+            Some(current) if reads_secret_key(current, wire) => {}
             Some(_) => {
                 return Err(conflict_on(
                     &wire.annotation,
@@ -193,40 +278,51 @@ fn env_ops(
                     ),
                 ));
             }
-            None => missing.push(entry),
+            None => missing.push(wire),
         }
     }
     if !missing.is_empty() {
-        append(
-            ops,
-            &container_path(container, "env"),
+        let index = container.index.to_string();
+        patch.append(
+            &container_path(container, &index, "env"),
             existing.is_some(),
-            missing,
+            &missing,
+            |out, wire| {
+                out.push_str(r#"{"name":"#);
+                json::push_string(out, &wire.var);
+                out.push_str(r#","valueFrom":{"secretKeyRef":{"name":"#);
+                json::push_string(out, &wire.secret);
+                out.push_str(r#","key":"#);
+                json::push_string(out, &wire.key);
+                out.push_str("}}}");
+            },
         );
     }
     Ok(())
 }
 
-fn marker_ops(pod: &PodView<'_>, wiring: &Wiring<'_>, ops: &mut Vec<PatchOperation>) {
+fn marker_ops(pod: &PodView<'_>, wiring: &Wiring<'_>, patch: &mut JsonPatch) {
     if pod.annotation(INJECTED) == Some(wiring.marker) {
         return;
     }
-    let value = Value::String(wiring.marker.to_owned());
+    let marker = |out: &mut String| json::push_string(out, wiring.marker);
     if pod.annotations().is_some() {
         // `add` on an existing member replaces it, so a stale marker is corrected without `replace`.
-        add(ops, &["metadata", "annotations", INJECTED], value);
+        patch.add(&["metadata", "annotations", INJECTED], marker);
     } else if pod.value().get("metadata").is_some() {
-        add(
-            ops,
-            &["metadata", "annotations"],
-            json!({ INJECTED: value }),
-        );
+        patch.add(&["metadata", "annotations"], |out| {
+            out.push('{');
+            json::push_key(out, INJECTED);
+            marker(out);
+            out.push('}');
+        });
     } else {
-        add(
-            ops,
-            &["metadata"],
-            json!({ "annotations": { INJECTED: value } }),
-        );
+        patch.add(&["metadata"], |out| {
+            out.push_str(r#"{"annotations":{"#);
+            json::push_key(out, INJECTED);
+            marker(out);
+            out.push_str("}}");
+        });
     }
 }
 
@@ -238,45 +334,21 @@ fn conflict_on(key: &str, what: String) -> Denial {
     Denial::annotation(key, what).because(DenialReason::Conflict)
 }
 
-/// Two env entries that read the same Secret key (extra fields such as `optional` are the user's).
-fn same_secret_ref(current: &Value, wanted: &Value) -> bool {
-    let (have, want) = (
-        &current["valueFrom"]["secretKeyRef"],
-        &wanted["valueFrom"]["secretKeyRef"],
-    );
-    current.get("value").is_none() && have["name"] == want["name"] && have["key"] == want["key"]
+/// An env entry that reads the Secret key `wire` wires (extra fields such as `optional` are the
+/// user's).
+fn reads_secret_key(current: &Value, wire: &EnvWire) -> bool {
+    let have = &current["valueFrom"]["secretKeyRef"];
+    current.get("value").is_none()
+        && have["name"] == wire.secret.as_str()
+        && have["key"] == wire.key.as_str()
 }
 
-fn container_path(container: &ContainerView<'_>, field: &str) -> Vec<String> {
-    vec![
-        "spec".into(),
-        container.list.field().into(),
-        container.index.to_string(),
-        field.into(),
-    ]
-}
-
-/// Appends `items` to the array at `path`, creating it with them when it does not exist.
-fn append<S: AsRef<str>>(
-    ops: &mut Vec<PatchOperation>,
-    path: &[S],
-    exists: bool,
-    items: Vec<Value>,
-) {
-    if exists {
-        for item in items {
-            let mut tokens: Vec<&str> = path.iter().map(AsRef::as_ref).collect();
-            tokens.push("-");
-            add(ops, &tokens, item);
-        }
-    } else {
-        add(ops, path, Value::Array(items));
-    }
-}
-
-fn add<S: AsRef<str>>(ops: &mut Vec<PatchOperation>, path: &[S], value: Value) {
-    let path = PointerBuf::from_tokens(path.iter().map(AsRef::as_ref));
-    ops.push(PatchOperation::Add(AddOperation { path, value }));
+fn container_path<'a>(
+    container: &ContainerView<'_>,
+    index: &'a str,
+    field: &'a str,
+) -> [&'a str; 4] {
+    ["spec", container.list.field(), index, field]
 }
 
 fn trim_slash(path: &str) -> &str {

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeSet;
 
-use json_patch::PatchOperation;
 use serde_json::Value;
 
 use crate::core::annotations::{
@@ -17,7 +16,7 @@ use crate::core::denial::{Denial, DenialReason, warning};
 use crate::core::facts::{ClusterFacts, SpcFacts, SpcIdentity, SyncedKey};
 use crate::core::generate::{self, Asked};
 use crate::core::identity::{self, AAD_POD_IDENTITY_DEPRECATED, BindingScope, PodIdentity};
-use crate::core::patch::{self, EnvWire, VolumeWire, Wiring};
+use crate::core::patch::{self, EnvWire, JsonPatch, VolumeWire, Wiring};
 use crate::core::pod::{self, PodView};
 use crate::core::reference::ObjectRef;
 use crate::core::request::{
@@ -139,7 +138,7 @@ impl SkipReason {
 #[derive(Debug, Clone, PartialEq)]
 pub struct InjectionPlan {
     /// JSON Patch against the pod as received; empty when it already carries everything.
-    pub patch: Vec<PatchOperation>,
+    pub patch: JsonPatch,
     /// Generate mode: the SPCs that must exist for the pod to start, one per vault.
     pub generated_spcs: Vec<GeneratedSpc>,
     /// Soft problems to return to the user.
@@ -324,11 +323,10 @@ impl PodLimits {
     }
 
     /// The patch, as the JSON it is sent as.
-    fn check_patch(&self, patch: &[PatchOperation]) -> Result<(), Denial> {
-        let size = patch::encoded_len(patch);
+    fn check_patch(&self, patch: &JsonPatch) -> Result<(), Denial> {
         check_limit(
             "bytes of JSON Patch",
-            size,
+            patch.as_str().len(),
             self.max_patch_bytes,
             "--max-patch-bytes",
         )

@@ -14,6 +14,7 @@ use crate::core::annotations::{
     GENERATED_NAME_PREFIX, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPC_API_VERSION, TLS_SECRET_TYPE,
 };
 use crate::core::identity::PodIdentity;
+use crate::core::json;
 use crate::core::reference::ObjectRef;
 
 /// Hex characters of the spec's SHA-256 in a generated name: 80 bits.
@@ -112,18 +113,18 @@ pub fn generate(namespace: &str, content: &SpcContent<'_>) -> GeneratedSpc {
 fn canonical_spec(content: &SpcContent<'_>) -> String {
     let mut out = String::with_capacity(256 + 96 * (content.files.len() + content.synced.len()));
     out.push_str(r#"{"provider":"azure","parameters":{"keyvaultName":"#);
-    push_json_string(&mut out, content.vault);
+    json::push_string(&mut out, content.vault);
     out.push_str(r#","tenantId":"#);
-    push_json_string(&mut out, content.tenant_id);
+    json::push_string(&mut out, content.tenant_id);
     match content.identity {
         PodIdentity::AadPodIdentity { .. } => out.push_str(r#","usePodIdentity":"true""#),
         PodIdentity::WorkloadIdentity { client_id, .. } => {
             out.push_str(r#","clientID":"#);
-            push_json_string(&mut out, client_id);
+            json::push_string(&mut out, client_id);
         }
     }
     out.push_str(r#","objects":"#);
-    push_json_string(&mut out, &objects_parameter(content.files));
+    json::push_string(&mut out, &objects_parameter(content.files));
     out.push('}');
     let mut entries = 0;
     let mut entry = |out: &mut String| {
@@ -148,9 +149,9 @@ fn canonical_spec(content: &SpcContent<'_>) -> String {
     for tls in content.tls {
         entry(&mut out);
         out.push_str(r#"{"secretName":"#);
-        push_json_string(&mut out, &tls.secret);
+        json::push_string(&mut out, &tls.secret);
         out.push_str(r#","type":"#);
-        push_json_string(&mut out, TLS_SECRET_TYPE);
+        json::push_string(&mut out, TLS_SECRET_TYPE);
         out.push_str(r#","data":["#);
         push_data(&mut out, &tls.alias, "tls.key");
         out.push(',');
@@ -167,39 +168,10 @@ fn canonical_spec(content: &SpcContent<'_>) -> String {
 /// `{"objectName":<alias>,"key":<key>}`.
 fn push_data(out: &mut String, alias: &str, key: &str) {
     out.push_str(r#"{"objectName":"#);
-    push_json_string(out, alias);
+    json::push_string(out, alias);
     out.push_str(r#","key":"#);
-    push_json_string(out, key);
+    json::push_string(out, key);
     out.push('}');
-}
-
-/// `text` as a JSON string, escaped exactly as serde_json writes it: `"`, `\\` and control
-/// characters (`\b`, `\f`, `\n`, `\r`, `\t`, else `\u00XX`); everything else as it is.
-fn push_json_string(out: &mut String, text: &str) {
-    out.push('"');
-    let mut start = 0;
-    for (at, byte) in text.bytes().enumerate() {
-        let escape = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&text[start..at]);
-        if escape.is_empty() {
-            out.push_str(&format!("\\u{byte:04x}"));
-        } else {
-            out.push_str(escape);
-        }
-        start = at + 1;
-    }
-    out.push_str(&text[start..]);
-    out.push('"');
 }
 
 /// The provider's `objects` parameter: YAML `array:` of YAML strings, one per file, by alias.
@@ -230,7 +202,7 @@ pub fn objects_parameter(files: &BTreeMap<String, ObjectRef>) -> String {
             out.push_str("    ");
             out.push_str(key);
             out.push_str(": ");
-            push_json_string(&mut out, value);
+            json::push_string(&mut out, value);
             out.push('\n');
         }
     }

@@ -208,7 +208,12 @@ impl<'a> Run<'a> {
             }
             Decision::Inject(plan) => plan,
         };
-        if let Err(error) = json_patch::patch(pod, &plan.patch) {
+        let applied = plan
+            .patch
+            .operations()
+            .map_err(|e| e.to_string())
+            .and_then(|ops| json_patch::patch(pod, &ops).map_err(|e| e.to_string()));
+        if let Err(error) = applied {
             // The core built the patch against this very value; failing here is a bug.
             let denial = Denial::new(format_args!("internal error applying the patch: {error}"));
             let outcome = Outcome::Denied(denial.to_string());

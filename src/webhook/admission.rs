@@ -6,17 +6,17 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use json_patch::Patch;
 use kube::core::admission::Operation;
 use kube::core::{GroupVersionKind, GroupVersionResource};
+use serde::Deserialize;
 use serde::de::{DeserializeSeed, IgnoredAny};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::error::Category;
 
 use crate::core::denial::{Denial, DenialReason};
 use crate::core::facts::ClusterFacts;
 use crate::core::identity;
+use crate::core::json;
 use crate::core::plan::{self, Decision, Settings, SkipReason};
 use crate::core::pod::{PodView, template_path};
 use crate::core::pruned::{self, Keep};
@@ -232,8 +232,12 @@ pub struct Answer {
 
 impl Answer {
     fn allow(decoded: &Decoded) -> Self {
+        Self::allowed(decoded.request.uid.clone())
+    }
+
+    fn allowed(uid: String) -> Self {
         Self {
-            uid: decoded.request.uid.clone(),
+            uid,
             message: None,
             patch: None,
             warnings: Vec::new(),
@@ -293,59 +297,43 @@ impl Answer {
     }
 
     /// The response AdmissionReview, as the API server reads it: `patch` is the Go `[]byte`
-    /// field, a base64 string.
+    /// field, a base64 string. Written as text in one buffer (base64 never needs escaping).
     pub fn encode(&self) -> Vec<u8> {
-        let status = self.message.as_deref().map(|message| WireStatus {
-            status: "Failure",
-            message,
-            reason: "Forbidden",
-            code: 403,
+        let base64_len = self.patch.as_ref().map_or(0, |p| p.len().div_ceil(3) * 4);
+        let mut out = String::with_capacity(256 + base64_len);
+        out.push_str(r#"{"apiVersion":"#);
+        json::push_string(&mut out, ADMISSION_V1);
+        out.push_str(r#","kind":"AdmissionReview","response":{"uid":"#);
+        json::push_string(&mut out, &self.uid);
+        out.push_str(r#","allowed":"#);
+        out.push_str(if self.message.is_none() {
+            "true"
+        } else {
+            "false"
         });
-        let review = WireReview {
-            api_version: ADMISSION_V1,
-            kind: "AdmissionReview",
-            response: WireResponse {
-                uid: &self.uid,
-                allowed: self.message.is_none(),
-                status,
-                patch: self.patch.as_deref().map(|patch| STANDARD.encode(patch)),
-                patch_type: self.patch.as_ref().map(|_| "JSONPatch"),
-                warnings: &self.warnings,
-            },
-        };
-        serde_json::to_vec(&review).expect("a response of strings always serialises")
+        if let Some(message) = &self.message {
+            out.push_str(r#","status":{"status":"Failure","message":"#);
+            json::push_string(&mut out, message);
+            out.push_str(r#","reason":"Forbidden","code":403}"#);
+        }
+        if let Some(patch) = &self.patch {
+            out.push_str(r#","patch":""#);
+            STANDARD.encode_string(patch, &mut out);
+            out.push_str(r#"","patchType":"JSONPatch""#);
+        }
+        if !self.warnings.is_empty() {
+            out.push_str(r#","warnings":["#);
+            for (i, warning) in self.warnings.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json::push_string(&mut out, warning);
+            }
+            out.push(']');
+        }
+        out.push_str("}}");
+        out.into_bytes()
     }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireReview<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: WireResponse<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireResponse<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<WireStatus<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    warnings: &'a [String],
-}
-
-#[derive(Serialize)]
-struct WireStatus<'a> {
-    status: &'static str,
-    message: &'a str,
-    reason: &'static str,
-    code: u16,
 }
 
 /// The envelope of a request review: only what kvinject reads is kept.
@@ -464,9 +452,7 @@ fn answer_pod_create(
         Decision::Skip { reason, .. } => answer.skipped = Some(reason),
         Decision::Inject(plan) => {
             if !plan.patch.is_empty() {
-                let patch = serde_json::to_vec(&Patch(plan.patch))
-                    .expect("a patch of JSON values always serialises");
-                answer.patch = Some(patch);
+                answer.patch = Some(plan.patch.into_string().into_bytes());
                 answer.outcome = Outcome::Patched;
             }
             answer.generated_spcs = plan.generated_spcs;
@@ -545,4 +531,57 @@ fn answer_pod_identity(
         Ok(()) => answer,
         Err(denial) => answer.deny(&denial),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn answer(message: Option<&str>, patch: Option<&str>, warnings: &[&str]) -> Answer {
+        Answer {
+            message: message.map(str::to_owned),
+            patch: patch.map(|p| p.as_bytes().to_vec()),
+            warnings: warnings.iter().map(|w| (*w).to_owned()).collect(),
+            ..Answer::allowed("uid \"quoted\" \u{1}".to_owned())
+        }
+    }
+
+    /// The text written by hand is byte for byte what serde_json writes for the same review.
+    #[test]
+    fn encode_writes_what_serde_json_writes() {
+        let patch = r#"[{"op":"add","path":"/x","value":"é\n"}]"#;
+        for (message, patch, warnings) in [
+            (None, None, vec![]),
+            (None, Some(patch), vec!["one", "two \"2\"\t"]),
+            (None, Some("[]1"), vec![]),
+            (Some("denied: \\ <b>"), None, vec!["warned"]),
+        ] {
+            let mut response = json!({
+                "uid": "uid \"quoted\" \u{1}",
+                "allowed": message.is_none(),
+            });
+            if let Some(message) = message {
+                response["status"] = json!({
+                    "status": "Failure", "message": message, "reason": "Forbidden", "code": 403,
+                });
+            }
+            if let Some(patch) = patch {
+                response["patch"] = json!(STANDARD.encode(patch));
+                response["patchType"] = json!("JSONPatch");
+            }
+            if !warnings.is_empty() {
+                response["warnings"] = json!(warnings);
+            }
+            let review = json!({
+                "apiVersion": ADMISSION_V1, "kind": "AdmissionReview", "response": response,
+            });
+            let encoded = answer(message, patch, &warnings).encode();
+            assert_eq!(
+                String::from_utf8(encoded).unwrap(),
+                serde_json::to_string(&review).unwrap()
+            );
+        }
+    }
 }

@@ -1,8 +1,8 @@
 //! Tiny fluent fixtures for pods and cluster facts, shared by the integration tests.
 #![allow(dead_code)]
 
-use json_patch::PatchOperation;
 use kvinject::core::facts::DocumentFacts;
+use kvinject::core::patch::JsonPatch;
 use kvinject::core::plan::{self, Decision, InjectionPlan, Settings};
 use serde_json::{Value, json};
 
@@ -183,10 +183,12 @@ pub fn provider_objects(spc: &Value) -> Vec<Value> {
         .collect()
 }
 
-/// Applies a patch with the json-patch crate (the oracle suite re-checks with other implementations).
-pub fn apply(pod: &Value, patch: &[PatchOperation]) -> Value {
+/// Applies a patch, read from its text, with the json-patch crate (the oracle suite re-checks
+/// with other implementations).
+pub fn apply(pod: &Value, patch: &JsonPatch) -> Value {
+    let operations = patch.operations().expect("the patch text is a JSON Patch");
     let mut patched = pod.clone();
-    json_patch::patch(&mut patched, patch).expect("patch applies to the pod it was made for");
+    json_patch::patch(&mut patched, &operations).expect("patch applies to the pod it was made for");
     patched
 }
 pub mod apiserver;
