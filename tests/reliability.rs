@@ -476,7 +476,21 @@ impl Drop for Replica {
 
 fn start_replica(dir: &Path) -> Replica {
     let (https, health) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_kvinject"))
+    let child = replica_command(dir, https, health, "500ms")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Replica {
+        child,
+        https,
+        health,
+    }
+}
+
+/// `kvinject serve --facts` on loopback with the certificates of `dir`.
+fn replica_command(dir: &Path, https: u16, health: u16, shutdown_delay: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kvinject"));
+    command
         .args(["serve", "--facts", "tests/fixtures/facts.yaml"])
         .args(["--tls-cert-file", dir.join("tls.crt").to_str().unwrap()])
         .args(["--tls-key-file", dir.join("tls.key").to_str().unwrap()])
@@ -486,16 +500,9 @@ fn start_replica(dir: &Path) -> Replica {
             "--health-listen",
             &format!("127.0.0.1:{health}"),
         ])
-        .args(["--shutdown-delay", "500ms"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Replica {
-        child,
-        https,
-        health,
-    }
+        .args(["--shutdown-delay", shutdown_delay])
+        .stdout(Stdio::null());
+    command
 }
 
 async fn readyz(port: u16) -> Option<u16> {
@@ -647,34 +654,12 @@ async fn a_killed_replica_fails_only_in_flight_requests() {
     assert!(b.child.wait().unwrap().success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_and_one_json_log_line_per_admission() {
-    let tls = tls();
+/// A replica with `args` whose logs are kept, ready, a client connected to it, and its health
+/// port.
+async fn logging_replica(tls: &Tls, args: &[&str]) -> (Child, Client, u16) {
     let (https, health) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_kvinject"))
-        .args([
-            "serve",
-            "--facts",
-            "tests/fixtures/facts.yaml",
-            "--log-format",
-            "json",
-        ])
-        .args([
-            "--tls-cert-file",
-            tls.dir.path().join("tls.crt").to_str().unwrap(),
-        ])
-        .args([
-            "--tls-key-file",
-            tls.dir.path().join("tls.key").to_str().unwrap(),
-        ])
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{https}"),
-            "--health-listen",
-            &format!("127.0.0.1:{health}"),
-        ])
-        .args(["--shutdown-delay", "0s"])
-        .stdout(Stdio::null())
+    let child = replica_command(tls.dir.path(), https, health, "0s")
+        .args(args)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -685,9 +670,16 @@ async fn metrics_and_one_json_log_line_per_admission() {
     };
     wait_ready(&replica).await;
     let connector = connector(&tls.ca_pem);
-    let mut client = Client::open(SocketAddr::from(([127, 0, 0, 1], https)), &connector)
+    let client = Client::open(SocketAddr::from(([127, 0, 0, 1], https)), &connector)
         .await
         .unwrap();
+    (child, client, health)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_one_json_log_line_per_admission() {
+    let tls = tls();
+    let (child, mut client, health) = logging_replica(&tls, &["--log-format", "json"]).await;
     for name in [
         "patch-workload-identity",
         "deny-env-conflict",
@@ -744,6 +736,18 @@ async fn metrics_and_one_json_log_line_per_admission() {
         !logs.contains("kvinject.io/env.DB_PASSWORD\":"),
         "never whole objects in the logs"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_carry_no_escape_codes_off_a_terminal() {
+    let tls = tls();
+    let (child, mut client, _) = logging_replica(&tls, &[]).await;
+    assert_eq!(client.post("/mutate", &fixture()).await, Ok(200));
+    signal(&child, "TERM");
+    let output = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains(" admission "), "the admission line:\n{logs}");
+    assert!(!logs.contains('\u{1b}'), "no escape codes:\n{logs:?}");
 }
 
 #[tokio::test]
