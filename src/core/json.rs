@@ -6,9 +6,19 @@ use std::fmt::Write;
 
 /// Appends `text` as a JSON string, escaped exactly as `serde_json` escapes it.
 pub fn push_string(out: &mut String, text: &str) {
+    out.reserve(text.len() + 2);
     out.push('"');
+    // Most strings (names, paths, base64) need no escape: copied whole after one scan.
+    let Some(first) = text
+        .bytes()
+        .position(|b| b < 0x20 || b == b'"' || b == b'\\')
+    else {
+        out.push_str(text);
+        out.push('"');
+        return;
+    };
     let mut start = 0;
-    for (at, byte) in text.bytes().enumerate() {
+    for (at, byte) in text.bytes().enumerate().skip(first) {
         let escape = match byte {
             b'"' => "\\\"",
             b'\\' => "\\\\",
