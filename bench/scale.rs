@@ -3,7 +3,7 @@
 //! returns them (managedFields, `last-applied-configuration`, owner references, labels).
 //!
 //!     cargo build --release
-//!     cargo run --release --example bench-scale -- [--check] [--spcs N] [OBJECTS ...]
+//!     cargo run --release --example bench-scale -- [--check] [--compare] [--spcs N] [OBJECTS ...]
 //!
 //! OBJECTS (default 1000 10000 32000 50000) are Namespaces, ServiceAccounts and pods in the
 //! proportions 1 : 10 : 5 (32,000 = 2,000 + 20,000 + 10,000), besides the fixture facts. For each
@@ -12,7 +12,11 @@
 //! the bytes per cached object: the slope of ready RSS between the smallest and largest size.
 //! `--spcs N` adds N generated SecretProviderClasses (three objects, synced env, `managedFields`
 //! and a CSI driver `status`) to every size: their cost per object is the difference of two runs.
-//! `--check` exits 1 when 32,000 objects hold more than 64 MiB or peak above 96 MiB.
+//! `--compare` then measures, at each size, CPU per admission in cluster mode against `serve
+//! --facts` of the same facts (the typical review, 2 × 3,000 each, in turns): the issue's
+//! target is at most 1.2×.
+//! `--check` exits 1 when 32,000 objects hold more than 64 MiB or peak above 96 MiB, or a
+//! compared size costs more than 1.2×.
 //! `docs/performance.md` ("Cluster scale") records a run.
 // The table on standard output is what this program is for.
 #![allow(clippy::print_stdout)]
@@ -36,6 +40,11 @@ const MIB: f64 = 1024.0 * 1024.0;
 const CHECKED_SIZE: usize = 32_000;
 const MAX_RSS_MIB: f64 = 64.0;
 const MAX_PEAK_MIB: f64 = 96.0;
+/// `--compare`: admissions per turn, and turns of each mode.
+const COMPARED_ADMISSIONS: usize = 3_000;
+const COMPARED_ROUNDS: usize = 2;
+/// The performance issue's target: cluster mode costs at most this much more than facts mode.
+const MAX_CLUSTER_OVER_FACTS: f64 = 1.2;
 
 struct Run {
     objects: usize,
@@ -44,11 +53,14 @@ struct Run {
     peak: u64,
     cpu_per_admission: Duration,
     rss_after: u64,
+    /// `--compare`: CPU per admission in cluster mode and in facts mode, measured in turns.
+    facts_mode: Option<(Duration, Duration)>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut check = false;
+    let mut compare = false;
     let mut binary = PathBuf::from("target/release/kvinject");
     let mut sizes = Vec::new();
     let mut spcs = 0;
@@ -56,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--check" => check = true,
+            "--compare" => compare = true,
             "--binary" => binary = args.next().map(PathBuf::from).unwrap_or(binary),
             "--spcs" => spcs = args.next().unwrap_or_default().parse()?,
             size => sizes.push(size.replace(['_', ','], "").parse::<usize>()?),
@@ -75,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut runs = Vec::new();
     for objects in sizes {
-        let run = measure(&binary, objects, spcs).await?;
+        let run = measure(&binary, objects, spcs, compare).await?;
         println!(
             "{:>8} {:>9.2} {:>10.1} {:>10.1} {:>13.0} {:>10.1}",
             run.objects,
@@ -98,7 +111,27 @@ async fn main() -> anyhow::Result<()> {
             base / MIB
         );
     }
+    let mut compared_over = Vec::new();
+    for run in &runs {
+        let Some((cluster, facts)) = run.facts_mode else {
+            continue;
+        };
+        let ratio = cluster.as_secs_f64() / facts.as_secs_f64();
+        println!(
+            "{} objects: cluster mode {:.0} µs/admission, facts mode {:.0}: {ratio:.2}× (target ≤ {MAX_CLUSTER_OVER_FACTS}×)",
+            run.objects,
+            cluster.as_secs_f64() * 1e6,
+            facts.as_secs_f64() * 1e6,
+        );
+        if ratio > MAX_CLUSTER_OVER_FACTS {
+            compared_over.push(run.objects);
+        }
+    }
     if check {
+        anyhow::ensure!(
+            compared_over.is_empty(),
+            "cluster mode costs more than {MAX_CLUSTER_OVER_FACTS}× facts mode at {compared_over:?} objects"
+        );
         for run in runs.iter().filter(|r| r.objects == CHECKED_SIZE) {
             let (rss, peak) = (run.rss_ready as f64 / MIB, run.peak as f64 / MIB);
             if rss > MAX_RSS_MIB || peak > MAX_PEAK_MIB {
@@ -112,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure(binary: &Path, objects: usize, spcs: usize) -> anyhow::Result<Run> {
+async fn measure(binary: &Path, objects: usize, spcs: usize, compare: bool) -> anyhow::Result<Run> {
     let api = ApiServer::start().await;
     seed(&api, objects);
     for s in 0..spcs {
@@ -123,30 +156,73 @@ async fn measure(binary: &Path, objects: usize, spcs: usize) -> anyhow::Result<R
     std::fs::write(&kubeconfig, kubeconfig_for(&api.url))?;
     let certs = kvinject::certs::generate("kvinject", "kvinject", 30, 7)?;
     kvinject::certs::write(dir.path(), &certs)?;
+    let started = Instant::now();
+    let mut cluster_mode: Vec<std::ffi::OsString> = vec!["--kubeconfig".into(), kubeconfig.into()];
+    cluster_mode.extend(["--verify-objects", "off"].map(Into::into));
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(certs.ca_pem.as_bytes())?])
+        .build()?;
+    let server = start(binary, dir.path(), &cluster_mode, &http).await?;
+    let ready = started.elapsed();
+    let pid = server.child.id();
+    let rss_ready = status_bytes(pid, "VmRSS")?;
+    let mut run = Run {
+        objects,
+        ready,
+        rss_ready,
+        cpu_per_admission: cpu_per_admission(&server, &http, ADMISSIONS).await?,
+        peak: status_bytes(pid, "VmHWM")?,
+        rss_after: status_bytes(pid, "VmRSS")?,
+        facts_mode: None,
+    };
+    if compare {
+        // The same review, harness and certificates, against `--facts` of the same facts; the two
+        // servers take turns so that whatever else the machine does falls on both.
+        let facts_mode = ["--facts", "tests/fixtures/facts.yaml"].map(Into::into);
+        let facts_server = start(binary, dir.path(), &facts_mode, &http).await?;
+        let (mut cluster, mut facts) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..COMPARED_ROUNDS {
+            cluster += cpu_per_admission(&server, &http, COMPARED_ADMISSIONS).await?;
+            facts += cpu_per_admission(&facts_server, &http, COMPARED_ADMISSIONS).await?;
+        }
+        run.facts_mode = Some((
+            cluster / COMPARED_ROUNDS as u32,
+            facts / COMPARED_ROUNDS as u32,
+        ));
+    }
+    Ok(run)
+}
+
+/// `kvinject serve` with `mode` (`--kubeconfig ...` or `--facts ...`) and the certificates of
+/// `dir`, once `/readyz` answers 200.
+async fn start(
+    binary: &Path,
+    dir: &Path,
+    mode: &[std::ffi::OsString],
+    http: &reqwest::Client,
+) -> anyhow::Result<Server> {
     let (https, health) = (free_port()?, free_port()?);
     let started = Instant::now();
-    let server = Server(
-        Command::new(binary)
+    let server = Server {
+        child: Command::new(binary)
             // As the image and the chart run it (see the Dockerfile).
             .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
-            .args(["serve", "--kubeconfig"])
-            .arg(&kubeconfig)
+            .env("MIMALLOC_PURGE_DELAY", "10")
+            .arg("serve")
+            .args(mode)
             .arg("--tls-cert-file")
-            .arg(dir.path().join("tls.crt"))
+            .arg(dir.join("tls.crt"))
             .arg("--tls-key-file")
-            .arg(dir.path().join("tls.key"))
+            .arg(dir.join("tls.key"))
             .args(["--listen", &format!("127.0.0.1:{https}")])
             .args(["--health-listen", &format!("127.0.0.1:{health}")])
-            .args(["--verify-objects", "off", "--shutdown-delay", "0s"])
+            .args(["--shutdown-delay", "0s"])
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env("RUST_LOG", "warn")
             .stderr(Stdio::null())
             .spawn()?,
-    );
-    let pid = server.0.id();
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(certs.ca_pem.as_bytes())?])
-        .build()?;
+        https,
+    };
     let readyz = format!("http://127.0.0.1:{health}/readyz");
     while !http
         .get(&readyz)
@@ -160,12 +236,20 @@ async fn measure(binary: &Path, objects: usize, spcs: usize) -> anyhow::Result<R
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let ready = started.elapsed();
-    let rss_ready = status_bytes(pid, "VmRSS")?;
+    Ok(server)
+}
+
+/// The server's CPU time per admission over `count` typical reviews, each checked patched.
+async fn cpu_per_admission(
+    server: &Server,
+    http: &reqwest::Client,
+    count: usize,
+) -> anyhow::Result<Duration> {
     let body = bodies::review_body(&bodies::CASES[0]);
-    let mutate = format!("https://127.0.0.1:{https}/mutate?timeout=10s");
+    let mutate = format!("https://127.0.0.1:{}/mutate?timeout=10s", server.https);
+    let pid = server.child.id();
     let cpu_before = cpu_time(pid)?;
-    for _ in 0..ADMISSIONS {
+    for _ in 0..count {
         let answer = http
             .post(&mutate)
             .header("content-type", "application/json")
@@ -180,36 +264,31 @@ async fn measure(binary: &Path, objects: usize, spcs: usize) -> anyhow::Result<R
             "the typical review was not patched: {answer}"
         );
     }
-    let cpu_per_admission = (cpu_time(pid)? - cpu_before) / ADMISSIONS as u32;
-    Ok(Run {
-        objects,
-        ready,
-        rss_ready,
-        peak: status_bytes(pid, "VmHWM")?,
-        cpu_per_admission,
-        rss_after: status_bytes(pid, "VmRSS")?,
-    })
+    Ok((cpu_time(pid)? - cpu_before) / count as u32)
 }
 
-/// The server process, killed when dropped.
-struct Server(Child);
+/// A server process and its HTTPS port; killed when dropped.
+struct Server {
+    child: Child,
+    https: u16,
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
         // SIGTERM first, so a profiler wrapping the binary (valgrind) writes its output.
         let terminated = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
+            .args(["-TERM", &self.child.id().to_string()])
             .status()
             .is_ok_and(|s| s.success());
         let deadline = Instant::now() + Duration::from_secs(30);
         while terminated && Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
+            if let Ok(Some(_)) = self.child.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
