@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # As the image and the chart run kvinject (see the Dockerfile); inherited by every child.
 os.environ.setdefault("MIMALLOC_ARENA_EAGER_COMMIT", "0")
+os.environ.setdefault("MIMALLOC_PURGE_DELAY", "10")
 MIB = 1024 * 1024
 
 
