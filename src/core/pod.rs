@@ -6,6 +6,7 @@
 use serde_json::{Map, Value};
 
 use crate::core::denial::Denial;
+use crate::core::json::{field, get};
 
 /// The kinds that carry a pod, in the apiVersion kvinject handles, and where each keeps it (JSON
 /// pointer tokens; empty for a Pod).
@@ -89,7 +90,7 @@ impl<'a> PodView<'a> {
             return Err(Denial::new("the pod is not a JSON object"));
         }
         for field in ["metadata", "spec"] {
-            if !matches!(pod.get(field), None | Some(Value::Object(_))) {
+            if !matches!(get(pod, field), None | Some(Value::Object(_))) {
                 return Err(Denial::new(format!("pod field `{field}` is not an object")));
             }
         }
@@ -103,12 +104,12 @@ impl<'a> PodView<'a> {
 
     /// `metadata.labels[key]` when it is a string.
     pub fn label(&self, key: &str) -> Option<&'a str> {
-        self.pod.get("metadata")?.get("labels")?.get(key)?.as_str()
+        get(get(get(self.pod, "metadata")?, "labels")?, key)?.as_str()
     }
 
     /// `metadata.annotations`, if present.
     pub fn annotations(&self) -> Option<&'a Map<String, Value>> {
-        self.pod.get("metadata")?.get("annotations")?.as_object()
+        get(get(self.pod, "metadata")?, "annotations")?.as_object()
     }
 
     /// `metadata.annotations[key]` when it is a string.
@@ -118,39 +119,37 @@ impl<'a> PodView<'a> {
 
     /// `metadata.name`, else `metadata.generateName` (controller-made pods have no name yet).
     pub fn display_name(&self) -> &'a str {
-        let metadata = &self.pod["metadata"];
-        metadata["name"]
+        let metadata = field(self.pod, "metadata");
+        field(metadata, "name")
             .as_str()
-            .or_else(|| metadata["generateName"].as_str())
+            .or_else(|| field(metadata, "generateName").as_str())
             .unwrap_or("")
     }
 
     /// `metadata.namespace`, if set.
     pub fn namespace(&self) -> Option<&'a str> {
-        self.pod.get("metadata")?.get("namespace")?.as_str()
+        get(get(self.pod, "metadata")?, "namespace")?.as_str()
     }
 
     /// The ServiceAccount the pod runs as (`default` when unset, as the API server defaults it).
     pub fn service_account_name(&self) -> &'a str {
-        let spec = &self.pod["spec"];
-        spec["serviceAccountName"]
+        let spec = field(self.pod, "spec");
+        field(spec, "serviceAccountName")
             .as_str()
-            .or_else(|| spec["serviceAccount"].as_str())
+            .or_else(|| field(spec, "serviceAccount").as_str())
             .filter(|name| !name.is_empty())
             .unwrap_or("default")
     }
 
     /// `spec.volumes`, if present.
     pub fn volumes(&self) -> Option<&'a Vec<Value>> {
-        self.pod.get("spec")?.get("volumes")?.as_array()
+        get(get(self.pod, "spec")?, "volumes")?.as_array()
     }
 
     /// Every container of one list, in order.
     pub fn containers(&self, list: ContainerList) -> impl Iterator<Item = ContainerView<'a>> {
-        let items = self
-            .pod
-            .get("spec")
-            .and_then(|spec| spec.get(list.field()))
+        let items = get(self.pod, "spec")
+            .and_then(|spec| get(spec, list.field()))
             .and_then(Value::as_array)
             .unwrap_or(&EMPTY);
         items
@@ -159,7 +158,7 @@ impl<'a> PodView<'a> {
             .map(move |(index, value)| ContainerView {
                 list,
                 index,
-                name: value["name"].as_str().unwrap_or(""),
+                name: field(value, "name").as_str().unwrap_or(""),
                 value,
             })
     }

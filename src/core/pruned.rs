@@ -195,7 +195,11 @@ impl<'de> Visitor<'de> for Keep {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut kept = Map::new();
+        // Room for every field kept, so the map is allocated once.
+        let mut kept = match self {
+            Self::Fields(fields) => Map::with_capacity(fields.len()),
+            _ => Map::new(),
+        };
         while let Some(Key(key)) = map.next_key()? {
             let rule = match self {
                 Self::Fields(fields) => fields.iter().find(|(f, _)| *f == key).map(|(_, r)| *r),
