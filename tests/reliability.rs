@@ -729,6 +729,7 @@ async fn metrics_and_one_json_log_line_per_admission() {
     assert_eq!(admissions.len(), 3, "one line per admission:\n{logs}");
     let first = &admissions[0];
     assert_eq!(first["namespace"], "shop");
+    assert_eq!(first["operation"], "CREATE", "spelt as in the AdmissionReview");
     assert_eq!(first["workload"], "ReplicaSet/checkout-7d9f8c6b5");
     assert_eq!(first["outcome"], "patched");
     assert!(first["duration_us"].is_u64());

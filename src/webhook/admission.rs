@@ -205,6 +205,16 @@ impl std::fmt::Display for Workload<'_> {
     }
 }
 
+/// The operation as the API server spells it (`CREATE`, ...), for logs.
+pub fn operation_name(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
 /// An answered admission request.
 #[derive(Debug)]
 pub struct Answer {

@@ -314,8 +314,8 @@ async fn answer_http(
     }
     tracing::info!(
         route = route.as_str(),
-        kind = %decoded.request.kind.kind,
-        operation = ?decoded.request.operation,
+        kind = decoded.request.kind.kind.as_str(),
+        operation = admission::operation_name(&decoded.request.operation),
         namespace = decoded.namespace_ref(),
         name = decoded.name_ref(),
         workload = %decoded.workload(),
