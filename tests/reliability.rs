@@ -729,7 +729,10 @@ async fn metrics_and_one_json_log_line_per_admission() {
     assert_eq!(admissions.len(), 3, "one line per admission:\n{logs}");
     let first = &admissions[0];
     assert_eq!(first["namespace"], "shop");
-    assert_eq!(first["operation"], "CREATE", "spelt as in the AdmissionReview");
+    assert_eq!(
+        first["operation"], "CREATE",
+        "spelt as in the AdmissionReview"
+    );
     assert_eq!(first["workload"], "ReplicaSet/checkout-7d9f8c6b5");
     assert_eq!(first["outcome"], "patched");
     assert!(first["duration_us"].is_u64());
@@ -740,15 +743,45 @@ async fn metrics_and_one_json_log_line_per_admission() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn text_logs_carry_no_escape_codes_off_a_terminal() {
+async fn text_logs_carry_no_escape_codes_and_no_forged_lines() {
     let tls = tls();
     let (child, mut client, _) = logging_replica(&tls, &[]).await;
     assert_eq!(client.post("/mutate", &fixture()).await, Ok(200));
+    // Text a sender controls, reaching the admission line and the rejection line: the API server
+    // validates owner names only after the mutating webhooks, and serde quotes an unknown
+    // operation as sent.
+    let forged = "x\n2026-01-01T00:00:00Z  INFO forged: admission outcome=\"patched\"\u{1b}[2J";
+    let mut review: serde_json::Value = serde_json::from_slice(&fixture()).unwrap();
+    review["request"]["object"]["metadata"]["ownerReferences"][0]["name"] = forged.into();
+    let body = serde_json::to_vec(&review).unwrap();
+    assert_eq!(client.post("/mutate", &body).await, Ok(200));
+    review["request"]["operation"] = forged.into();
+    let body = serde_json::to_vec(&review).unwrap();
+    assert_eq!(client.post("/mutate", &body).await, Ok(400));
     signal(&child, "TERM");
     let output = child.wait_with_output().unwrap();
     let logs = String::from_utf8_lossy(&output.stderr);
-    assert!(logs.contains(" admission "), "the admission line:\n{logs}");
+    assert_eq!(
+        logs.matches("kvinject::webhook::http: admission ").count(),
+        2,
+        "two admission lines:\n{logs}"
+    );
+    assert!(
+        logs.contains("rejected request"),
+        "the rejection line:\n{logs}"
+    );
     assert!(!logs.contains('\u{1b}'), "no escape codes:\n{logs:?}");
+    assert!(
+        !logs
+            .lines()
+            .any(|line| line.starts_with("2026-01-01T00:00:00Z")),
+        "no line of the sender's making:\n{logs}"
+    );
+    assert_eq!(
+        logs.matches("INFO forged").count(),
+        2,
+        "the sender's text, escaped, in both lines:\n{logs}"
+    );
 }
 
 #[tokio::test]

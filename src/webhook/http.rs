@@ -251,8 +251,15 @@ impl IntoResponse for HttpError {
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, true),
             Self::Review(_) => (StatusCode::BAD_REQUEST, false),
         };
-        tracing::warn!(status = status.as_u16(), error = %self, "rejected request");
-        let mut response = (status, format!("{MESSAGE_PREFIX}{self}\n")).into_response();
+        let error = self.to_string();
+        // A string field, escaped by both log formats: the error can quote the sender's text
+        // (serde names an unknown variant as sent).
+        tracing::warn!(
+            status = status.as_u16(),
+            error = error.as_str(),
+            "rejected request"
+        );
+        let mut response = (status, format!("{MESSAGE_PREFIX}{error}\n")).into_response();
         if close {
             // The rest of the body may still be on the wire: the connection cannot be reused.
             response
@@ -312,13 +319,15 @@ async fn answer_http(
     if let Some(reason) = answer.denial_reason {
         state.metrics().denial(route.as_str(), reason);
     }
+    let workload = decoded.workload().to_string();
     tracing::info!(
         route = route.as_str(),
         kind = decoded.request.kind.kind.as_str(),
         operation = admission::operation_name(&decoded.request.operation),
         namespace = decoded.namespace_ref(),
         name = decoded.name_ref(),
-        workload = %decoded.workload(),
+        // Strings, which both log formats escape: names come from the request, unvalidated.
+        workload = workload.as_str(),
         outcome = answer.outcome.as_str(),
         skipped = answer.skipped.map(|r| r.as_str()),
         dry_run = decoded.request.dry_run,
