@@ -1069,29 +1069,35 @@ fn absent_arrays_and_maps_are_created_and_present_ones_appended() {
 }
 
 #[test]
-fn pointers_escape_slash_and_tilde() {
-    // A pod whose annotations map is absent entirely gets the marker as a new map; keys with `/`
-    // go through pointer escaping.
-    let pod = pod().container("app").wants_db_password().build();
+fn the_patch_text_is_what_json_patch_writes_even_for_text_that_needs_escaping() {
+    // The marker's key goes through pointer escaping (`/` as `~1`); a mount path may hold quotes,
+    // backslashes, control characters, `~` and U+2028, which only JSON escaping may touch.
+    let path = "/mnt/\"q\" \\b\t~0~1 \u{2028} \u{1}/x";
+    let pod = pod()
+        .container("app")
+        .wants_db_password()
+        .annotate("kvinject.io/mount-path", path)
+        .build();
     let plan = inject(&pod, &facts());
     let operations = plan.patch.operations().unwrap();
-    let marker = operations.last().unwrap();
-    let serialized = serde_json::to_value(marker).unwrap();
+    let marker = serde_json::to_value(operations.last().unwrap()).unwrap();
     assert_eq!(
-        serialized["path"],
+        marker["path"],
         "/metadata/annotations/kvinject.io~1injected"
     );
+    assert_eq!(
+        serde_json::to_string(&operations).unwrap(),
+        plan.patch.as_str()
+    );
     let patched = apply(&pod, &plan.patch);
+    assert_eq!(
+        patched["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+        path
+    );
     assert!(
         patched["metadata"]["annotations"]
             .get("kvinject.io/injected")
             .is_some()
-    );
-    // A container named with `~` never reaches a pointer token unescaped (paths use indexes), and
-    // the text written is what json-patch writes for the operations read from it.
-    assert_eq!(
-        serde_json::to_string(&operations).unwrap(),
-        plan.patch.as_str()
     );
 }
 

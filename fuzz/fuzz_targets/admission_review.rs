@@ -49,11 +49,34 @@ fuzz_target!(|body: &[u8]| {
             );
             let response: serde_json::Value =
                 serde_json::from_slice(&encoded).expect("the encoded answer is JSON");
+            // Written again from the tree, the answer is the same bytes: no member twice (a
+            // repeated one collapses in the tree), nothing but compact JSON.
             assert_eq!(
-                response["response"]["uid"].as_str(),
+                serde_json::to_vec(&response).expect("a tree serialises"),
+                encoded,
+                "the encoded answer is compact JSON with no repeated member"
+            );
+            let response = &response["response"];
+            assert_eq!(
+                response["uid"].as_str(),
                 Some(decoded.request.uid.as_str()),
                 "the answer's uid is the request's"
             );
+            assert_eq!(
+                response["allowed"].as_bool(),
+                Some(answer.denial_message().is_none())
+            );
+            assert_eq!(
+                response["status"]["message"].as_str(),
+                answer.denial_message()
+            );
+            let warnings: Vec<&str> = response["warnings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(serde_json::Value::as_str)
+                .collect();
+            assert_eq!(warnings, answer.warnings());
         }
     }
 });

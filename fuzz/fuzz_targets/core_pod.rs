@@ -1,7 +1,7 @@
 //! Structured pods through the pure core. Properties, for every pod: `plan_pod` never panics; an
-//! `Inject` plan's patch text is a JSON Patch of `add` operations only, applies to the pod with
-//! an independent RFC 6902 implementation (`json-patch`), and planning the patched pod again
-//! gives an empty patch.
+//! `Inject` plan's patch text is a JSON Patch of `add` operations only, byte for byte what
+//! `json-patch` writes for the operations read from it, applies to the pod with that
+//! independent RFC 6902 implementation, and planning the patched pod again gives an empty patch.
 //!
 //! Names and values are drawn mostly from small pools (the containers, env vars, volumes and
 //! references kvinject cares about, and the facts of `tests/fixtures/facts.yaml`) so that inputs
@@ -328,6 +328,11 @@ fuzz_target!(|input: Input| {
             plan.patch.as_str()
         ),
     };
+    assert_eq!(
+        serde_json::to_string(&operations).expect("operations serialise"),
+        plan.patch.as_str(),
+        "the patch text is not what json-patch writes for its operations"
+    );
     assert!(
         operations
             .iter()
