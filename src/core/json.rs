@@ -66,6 +66,18 @@ pub fn push_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
+/// Appends `[<item>,<item>,...]`, each item written by `write`.
+pub fn push_array<T>(out: &mut String, items: &[T], write: impl Fn(&mut String, &T)) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write(out, item);
+    }
+    out.push(']');
+}
+
 /// Appends `"key":` (a member's name and its colon).
 pub fn push_key(out: &mut String, key: &str) {
     push_string(out, key);

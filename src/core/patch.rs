@@ -136,16 +136,7 @@ impl JsonPatch {
                 self.add(&tokens, |out| write(out, item));
             }
         } else {
-            self.add(path, |out| {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(out, item);
-                }
-                out.push(']');
-            });
+            self.add(path, |out| json::push_array(out, items, &write));
         }
     }
 }

@@ -137,14 +137,11 @@ fn canonical_spec(content: &SpcContent<'_>) -> String {
     };
     if !content.synced.is_empty() {
         entry(&mut out);
-        out.push_str(r#"{"secretName":"","type":"Opaque","data":["#);
-        for (i, synced) in content.synced.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            push_data(&mut out, &synced.alias, &synced.var);
-        }
-        out.push_str("]}");
+        out.push_str(r#"{"secretName":"","type":"Opaque","data":"#);
+        json::push_array(&mut out, content.synced, |out, synced| {
+            push_data(out, &synced.alias, &synced.var);
+        });
+        out.push('}');
     }
     for tls in content.tls {
         entry(&mut out);

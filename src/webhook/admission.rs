@@ -159,9 +159,23 @@ impl Decoded {
     }
 
     /// The workload that owns the object (`ReplicaSet/web-7d9f8`), else the object itself, for
-    /// logs: never the object's content. Written when displayed, without copying.
-    pub fn workload(&self) -> impl std::fmt::Display + '_ {
-        Workload(self)
+    /// logs: never the object's content.
+    pub fn workload(&self) -> String {
+        let owner = self
+            .object
+            .as_ref()
+            .and_then(|o| o["metadata"]["ownerReferences"].as_array())
+            .and_then(|owners| {
+                owners
+                    .iter()
+                    .find(|o| o["controller"] == true)
+                    .or(owners.first())
+            })
+            .and_then(|o| Some((o["kind"].as_str()?, o["name"].as_str()?)));
+        match owner {
+            Some((kind, name)) => format!("{kind}/{name}"),
+            None => format!("{}/{}", self.request.kind.kind, self.name_ref()),
+        }
     }
 
     /// The object's name, else its `generateName`.
@@ -178,30 +192,6 @@ impl Decoded {
         metadata
             .and_then(|m| m["name"].as_str().or_else(|| m["generateName"].as_str()))
             .unwrap_or_default()
-    }
-}
-
-/// [`Decoded::workload`].
-struct Workload<'a>(&'a Decoded);
-
-impl std::fmt::Display for Workload<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let owner = self
-            .0
-            .object
-            .as_ref()
-            .and_then(|o| o["metadata"]["ownerReferences"].as_array())
-            .and_then(|owners| {
-                owners
-                    .iter()
-                    .find(|o| o["controller"] == true)
-                    .or(owners.first())
-            })
-            .and_then(|o| Some((o["kind"].as_str()?, o["name"].as_str()?)));
-        match owner {
-            Some((kind, name)) => write!(f, "{kind}/{name}"),
-            None => write!(f, "{}/{}", self.0.request.kind.kind, self.0.name_ref()),
-        }
     }
 }
 
@@ -332,14 +322,8 @@ impl Answer {
             out.push_str(r#"","patchType":"JSONPatch""#);
         }
         if !self.warnings.is_empty() {
-            out.push_str(r#","warnings":["#);
-            for (i, warning) in self.warnings.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                json::push_string(&mut out, warning);
-            }
-            out.push(']');
+            out.push_str(r#","warnings":"#);
+            json::push_array(&mut out, &self.warnings, |out, w| json::push_string(out, w));
         }
         out.push_str("}}");
         out.into_bytes()

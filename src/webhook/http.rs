@@ -319,7 +319,7 @@ async fn answer_http(
     if let Some(reason) = answer.denial_reason {
         state.metrics().denial(route.as_str(), reason);
     }
-    let workload = decoded.workload().to_string();
+    let workload = decoded.workload();
     tracing::info!(
         route = route.as_str(),
         kind = decoded.request.kind.kind.as_str(),
