@@ -40,7 +40,10 @@ struct Wanted {
     /// The file name, env var or Secret name after the annotation's prefix.
     name: String,
     use_: Use,
+    /// The object, without its `vault` option: that is [`Wanted::vault`].
     object: ObjectRef,
+    /// The object's `?vault=`, if any.
+    vault: Option<String>,
 }
 
 /// Every object a generate-mode pod asks for, parsed and checked for form.
@@ -86,15 +89,17 @@ impl Asked {
         for (prefix, use_, annotations) in entries {
             for (name, value) in annotations {
                 let annotation = format!("{prefix}{name}");
-                let object = parse_reference(&annotation, value)?;
+                let mut object = parse_reference(&annotation, value)?;
                 if use_ == Use::Tls {
                     check_tls_object(&annotation, &object)?;
                 }
+                let vault = object.vault.take();
                 wanted.push(Wanted {
                     annotation,
                     name: (*name).to_owned(),
                     use_,
                     object,
+                    vault,
                 });
             }
         }
@@ -106,15 +111,13 @@ impl Asked {
     }
 
     /// The objects by vault: `None` is the pod's vault, which a `?vault=` naming `pod_vault`
-    /// joins. Objects come out without their `vault` option: their group says it.
-    fn by_vault(&self, pod_vault: Option<&str>) -> BTreeMap<Option<String>, Vec<Wanted>> {
-        let mut groups: BTreeMap<Option<String>, Vec<Wanted>> = BTreeMap::new();
+    /// joins.
+    fn by_vault(&self, pod_vault: Option<&str>) -> BTreeMap<Option<&str>, Vec<&Wanted>> {
+        let mut groups: BTreeMap<Option<&str>, Vec<&Wanted>> = BTreeMap::new();
         for wanted in &self.0 {
-            let mut wanted = wanted.clone();
             let vault = wanted
-                .object
                 .vault
-                .take()
+                .as_deref()
                 .filter(|v| pod_vault.is_none_or(|pod| !pod.eq_ignore_ascii_case(v)));
             groups.entry(vault).or_default().push(wanted);
         }
@@ -124,14 +127,13 @@ impl Asked {
     /// How many vaults the objects name, the pod's own counted once (at most one more than
     /// there are distinct `?vault=` values).
     pub fn vault_count(&self) -> usize {
-        let vaults: BTreeSet<Option<&str>> =
-            self.0.iter().map(|w| w.object.vault.as_deref()).collect();
+        let vaults: BTreeSet<Option<&str>> = self.0.iter().map(|w| w.vault.as_deref()).collect();
         vaults.len()
     }
 
     /// Whether some object lives in the pod's own vault (has no `?vault=`).
     fn uses_pod_vault(&self) -> bool {
-        self.0.iter().any(|w| w.object.vault.is_none())
+        self.0.iter().any(|w| w.vault.is_none())
     }
 }
 
@@ -178,8 +180,11 @@ pub fn generate(
     )?;
     let mut generated = Generated::default();
     for (other_vault, group) in asked.by_vault(merged_into.as_deref()) {
-        let (vault, named_by) = match &other_vault {
-            Some(vault) => (vault.clone(), format!("annotation {}", group[0].annotation)),
+        let (vault, named_by) = match other_vault {
+            Some(vault) => (
+                vault.to_owned(),
+                format!("annotation {}", group[0].annotation),
+            ),
             None => (pod_vault.clone()?, pod_vault_source(request)),
         };
         refuse_vault_not_allowed(&vault, &named_by, namespace, facts, settings)?;
@@ -197,7 +202,7 @@ pub fn generate(
         refuse_tls_conflicts(&group, &vault, &spc.name, namespace, facts)?;
         generated
             .volumes
-            .push(volume(other_vault.as_deref(), mount_path, &spc.name));
+            .push(volume(other_vault, mount_path, &spc.name));
         generated.env.extend(objects.synced.iter().map(|s| EnvWire {
             var: s.var.clone(),
             secret: spc.name.clone(),
@@ -208,8 +213,8 @@ pub fn generate(
             vault,
             files: objects.placed,
             references: group
-                .into_iter()
-                .map(|w| (w.annotation, w.object))
+                .iter()
+                .map(|w| (w.annotation.clone(), w.object.clone()))
                 .collect(),
         });
         generated.spcs.push(spc);
@@ -239,7 +244,7 @@ fn volume(other_vault: Option<&str>, mount_path: &str, spc_name: &str) -> Volume
 /// One vault's objects as files: `file.<NAME>` names its file; an object only used by
 /// `env.<VAR>` becomes the file `<VAR>`, one only used by `tls-secret.<SECRET>` the file
 /// `<SECRET>.pem`; one name for two objects is a conflict.
-fn mount(group: &[Wanted]) -> Result<VaultObjects, Denial> {
+fn mount(group: &[&Wanted]) -> Result<VaultObjects, Denial> {
     let mut mounted = VaultObjects::default();
     // The first file name of each object: files come first, then env vars, then TLS Secrets.
     let mut alias_of: BTreeMap<&ObjectRef, String> = BTreeMap::new();
@@ -341,7 +346,7 @@ fn refuse_foreign_spc(
 /// syncing it from the same certificate (a rollout that changed other annotations): the CSI
 /// driver would let the two overwrite each other's Secret.
 fn refuse_tls_conflicts(
-    group: &[Wanted],
+    group: &[&Wanted],
     vault: &str,
     spc_name: &str,
     namespace: &str,
