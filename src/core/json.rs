@@ -31,17 +31,13 @@ pub fn field<'a>(value: &'a Value, key: &str) -> &'a Value {
 pub fn push_string(out: &mut String, text: &str) {
     out.reserve(text.len() + 2);
     out.push('"');
-    // Most strings (names, paths, base64) need no escape: copied whole after one scan.
-    let Some(first) = text
-        .bytes()
-        .position(|b| b < 0x20 || b == b'"' || b == b'\\')
-    else {
-        out.push_str(text);
-        out.push('"');
-        return;
-    };
+    // Runs without escapes (most strings are one: names, paths) are copied whole.
+    let bytes = text.as_bytes();
     let mut start = 0;
-    for (at, byte) in text.bytes().enumerate().skip(first) {
+    while let Some(at) = next_escaped(&bytes[start..]).map(|offset| start + offset) {
+        // An escaped byte is ASCII: `at` is a char boundary.
+        out.push_str(&text[start..at]);
+        let byte = bytes[at];
         let escape = match byte {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -50,10 +46,8 @@ pub fn push_string(out: &mut String, text: &str) {
             b'\t' => "\\t",
             0x08 => "\\b",
             0x0c => "\\f",
-            0x00..=0x1f => "",
-            _ => continue,
+            _ => "",
         };
-        out.push_str(&text[start..at]);
         if escape.is_empty() {
             // Writing into a String cannot fail.
             let _ = write!(out, "\\u{byte:04x}");
@@ -64,6 +58,37 @@ pub fn push_string(out: &mut String, text: &str) {
     }
     out.push_str(&text[start..]);
     out.push('"');
+}
+
+/// Whether JSON escapes `byte` in a string: `"`, `\` and the control characters.
+fn is_escaped(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\'
+}
+
+/// The index of the first byte of `bytes` JSON escapes. Eight bytes at a time: a chunk is
+/// looked into only when the word test says it holds such a byte (the test never misses one).
+fn next_escaped(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    let has_zero = |word: u64| word.wrapping_sub(ONES) & !word & HIGH;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+        let quote = has_zero(word ^ (ONES * u64::from(b'"')));
+        let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
+        if control | quote | backslash != 0
+            && let Some(i) = chunk.iter().position(|&b| is_escaped(b))
+        {
+            return Some(offset + i);
+        }
+        offset += 8;
+    }
+    let rest = chunks.remainder();
+    rest.iter().position(|&b| is_escaped(b)).map(|i| offset + i)
 }
 
 /// Appends `[<item>,<item>,...]`, each item written by `write`.
@@ -125,6 +150,31 @@ mod tests {
             let mut out = String::new();
             push_string(&mut out, text);
             assert_eq!(out, serde_json::to_string(text).unwrap(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn every_escaped_byte_is_found_wherever_it_sits_in_a_word() {
+        // Strings are scanned eight bytes at a time: each byte JSON escapes, and its neighbours
+        // the scan must not mistake for one (0x20, `#`, `]`, high bytes), at every offset of the
+        // first three words and in the tail.
+        let escaped = (0u8..0x20).chain([b'"', b'\\']);
+        let near = [0x20u8, 0x21, b'#', b']', 0x7f];
+        for byte in escaped
+            .map(char::from)
+            .chain(near.map(char::from))
+            .chain(['é', '€'])
+        {
+            for len in 0..27 {
+                for at in 0..len {
+                    let mut text: String = "ab-é/x~".chars().cycle().take(len).collect();
+                    let at = text.char_indices().nth(at).map(|(i, _)| i).unwrap();
+                    text.insert(at, byte);
+                    let mut out = String::new();
+                    push_string(&mut out, &text);
+                    assert_eq!(out, serde_json::to_string(&text).unwrap(), "{text:?}");
+                }
+            }
         }
     }
 }

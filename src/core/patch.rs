@@ -100,6 +100,10 @@ impl JsonPatch {
         let mut pointer = String::new();
         for token in tokens {
             pointer.push('/');
+            if !token.contains(['~', '/']) {
+                pointer.push_str(token);
+                continue;
+            }
             for c in token.chars() {
                 match c {
                     '~' => pointer.push_str("~0"),
