@@ -92,8 +92,13 @@ fn opt_in_needs_the_label_and_honours_the_skip_annotation() {
 fn system_and_own_namespaces_are_never_injected() {
     let pod = pod().container("app").wants_db_password().build();
     for namespace in ["kube-system", "kube-node-lease", "kvinject"] {
-        let decision =
-            kvinject::core::plan::plan_pod(&pod, namespace, &facts(), &settings()).unwrap();
+        let decision = kvinject::core::plan::plan_pod(
+            &kvinject::core::node::Node::from(&pod),
+            namespace,
+            &facts(),
+            &settings(),
+        )
+        .unwrap();
         match decision {
             Decision::Skip {
                 reason: SkipReason::IgnoredNamespace,
@@ -132,7 +137,12 @@ fn vault_and_tenant_come_from_pod_then_namespace_then_flags() {
     let bare = pod().container("app").annotate("kvinject.io/env.A", "a");
     let flags = Settings::new(Some("flag-kv".into()), Some(TENANT.into()), "kvinject");
     let vault_of = |pod: &Value, facts: &kvinject::core::facts::DocumentFacts| {
-        match kvinject::core::plan::plan_pod(pod, NS, facts, &flags) {
+        match kvinject::core::plan::plan_pod(
+            &kvinject::core::node::Node::from(pod),
+            NS,
+            facts,
+            &flags,
+        ) {
             Ok(Decision::Inject(plan)) => {
                 let p = &plan.generated_spcs[0].manifest()["spec"]["parameters"];
                 (
@@ -728,10 +738,14 @@ fn namespaces_and_the_server_narrow_the_vaults_pods_may_use() {
     // The server's list holds even where the namespace allows the vault.
     let mut server = settings();
     server.allowed_vaults = Some(vec!["team-kv".to_owned()]);
-    let denial =
-        kvinject::core::plan::plan_pod(&wants("shared-kv"), NS, &guarded("shared-kv"), &server)
-            .map(|_| ())
-            .unwrap_err();
+    let denial = kvinject::core::plan::plan_pod(
+        &kvinject::core::node::Node::from(&wants("shared-kv")),
+        NS,
+        &guarded("shared-kv"),
+        &server,
+    )
+    .map(|_| ())
+    .unwrap_err();
     assert_eq!(denial.reason(), DenialReason::Namespace);
     assert!(
         denial
@@ -789,6 +803,7 @@ fn a_protected_binding_cannot_be_claimed_from_another_namespace() {
     inject(&claimer.clone().build(), &facts("payments, shop/plain"));
     // The policy route sees the same.
     let pod = claimer.clone().build();
+    let pod = kvinject::core::node::Node::from(&pod);
     let view = PodView::new(&pod).unwrap();
     let refused = identity::check_pod_identity_policy(
         &view,
@@ -1184,9 +1199,14 @@ fn fifty_containers_all_wired_once() {
 fn work_per_pod_is_bounded_and_a_pod_over_a_limit_is_denied_naming_it() {
     let limits = Settings::new(None, None, "kvinject").limits;
     let deny_with = |pod: &Value, settings: &Settings| {
-        kvinject::core::plan::plan_pod(pod, NS, &facts(), settings)
-            .map(|_| ())
-            .unwrap_err()
+        kvinject::core::plan::plan_pod(
+            &kvinject::core::node::Node::from(pod),
+            NS,
+            &facts(),
+            settings,
+        )
+        .map(|_| ())
+        .unwrap_err()
     };
     // One object over the limit.
     let mut many = pod().container("app").wants_db_password();
@@ -1292,7 +1312,10 @@ fn workload_metadata_annotations_warn() {
     let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "d", "annotations": {"kvinject.io/env.A": "a"}, "labels": {"kvinject.io/inject": "true"}},
         "spec": {"template": {"metadata": {}, "spec": {"containers": []}}}});
-    let warnings = kvinject::core::plan::workload_warnings(&deployment, "Deployment.spec.template");
+    let warnings = kvinject::core::plan::workload_warnings(
+        &kvinject::core::node::Node::from(&deployment),
+        "Deployment.spec.template",
+    );
     assert_eq!(warnings.len(), 1);
     assert!(
         warnings[0].contains(

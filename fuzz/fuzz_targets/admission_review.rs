@@ -25,10 +25,13 @@ fuzz_target!(|body: &[u8]| {
     };
     // The tree reader refuses some bodies the pruned one skips through unread (nesting past 128
     // levels, numbers beyond f64): there is no whole answer to compare with then.
-    let Ok(mut review) = serde_json::from_slice::<serde_json::Value>(body) else {
+    let Ok(review) = serde_json::from_slice::<serde_json::Value>(body) else {
         return;
     };
-    let whole = Some(review["request"]["object"].take()).filter(|object| !object.is_null());
+    let whole = Some(kvinject::core::node::Node::from(
+        &review["request"]["object"],
+    ))
+    .filter(|object| !object.is_null());
     let whole = admission::Decoded {
         request: decoded.request.clone(),
         object: whole,

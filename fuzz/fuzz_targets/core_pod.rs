@@ -315,7 +315,12 @@ fuzz_target!(|input: Input| {
         "kvinject",
     );
     let pod = pod(&input);
-    let Ok(Decision::Inject(plan)) = plan::plan_pod(&pod, &namespace, &*FACTS, &settings) else {
+    let Ok(Decision::Inject(plan)) = plan::plan_pod(
+        &kvinject::core::node::Node::from(&pod),
+        &namespace,
+        &*FACTS,
+        &settings,
+    ) else {
         return;
     };
     if plan.patch.is_empty() {
@@ -347,7 +352,12 @@ fuzz_target!(|input: Input| {
             plan.patch.as_str()
         );
     }
-    match plan::plan_pod(&patched, &namespace, &*FACTS, &settings) {
+    match plan::plan_pod(
+        &kvinject::core::node::Node::from(&patched),
+        &namespace,
+        &*FACTS,
+        &settings,
+    ) {
         Ok(Decision::Inject(again)) if again.patch.is_empty() => {}
         other => panic!(
             "planning the patched pod again is not an empty patch: {other:?}\npod: {pod}\npatched: {patched}"

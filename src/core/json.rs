@@ -4,29 +4,6 @@
 
 use std::fmt::Write;
 
-use serde_json::Value;
-
-/// Objects up to this many members are searched by comparing keys, not by hashing one.
-const SCANNED_MEMBERS: usize = 8;
-
-/// `value.get(key)`, for the small objects of a pruned pod: a linear scan of a handful of
-/// members costs less than hashing the key with the map's SipHash.
-pub fn get<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
-    match value {
-        Value::Object(map) if map.len() <= SCANNED_MEMBERS => {
-            map.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
-        }
-        Value::Object(map) => map.get(key),
-        _ => None,
-    }
-}
-
-/// `&value[key]`: [`get`], `null` when absent or not an object.
-pub fn field<'a>(value: &'a Value, key: &str) -> &'a Value {
-    static NULL: Value = Value::Null;
-    get(value, key).unwrap_or(&NULL)
-}
-
 /// Appends `text` as a JSON string, escaped exactly as `serde_json` escapes it.
 pub fn push_string(out: &mut String, text: &str) {
     out.reserve(text.len() + 2);
@@ -111,31 +88,7 @@ pub fn push_key(out: &mut String, key: &str) {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-
-    #[test]
-    fn members_are_found_as_indexing_finds_them() {
-        let many: serde_json::Map<String, Value> =
-            (0..20).map(|i| (format!("k{i}"), json!(i))).collect();
-        let many = Value::Object(many);
-        let few = json!({"name": "app", "env": [], "": 0});
-        for (value, key) in [
-            (&few, "name"),
-            (&few, "env"),
-            (&few, ""),
-            (&few, "missing"),
-            (&many, "k0"),
-            (&many, "k19"),
-            (&many, "k20"),
-            (&json!("text"), "name"),
-            (&json!(null), "name"),
-        ] {
-            assert_eq!(get(value, key), value.get(key), "{key}");
-            assert_eq!(field(value, key), &value[key], "{key}");
-        }
-    }
 
     #[test]
     fn strings_are_escaped_as_serde_json_escapes_them() {

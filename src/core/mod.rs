@@ -11,6 +11,7 @@ pub mod facts;
 pub mod generate;
 pub mod identity;
 pub mod json;
+pub mod node;
 pub mod patch;
 pub mod plan;
 pub mod pod;

@@ -5,11 +5,11 @@
 //! makes a second pass empty); one that exists in another form is a conflict and a [`Denial`].
 
 use json_patch::PatchOperation;
-use serde_json::Value;
 
 use crate::core::annotations::{CSI_DRIVER, INJECTED, MOUNT_PATH};
 use crate::core::denial::{Denial, DenialReason};
-use crate::core::json::{self, field};
+use crate::core::json;
+use crate::core::node::Node;
 use crate::core::pod::{ContainerView, PodView};
 
 /// One env var to wire: `<var>` from key `<key>` of Secret `<secret>`.
@@ -164,15 +164,14 @@ fn volume_ops(pod: &PodView<'_>, wiring: &Wiring<'_>, patch: &mut JsonPatch) -> 
             .volumes()
             .into_iter()
             .flatten()
-            .find(|v| field(v, "name") == wanted.name.as_str());
+            .find(|v| v["name"] == wanted.name.as_str());
         let Some(existing) = existing else {
             missing.push(wanted);
             continue;
         };
-        let csi = field(existing, "csi");
-        if field(csi, "driver") != CSI_DRIVER
-            || field(field(csi, "volumeAttributes"), "secretProviderClass")
-                != wanted.spc_name.as_str()
+        let csi = &existing["csi"];
+        if csi["driver"] != CSI_DRIVER
+            || csi["volumeAttributes"]["secretProviderClass"] != wanted.spc_name.as_str()
         {
             return Err(conflict(format!(
                 "pod already has a volume named {} that does not mount SecretProviderClass {}; \
@@ -205,13 +204,13 @@ fn mount_ops(
     wiring: &Wiring<'_>,
     patch: &mut JsonPatch,
 ) -> Result<(), Denial> {
-    let mounts = field(container.value, "volumeMounts").as_array();
+    let mounts = container.value["volumeMounts"].as_array();
     let mut missing = Vec::new();
     'volumes: for volume in wiring.volumes {
         let wanted = trim_slash(&volume.mount_path);
         for mount in mounts.into_iter().flatten() {
-            let name = field(mount, "name").as_str().unwrap_or("");
-            let path = trim_slash(field(mount, "mountPath").as_str().unwrap_or(""));
+            let name = mount["name"].as_str().unwrap_or("");
+            let path = trim_slash(mount["mountPath"].as_str().unwrap_or(""));
             match (name == volume.name, path == wanted) {
                 (true, true) => continue 'volumes,
                 (false, false) => continue,
@@ -256,13 +255,13 @@ fn env_ops(
     wiring: &Wiring<'_>,
     patch: &mut JsonPatch,
 ) -> Result<(), Denial> {
-    let existing = field(container.value, "env").as_array();
+    let existing = container.value["env"].as_array();
     let mut missing = Vec::new();
     for wire in wiring.env {
         match existing
             .into_iter()
             .flatten()
-            .find(|e| field(e, "name") == wire.var.as_str())
+            .find(|e| e["name"] == wire.var.as_str())
         {
             Some(current) if reads_secret_key(current, wire) => {}
             Some(_) => {
@@ -305,7 +304,7 @@ fn marker_ops(pod: &PodView<'_>, wiring: &Wiring<'_>, patch: &mut JsonPatch) {
     if pod.annotations().is_some() {
         // `add` on an existing member replaces it, so a stale marker is corrected without `replace`.
         patch.add(&["metadata", "annotations", INJECTED], marker);
-    } else if json::get(pod.value(), "metadata").is_some() {
+    } else if pod.value().get("metadata").is_some() {
         patch.add(&["metadata", "annotations"], |out| {
             out.push('{');
             json::push_key(out, INJECTED);
@@ -332,11 +331,11 @@ fn conflict_on(key: &str, what: String) -> Denial {
 
 /// An env entry that reads the Secret key `wire` wires (extra fields such as `optional` are the
 /// user's).
-fn reads_secret_key(current: &Value, wire: &EnvWire) -> bool {
-    let have = field(field(current, "valueFrom"), "secretKeyRef");
-    json::get(current, "value").is_none()
-        && field(have, "name") == wire.secret.as_str()
-        && field(have, "key") == wire.key.as_str()
+fn reads_secret_key(current: &Node, wire: &EnvWire) -> bool {
+    let have = &current["valueFrom"]["secretKeyRef"];
+    current.get("value").is_none()
+        && have["name"] == wire.secret.as_str()
+        && have["key"] == wire.key.as_str()
 }
 
 fn container_path<'a>(

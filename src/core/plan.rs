@@ -6,8 +6,6 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
-
 use crate::core::annotations::{
     self as keys, ENV_PREFIX, FILE_PREFIX, INJECT, INJECTED, MIRROR_POD, PREFIX,
     SECRET_PROVIDER_CLASS, TENANT_ID, TLS_SECRET_PREFIX, VAULT, VOLUME_NAME,
@@ -16,6 +14,7 @@ use crate::core::denial::{Denial, DenialReason, warning};
 use crate::core::facts::{ClusterFacts, SpcFacts, SpcIdentity, SyncedKey};
 use crate::core::generate::{self, Asked};
 use crate::core::identity::{self, AAD_POD_IDENTITY_DEPRECATED, BindingScope, PodIdentity};
+use crate::core::node::Node;
 use crate::core::patch::{self, EnvWire, JsonPatch, VolumeWire, Wiring};
 use crate::core::pod::{self, PodView};
 use crate::core::reference::ObjectRef;
@@ -195,7 +194,7 @@ impl Decision {
 
 /// Decides what to do with `pod` (a Pod, or a workload's pod template) in `namespace`.
 pub fn plan_pod(
-    pod: &Value,
+    pod: &Node,
     namespace: &str,
     facts: &dyn ClusterFacts,
     settings: &Settings,
@@ -380,7 +379,7 @@ fn not_ours(view: &PodView<'_>, namespace: &str, settings: &Settings) -> Option<
 
 /// Warnings for a workload (Deployment, CronJob, ...) whose own metadata carries kvinject keys
 /// that only mean something on its pod template.
-pub fn workload_warnings(workload: &Value, template_path: &str) -> Vec<String> {
+pub fn workload_warnings(workload: &Node, template_path: &str) -> Vec<String> {
     let mut misplaced = kvinject_keys(workload);
     misplaced.retain(|key| *key != INJECTED);
     if misplaced.is_empty() {
@@ -394,13 +393,12 @@ pub fn workload_warnings(workload: &Value, template_path: &str) -> Vec<String> {
 }
 
 /// The `kvinject.io/` keys among an object's labels, then its annotations.
-fn kvinject_keys(object: &Value) -> Vec<&str> {
+fn kvinject_keys(object: &Node) -> Vec<&str> {
     ["labels", "annotations"]
         .iter()
-        .filter_map(|field| object["metadata"][field].as_object())
-        .flat_map(|map| map.keys())
+        .flat_map(|field| object["metadata"][field].members())
+        .map(|(key, _)| key)
         .filter(|key| key.starts_with(PREFIX))
-        .map(String::as_str)
         .collect()
 }
 
@@ -410,10 +408,10 @@ fn kvinject_keys(object: &Value) -> Vec<&str> {
 pub fn unhandled_workload_warning(
     api_version: &str,
     kind: &str,
-    document: &Value,
+    document: &Node,
 ) -> Option<String> {
     let (path, handled) = pod::unhandled_pod_bearer(api_version, kind)?;
-    let template = path.iter().try_fold(document, |node, key| node.get(*key))?;
+    let template = path.iter().try_fold(document, |node, key| node.get(key))?;
     let keys = kvinject_keys(template);
     if keys.is_empty() {
         return None;

@@ -3,10 +3,8 @@
 //! The pod stays the JSON it arrived as; nothing here copies or re-serialises it, so fields
 //! kvinject does not know are never touched.
 
-use serde_json::{Map, Value};
-
 use crate::core::denial::Denial;
-use crate::core::json::{field, get};
+use crate::core::node::{Key, Node};
 
 /// The kinds that carry a pod, in the apiVersion kvinject handles, and where each keeps it (JSON
 /// pointer tokens; empty for a Pod).
@@ -72,25 +70,23 @@ pub struct ContainerView<'a> {
     /// Its `name`.
     pub name: &'a str,
     /// The container object.
-    pub value: &'a Value,
+    pub value: &'a Node,
 }
 
 /// Borrowed view of a Pod, or of a pod template (`metadata` + `spec`).
 #[derive(Debug, Clone, Copy)]
 pub struct PodView<'a> {
-    pod: &'a Value,
+    pod: &'a Node,
 }
-
-static EMPTY: Vec<Value> = Vec::new();
 
 impl<'a> PodView<'a> {
     /// Wraps a pod; refuses JSON that is not a pod-shaped object.
-    pub fn new(pod: &'a Value) -> Result<Self, Denial> {
+    pub fn new(pod: &'a Node) -> Result<Self, Denial> {
         if !pod.is_object() {
             return Err(Denial::new("the pod is not a JSON object"));
         }
         for field in ["metadata", "spec"] {
-            if !matches!(get(pod, field), None | Some(Value::Object(_))) {
+            if !matches!(pod.get(field), None | Some(Node::Object(_))) {
                 return Err(Denial::new(format!("pod field `{field}` is not an object")));
             }
         }
@@ -98,67 +94,66 @@ impl<'a> PodView<'a> {
     }
 
     /// The whole pod.
-    pub fn value(&self) -> &'a Value {
+    pub fn value(&self) -> &'a Node {
         self.pod
     }
 
     /// `metadata.labels[key]` when it is a string.
     pub fn label(&self, key: &str) -> Option<&'a str> {
-        get(get(get(self.pod, "metadata")?, "labels")?, key)?.as_str()
+        self.pod["metadata"]["labels"][key].as_str()
     }
 
     /// `metadata.annotations`, if present.
-    pub fn annotations(&self) -> Option<&'a Map<String, Value>> {
-        get(get(self.pod, "metadata")?, "annotations")?.as_object()
+    pub fn annotations(&self) -> Option<&'a [(Key, Node)]> {
+        self.pod["metadata"]["annotations"].as_object()
     }
 
     /// `metadata.annotations[key]` when it is a string.
     pub fn annotation(&self, key: &str) -> Option<&'a str> {
-        self.annotations()?.get(key)?.as_str()
+        self.pod["metadata"]["annotations"][key].as_str()
     }
 
     /// `metadata.name`, else `metadata.generateName` (controller-made pods have no name yet).
     pub fn display_name(&self) -> &'a str {
-        let metadata = field(self.pod, "metadata");
-        field(metadata, "name")
+        let metadata = &self.pod["metadata"];
+        metadata["name"]
             .as_str()
-            .or_else(|| field(metadata, "generateName").as_str())
+            .or_else(|| metadata["generateName"].as_str())
             .unwrap_or("")
     }
 
     /// `metadata.namespace`, if set.
     pub fn namespace(&self) -> Option<&'a str> {
-        get(get(self.pod, "metadata")?, "namespace")?.as_str()
+        self.pod["metadata"]["namespace"].as_str()
     }
 
     /// The ServiceAccount the pod runs as (`default` when unset, as the API server defaults it).
     pub fn service_account_name(&self) -> &'a str {
-        let spec = field(self.pod, "spec");
-        field(spec, "serviceAccountName")
+        let spec = &self.pod["spec"];
+        spec["serviceAccountName"]
             .as_str()
-            .or_else(|| field(spec, "serviceAccount").as_str())
+            .or_else(|| spec["serviceAccount"].as_str())
             .filter(|name| !name.is_empty())
             .unwrap_or("default")
     }
 
     /// `spec.volumes`, if present.
-    pub fn volumes(&self) -> Option<&'a Vec<Value>> {
-        get(get(self.pod, "spec")?, "volumes")?.as_array()
+    pub fn volumes(&self) -> Option<&'a [Node]> {
+        self.pod["spec"]["volumes"].as_array()
     }
 
     /// Every container of one list, in order.
     pub fn containers(&self, list: ContainerList) -> impl Iterator<Item = ContainerView<'a>> {
-        let items = get(self.pod, "spec")
-            .and_then(|spec| get(spec, list.field()))
-            .and_then(Value::as_array)
-            .unwrap_or(&EMPTY);
+        let items = self.pod["spec"][list.field()]
+            .as_array()
+            .unwrap_or_default();
         items
             .iter()
             .enumerate()
             .map(move |(index, value)| ContainerView {
                 list,
                 index,
-                name: field(value, "name").as_str().unwrap_or(""),
+                name: value["name"].as_str().unwrap_or(""),
                 value,
             })
     }

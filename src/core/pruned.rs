@@ -18,9 +18,10 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Number;
 
 use crate::core::annotations::{AAD_POD_IDENTITY_LABEL, MIRROR_POD, PREFIX};
+use crate::core::node::{Key as Name, Members, Node};
 
 /// What of a JSON value is kept.
 #[derive(Clone, Copy)]
@@ -136,52 +137,52 @@ pub const KEPT: Keep = Keep::Fields(&[
 ]);
 
 impl<'de> DeserializeSeed<'de> for Keep {
-    type Value = Value;
+    type Value = Node;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Node, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for Keep {
-    type Value = Value;
+    type Value = Node;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
+    fn visit_bool<E>(self, v: bool) -> Result<Node, E> {
+        Ok(Node::Bool(v))
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(v.into())
+    fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
+        Ok(Node::Number(v.into()))
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(v.into())
+    fn visit_u64<E>(self, v: u64) -> Result<Node, E> {
+        Ok(Node::Number(v.into()))
     }
 
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(v.into())
+    fn visit_f64<E>(self, v: f64) -> Result<Node, E> {
+        Ok(Number::from_f64(v).map_or(Node::Null, Node::Number))
     }
 
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_unit<E>(self) -> Result<Node, E> {
+        Ok(Node::Null)
     }
 
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_none<E>(self) -> Result<Node, E> {
+        Ok(Node::Null)
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(match self {
+    fn visit_str<E>(self, v: &str) -> Result<Node, E> {
+        Ok(Node::String(match self {
             Self::Text => v.to_owned(),
             _ => String::new(),
         }))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
         let mut items = Vec::new();
         match self {
             Self::Items(rule) => {
@@ -191,31 +192,37 @@ impl<'de> Visitor<'de> for Keep {
             }
             _ => while seq.next_element::<IgnoredAny>()?.is_some() {},
         }
-        Ok(Value::Array(items))
+        Ok(Node::Array(items))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        // Room for every field kept, so the map is allocated once.
-        let mut kept = match self {
-            Self::Fields(fields) => Map::with_capacity(fields.len()),
-            _ => Map::new(),
-        };
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut kept = Members::default();
         while let Some(Key(key)) = map.next_key()? {
+            // A field of the schema is named by the schema's own string: no allocation.
             let rule = match self {
-                Self::Fields(fields) => fields.iter().find(|(f, _)| *f == key).map(|(_, r)| *r),
-                Self::Keys(keep) => keep(&key).then_some(Self::Text),
+                Self::Fields(fields) => fields
+                    .iter()
+                    .find(|(f, _)| *f == key)
+                    .map(|(f, r)| (Name::Borrowed(*f), *r)),
+                Self::Keys(keep) => keep(&key).then(|| (Name::Owned(key.into_owned()), Self::Text)),
                 _ => None,
             };
             match rule {
-                Some(rule) => {
-                    kept.insert(key.into_owned(), map.next_value_seed(rule)?);
+                Some((name, rule)) => {
+                    if kept.is_empty()
+                        && let Self::Fields(fields) = self
+                    {
+                        // Room for every field kept, so the list is allocated once.
+                        kept.reserve(fields.len());
+                    }
+                    kept.insert(name, map.next_value_seed(rule)?);
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(Value::Object(kept))
+        Ok(kept.into_node())
     }
 }
 
@@ -246,7 +253,7 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 
 /// Reads `text` (one JSON value) keeping what `rule` keeps. Text, not bytes: serde_json checks
 /// UTF-8 only in the strings it reads, and skipped ones must be valid JSON too.
-pub fn from_str(text: &str, rule: Keep) -> serde_json::Result<Value> {
+pub fn from_str(text: &str, rule: Keep) -> serde_json::Result<Node> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let value = rule.deserialize(&mut deserializer)?;
     deserializer.end()?;
@@ -260,7 +267,7 @@ mod tests {
     use super::{KEPT, Keep, from_str};
 
     fn pruned(value: serde_json::Value) -> serde_json::Value {
-        from_str(&value.to_string(), KEPT).unwrap()
+        from_str(&value.to_string(), KEPT).unwrap().to_value()
     }
 
     #[test]
@@ -309,7 +316,10 @@ mod tests {
             pruned(pod),
             json!({"metadata": {"name": {}, "annotations": {"kvinject.io/vault": 7}}, "spec": []})
         );
-        assert_eq!(from_str(r#""text""#, Keep::Shape).unwrap(), json!(""));
+        assert_eq!(
+            from_str(r#""text""#, Keep::Shape).unwrap().to_value(),
+            json!("")
+        );
     }
 
     #[test]
@@ -336,8 +346,34 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_member_is_kept_once_with_its_last_value() {
+        // As serde_json reads such an object; and a forged body repeating one name holds one
+        // member, not one per repetition.
+        let names = "\"name\": \"x\", ".repeat(10_000);
+        let annotations: String = (0..20)
+            .map(|i| format!("\"kvinject.io/env.V{i}\": \"a\", "))
+            .collect::<String>()
+            .repeat(500);
+        let text = format!(
+            r#"{{"metadata": {{{names} "name": "web", "annotations": {{{annotations} "kvinject.io/env.V3": "last"}}}}}}"#
+        );
+        let kept = from_str(&text, KEPT).unwrap();
+        let metadata = kept["metadata"].as_object().unwrap();
+        assert_eq!(metadata.len(), 2);
+        assert_eq!(kept["metadata"]["name"], "web");
+        let annotations = kept["metadata"]["annotations"].as_object().unwrap();
+        assert_eq!(annotations.len(), 20);
+        assert_eq!(annotations[3].0, "kvinject.io/env.V3");
+        assert_eq!(annotations[3].1, "last");
+        let whole: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(kept.to_value(), pruned(whole));
+    }
+
+    #[test]
     fn escaped_keys_and_bad_json_are_handled() {
-        let kept = from_str(r#"{"metadata": {"n\u0061me": "web"}}"#, KEPT).unwrap();
+        let kept = from_str(r#"{"metadata": {"n\u0061me": "web"}}"#, KEPT)
+            .unwrap()
+            .to_value();
         assert_eq!(kept, json!({"metadata": {"name": "web"}}));
         assert!(from_str(r#"{"metadata": "#, KEPT).is_err());
         assert!(from_str(r#"{} trailing"#, KEPT).is_err());
@@ -348,7 +384,10 @@ mod tests {
             "[".repeat(100_000),
             "]".repeat(100_000)
         );
-        assert_eq!(from_str(&deep, KEPT).unwrap(), json!({"spec": {}}));
+        assert_eq!(
+            from_str(&deep, KEPT).unwrap().to_value(),
+            json!({"spec": {}})
+        );
         assert!(from_str(&"[".repeat(10_000), KEPT).is_err());
     }
 }

@@ -43,6 +43,7 @@ impl<'a> Request<'a> {
     pub fn read(view: &PodView<'a>) -> Result<Self, Denial> {
         let mut request = Self::default();
         for (key, value) in view.annotations().into_iter().flatten() {
+            let key: &str = key;
             let Some(name) = key.strip_prefix(PREFIX) else {
                 continue;
             };
@@ -61,7 +62,7 @@ impl<'a> Request<'a> {
                     ),
                 ));
             }
-            match key.as_str() {
+            match key {
                 VAULT => request.vault = Some(value),
                 TENANT_ID => request.tenant_id = Some(value),
                 MOUNT_PATH => request.mount_path = Some(value),
@@ -92,7 +93,7 @@ impl<'a> Request<'a> {
                         check_tls_secret_name(key, secret)?;
                         request.tls_secrets.insert(secret, value);
                     } else {
-                        debug_assert!(!KNOWN_POD_KEYS.contains(&key.as_str()));
+                        debug_assert!(!KNOWN_POD_KEYS.contains(&key));
                         request.warnings.push(warning(format_args!(
                             "unknown annotation {key} is ignored; the keys are {}",
                             KNOWN_POD_KEYS.join(", ")

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::core::denial::Denial;
 use crate::core::facts::{ClusterFacts, DocumentFacts, LayeredFacts, str_at};
 use crate::core::identity::PodIdentity;
+use crate::core::node::Node;
 use crate::core::plan::{self, Decision, InjectionPlan, Settings, SkipReason};
 use crate::core::pod::template_path;
 
@@ -168,7 +169,8 @@ impl<'a> Run<'a> {
             str_at(document, &["metadata", "name"]).unwrap_or_default()
         );
         let Some(path) = template_path(&api_version, &kind) else {
-            if let Some(warning) = plan::unhandled_workload_warning(&api_version, &kind, document) {
+            let read = Node::from(&*document);
+            if let Some(warning) = plan::unhandled_workload_warning(&api_version, &kind, &read) {
                 self.result.warnings.push(format!("{label}: {warning}"));
             }
             return;
@@ -180,7 +182,10 @@ impl<'a> Run<'a> {
         let mut warnings = Vec::new();
         if !path.is_empty() {
             let template_name = format!("{}.{}", kind, path.join("."));
-            warnings.extend(plan::workload_warnings(document, &template_name));
+            warnings.extend(plan::workload_warnings(
+                &Node::from(&*document),
+                &template_name,
+            ));
         }
         let Some(pod) = path
             .iter()
@@ -194,7 +199,7 @@ impl<'a> Run<'a> {
             overlay: &self.generated_facts,
             base: &self.facts,
         };
-        let decision = match plan::plan_pod(pod, &namespace, &facts, self.settings) {
+        let decision = match plan::plan_pod(&Node::from(&*pod), &namespace, &facts, self.settings) {
             Ok(decision) => decision,
             Err(denial) => {
                 let outcome = Outcome::Denied(denial.to_string());

@@ -10,13 +10,13 @@ use kube::core::admission::Operation;
 use kube::core::{GroupVersionKind, GroupVersionResource};
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, IgnoredAny};
-use serde_json::Value;
 use serde_json::error::Category;
 
 use crate::core::denial::{Denial, DenialReason};
 use crate::core::facts::ClusterFacts;
 use crate::core::identity;
 use crate::core::json;
+use crate::core::node::Node;
 use crate::core::plan::{self, Decision, Settings, SkipReason};
 use crate::core::pod::{PodView, template_path};
 use crate::core::pruned::{self, Keep};
@@ -124,7 +124,7 @@ pub struct RequestHead {
     _user_info: IgnoredAny,
     /// The object, pruned; moved to [`Decoded::object`].
     #[serde(default, deserialize_with = "object")]
-    object: Option<Value>,
+    object: Option<Node>,
 }
 
 /// A decoded request: the envelope, and the fields of the object the core reads
@@ -134,7 +134,7 @@ pub struct Decoded {
     /// `request`, without the object.
     pub request: RequestHead,
     /// `request.object`, pruned (never through typed structs).
-    pub object: Option<Value>,
+    pub object: Option<Node>,
 }
 
 impl Decoded {
@@ -335,18 +335,18 @@ impl Answer {
 #[serde(rename_all = "camelCase")]
 struct WireRequestReview {
     #[serde(default, deserialize_with = "text")]
-    api_version: Value,
+    api_version: Node,
     #[serde(default, deserialize_with = "text")]
-    kind: Value,
+    kind: Node,
     #[serde(default)]
     request: Option<RequestHead>,
 }
 
-fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Node, D::Error> {
     Keep::Text.deserialize(deserializer)
 }
 
-fn object<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+fn object<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Node>, D::Error> {
     let object = pruned::KEPT.deserialize(deserializer)?;
     Ok((!object.is_null()).then_some(object))
 }
@@ -374,7 +374,7 @@ pub fn decode(body: &[u8]) -> Result<Decoded, ReviewError> {
     if review.kind != "AdmissionReview" {
         return Err(ReviewError::NotAdmissionReview(format!(
             "kind is {}, not AdmissionReview",
-            review.kind
+            review.kind.to_value()
         )));
     }
     match review.api_version.as_str() {
@@ -486,7 +486,7 @@ fn answer_workload(
         .ok_or(ReviewError::MissingObject("workload"))?;
     let template_name = format!("{}.{}", kind.kind, path.join("."));
     let answer = answer.with_warnings(&plan::workload_warnings(workload, &template_name));
-    let Some(template) = path.iter().try_fold(workload, |node, key| node.get(*key)) else {
+    let Some(template) = path.iter().try_fold(workload, |node, key| node.get(key)) else {
         return Ok(answer);
     };
     match plan::plan_pod(template, &decoded.namespace(), facts, settings) {

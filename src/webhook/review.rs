@@ -174,8 +174,11 @@ impl Reviewer {
             return;
         }
         let namespace = decoded.namespace();
-        let metadata = decoded.object.as_ref().map(|object| &object["metadata"]);
-        if let Some(controller) = metadata.and_then(|m| controller_of(&namespace, m)) {
+        let metadata = decoded
+            .object
+            .as_ref()
+            .map(|object| object["metadata"].to_value());
+        if let Some(controller) = metadata.and_then(|m| controller_of(&namespace, &m)) {
             events.denied(Denied {
                 controller,
                 message: message.to_owned(),

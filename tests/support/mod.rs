@@ -152,7 +152,13 @@ pub fn service_account(name: &str, client_id: Option<&str>) -> Value {
 
 /// Runs the core in namespace [`NS`].
 pub fn decide(pod: &Value, facts: &DocumentFacts) -> Result<Decision, String> {
-    plan::plan_pod(pod, NS, facts, &settings()).map_err(|d| d.message().to_owned())
+    plan::plan_pod(
+        &kvinject::core::node::Node::from(pod),
+        NS,
+        facts,
+        &settings(),
+    )
+    .map_err(|d| d.message().to_owned())
 }
 
 /// Runs the core and expects an injection.
