@@ -97,7 +97,8 @@ impl JsonPatch {
 
     /// Appends `{"op":"add","path":<tokens as a JSON pointer>,"value":<written by value>}`.
     fn add(&mut self, tokens: &[&str], value: impl FnOnce(&mut String)) {
-        let mut pointer = String::new();
+        let length = tokens.iter().map(|t| t.len() + 1).sum::<usize>();
+        let mut pointer = String::with_capacity(length);
         for token in tokens {
             pointer.push('/');
             if !token.contains(['~', '/']) {
