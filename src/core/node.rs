@@ -184,10 +184,14 @@ impl Members {
             Some(index) => index.get(name.as_ref()).copied(),
             None => self.list.iter().position(|(n, _)| *n == name),
         };
-        if let Some(at) = found {
-            self.list[at].1 = value;
-            return;
+        match found {
+            Some(at) => self.list[at].1 = value,
+            None => self.push_new(name, value),
         }
+    }
+
+    /// Adds a member the caller knows is not there yet (a schema field seen for the first time).
+    pub fn push_new(&mut self, name: Key, value: Node) {
         if self.index.is_none() && self.list.len() == COMPARED_MEMBERS {
             let index = self.list.iter().enumerate();
             self.index = Some(index.map(|(i, (n, _))| (n.to_string(), i)).collect());

@@ -197,25 +197,41 @@ impl<'de> Visitor<'de> for Keep {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
         let mut kept = Members::default();
+        // The schema fields already kept, by their place in the schema: a field seen for the
+        // first time is added without looking for it among the others.
+        let mut seen = 0u64;
         while let Some(Key(key)) = map.next_key()? {
             // A field of the schema is named by the schema's own string: no allocation.
             let rule = match self {
                 Self::Fields(fields) => fields
                     .iter()
-                    .find(|(f, _)| *f == key)
-                    .map(|(f, r)| (Name::Borrowed(*f), *r)),
-                Self::Keys(keep) => keep(&key).then(|| (Name::Owned(key.into_owned()), Self::Text)),
+                    .enumerate()
+                    .find(|(_, (f, _))| *f == key)
+                    .map(|(at, (f, r))| {
+                        let bit = 1u64.checked_shl(at as u32).unwrap_or(0);
+                        let first = bit != 0 && seen & bit == 0;
+                        seen |= bit;
+                        (Name::Borrowed(*f), *r, first)
+                    }),
+                Self::Keys(keep) => {
+                    keep(&key).then(|| (Name::Owned(key.into_owned()), Self::Text, false))
+                }
                 _ => None,
             };
             match rule {
-                Some((name, rule)) => {
+                Some((name, rule, first)) => {
                     if kept.is_empty()
                         && let Self::Fields(fields) = self
                     {
                         // Room for every field kept, so the list is allocated once.
                         kept.reserve(fields.len());
                     }
-                    kept.insert(name, map.next_value_seed(rule)?);
+                    let value = map.next_value_seed(rule)?;
+                    if first {
+                        kept.push_new(name, value);
+                    } else {
+                        kept.insert(name, value);
+                    }
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
