@@ -1,6 +1,7 @@
 //! Arbitrary bytes as an AdmissionReview body: decoding, answering on every route and encoding
-//! the answer must never panic, whatever arrives; and the object read pruned gets exactly the
-//! answer it gets read whole.
+//! the answer must never panic, whatever arrives; the fast read and serde_json's give the same
+//! request or the same error; and the object read pruned gets exactly the answer it gets read
+//! whole.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -20,7 +21,13 @@ static FACTS: LazyLock<DocumentFacts> = LazyLock::new(|| {
 static SETTINGS: LazyLock<Settings> = LazyLock::new(|| Settings::new(None, None, "kvinject"));
 
 fuzz_target!(|body: &[u8]| {
-    let Ok(decoded) = admission::decode(body) else {
+    let decoded = admission::decode(body);
+    assert_eq!(
+        format!("{decoded:?}"),
+        format!("{:?}", admission::decode_by_serde(body)),
+        "the fast read and serde_json's differ"
+    );
+    let Ok(decoded) = decoded else {
         return;
     };
     // The tree reader refuses some bodies the pruned one skips through unread (nesting past 128

@@ -42,25 +42,23 @@ fn is_escaped(byte: u8) -> bool {
     byte < 0x20 || byte == b'"' || byte == b'\\'
 }
 
-/// The index of the first byte of `bytes` JSON escapes. Eight bytes at a time: a chunk is
-/// looked into only when the word test says it holds such a byte (the test never misses one).
-fn next_escaped(bytes: &[u8]) -> Option<usize> {
+/// The index of the first byte of `bytes` JSON escapes, eight bytes at a time. Each word test
+/// below flags the bytes that are the byte sought, and can also flag bytes above one of those
+/// (a borrow starts only at a byte sought): the lowest flagged byte is always the first sought.
+pub(crate) fn next_escaped(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::MAX / 255;
     const HIGH: u64 = ONES << 7;
     let has_zero = |word: u64| word.wrapping_sub(ONES) & !word & HIGH;
     let mut chunks = bytes.chunks_exact(8);
     let mut offset = 0;
     for chunk in &mut chunks {
-        let mut word = [0; 8];
-        word.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(word);
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
         let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
         let quote = has_zero(word ^ (ONES * u64::from(b'"')));
         let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
-        if control | quote | backslash != 0
-            && let Some(i) = chunk.iter().position(|&b| is_escaped(b))
-        {
-            return Some(offset + i);
+        let found = control | quote | backslash;
+        if found != 0 {
+            return Some(offset + found.trailing_zeros() as usize / 8);
         }
         offset += 8;
     }

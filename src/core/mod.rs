@@ -16,6 +16,7 @@ pub mod patch;
 pub mod plan;
 pub mod pod;
 pub mod pruned;
+pub mod reader;
 pub mod reference;
 pub mod request;
 pub mod spc;

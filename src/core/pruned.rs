@@ -196,42 +196,12 @@ impl<'de> Visitor<'de> for Keep {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-        let mut kept = Members::default();
-        // The schema fields already kept, by their place in the schema: a field seen for the
-        // first time is added without looking for it among the others.
-        let mut seen = 0u64;
+        let mut kept = KeptObject::new(self);
         while let Some(Key(key)) = map.next_key()? {
-            // A field of the schema is named by the schema's own string: no allocation.
-            let rule = match self {
-                Self::Fields(fields) => fields
-                    .iter()
-                    .enumerate()
-                    .find(|(_, (f, _))| *f == key)
-                    .map(|(at, (f, r))| {
-                        let bit = 1u64.checked_shl(at as u32).unwrap_or(0);
-                        let first = bit != 0 && seen & bit == 0;
-                        seen |= bit;
-                        (Name::Borrowed(*f), *r, first)
-                    }),
-                Self::Keys(keep) => {
-                    keep(&key).then(|| (Name::Owned(key.into_owned()), Self::Text, false))
-                }
-                _ => None,
-            };
-            match rule {
-                Some((name, rule, first)) => {
-                    if kept.is_empty()
-                        && let Self::Fields(fields) = self
-                    {
-                        // Room for every field kept, so the list is allocated once.
-                        kept.reserve(fields.len());
-                    }
-                    let value = map.next_value_seed(rule)?;
-                    if first {
-                        kept.push_new(name, value);
-                    } else {
-                        kept.insert(name, value);
-                    }
+            match kept.member(&key) {
+                Some(member) => {
+                    let value = map.next_value_seed(member.rule)?;
+                    kept.keep(member, value);
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -239,6 +209,79 @@ impl<'de> Visitor<'de> for Keep {
             }
         }
         Ok(kept.into_node())
+    }
+}
+
+/// An object being read by a rule: which of its members are kept, each once.
+pub struct KeptObject {
+    rule: Keep,
+    members: Members,
+    /// The schema fields already kept, by their place in the schema: a field seen for the first
+    /// time is added without looking for it among the others.
+    seen: u64,
+}
+
+/// A member to keep: its name, the rule for its value, and whether it is new for sure.
+pub struct Member {
+    name: Name,
+    /// How its value is read.
+    pub rule: Keep,
+    new: bool,
+}
+
+impl KeptObject {
+    /// An object read by `rule` (whose members it keeps when it is `Fields` or `Keys`).
+    pub fn new(rule: Keep) -> Self {
+        Self {
+            rule,
+            members: Members::default(),
+            seen: 0,
+        }
+    }
+
+    /// The member named `key`, when the rule keeps it; `None` when its value is skipped.
+    pub fn member(&mut self, key: &str) -> Option<Member> {
+        match self.rule {
+            Keep::Fields(fields) => {
+                let (at, (field, rule)) =
+                    fields.iter().enumerate().find(|(_, (f, _))| *f == key)?;
+                let bit = 1u64.checked_shl(at as u32).unwrap_or(0);
+                let new = bit != 0 && self.seen & bit == 0;
+                self.seen |= bit;
+                // A field of the schema is named by the schema's own string: no allocation.
+                Some(Member {
+                    name: Name::Borrowed(field),
+                    rule: *rule,
+                    new,
+                })
+            }
+            Keep::Keys(keep) => keep(key).then(|| Member {
+                name: Name::Owned(key.to_owned()),
+                rule: Keep::Text,
+                new: false,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Keeps `member` with its value.
+    pub fn keep(&mut self, member: Member, value: Node) {
+        if self.members.is_empty()
+            && let Keep::Fields(fields) = self.rule
+        {
+            // Room for every field kept, so the list is allocated once.
+            self.members.reserve(fields.len());
+        }
+        if member.new {
+            self.members.push_new(member.name, value);
+        } else {
+            self.members.insert(member.name, value);
+        }
+    }
+
+    /// The object read.
+    pub fn into_node(self) -> Node {
+        self.members.into_node()
     }
 }
 

@@ -20,6 +20,7 @@ use crate::core::node::Node;
 use crate::core::plan::{self, Decision, Settings, SkipReason};
 use crate::core::pod::{PodView, template_path};
 use crate::core::pruned::{self, Keep};
+use crate::core::reader::Reader;
 use crate::core::spc::GeneratedSpc;
 
 /// The only AdmissionReview version kvinject registers for.
@@ -353,12 +354,31 @@ fn object<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<No
 
 /// Decodes one AdmissionReview body in one pass over the bytes, keeping only the envelope fields
 /// kvinject reads and the object's fields the core reads: memory follows those, not the body.
+/// The common body is read by [`core::reader`](crate::core::reader); anything it leaves, by
+/// `serde_json` ([`decode_by_serde`]), with the same result.
 pub fn decode(body: &[u8]) -> Result<Decoded, ReviewError> {
-    // JSON is UTF-8 throughout, also in the fields skipped unread (which serde_json does not
-    // check): checked once here, and the parse below then checks no string again.
-    let body = std::str::from_utf8(body).map_err(|e| {
+    let body = utf8(body)?;
+    let review = match read_fast(body) {
+        Some(review) => review,
+        None => read_by_serde(body)?,
+    };
+    checked(review)
+}
+
+/// [`decode`] with `serde_json` alone: the reference the fast read is tested against.
+pub fn decode_by_serde(body: &[u8]) -> Result<Decoded, ReviewError> {
+    checked(read_by_serde(utf8(body)?)?)
+}
+
+/// JSON is UTF-8 throughout, also in the fields skipped unread (which serde_json does not check):
+/// checked once here, and the reads then check no string again.
+fn utf8(body: &[u8]) -> Result<&str, ReviewError> {
+    std::str::from_utf8(body).map_err(|e| {
         ReviewError::NotJson(serde::de::Error::custom(format_args!("invalid UTF-8: {e}")))
-    })?;
+    })
+}
+
+fn read_by_serde(body: &str) -> Result<WireRequestReview, ReviewError> {
     // A typed envelope would also take a JSON array as a struct: only an object is a review.
     let first = body.bytes().find(|b| !b.is_ascii_whitespace());
     if first.is_some_and(|b| b != b'{') {
@@ -367,10 +387,85 @@ pub fn decode(body: &[u8]) -> Result<Decoded, ReviewError> {
             Ok(_) => ReviewError::NotAdmissionReview("not a JSON object".into()),
         });
     }
-    let review: WireRequestReview = serde_json::from_str(body).map_err(|e| match e.classify() {
+    serde_json::from_str(body).map_err(|e| match e.classify() {
         Category::Data => ReviewError::NotAdmissionReview(e.to_string()),
         _ => ReviewError::NotJson(e),
-    })?;
+    })
+}
+
+/// The envelope and the pruned object read without serde's machinery; `None` for anything
+/// unusual (a field twice, no request, JSON serde_json would refuse), which `read_by_serde` then
+/// reads or refuses.
+fn read_fast(body: &str) -> Option<WireRequestReview> {
+    let mut reader = Reader::new(body);
+    let (mut api_version, mut kind, mut request) = (None, None, None);
+    let mut first = true;
+    while let Some(name) = reader.member(first)? {
+        first = false;
+        let slot = match name {
+            "apiVersion" => &mut api_version,
+            "kind" => &mut kind,
+            "request" if request.is_none() => {
+                request = Some(read_request_fast(&mut reader)?);
+                continue;
+            }
+            "request" => return None,
+            _ => {
+                reader.skip()?;
+                continue;
+            }
+        };
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(reader.kept(Keep::Text)?);
+    }
+    if !reader.at_end() {
+        return None;
+    }
+    Some(WireRequestReview {
+        api_version: api_version.unwrap_or_default(),
+        kind: kind.unwrap_or_default(),
+        request: Some(request?),
+    })
+}
+
+/// `request`: the object read by the schema ([`pruned::KEPT`]); every other field copied, as
+/// sent, into a small JSON object that serde reads into [`RequestHead`], so the envelope's
+/// rules (required fields, types, defaults) stay serde's.
+fn read_request_fast(reader: &mut Reader<'_>) -> Option<RequestHead> {
+    let mut head = String::with_capacity(512);
+    head.push('{');
+    let mut object = None;
+    let mut first = true;
+    while let Some(name) = reader.member(first)? {
+        first = false;
+        if name == "object" {
+            if object.is_some() {
+                return None;
+            }
+            object = Some(reader.kept(pruned::KEPT)?);
+            continue;
+        }
+        reader.whitespace();
+        let from = reader.offset();
+        reader.skip()?;
+        if head.len() > 1 {
+            head.push(',');
+        }
+        // A name without escapes (`member` gives up on others) and without control characters.
+        json::push_string(&mut head, name);
+        head.push(':');
+        head.push_str(reader.slice(from, reader.offset()));
+    }
+    head.push('}');
+    let mut request: RequestHead = serde_json::from_str(&head).ok()?;
+    request.object = object.filter(|o| !o.is_null());
+    Some(request)
+}
+
+/// What a decoded envelope must be, whichever read it came from.
+fn checked(review: WireRequestReview) -> Result<Decoded, ReviewError> {
     if review.kind != "AdmissionReview" {
         return Err(ReviewError::NotAdmissionReview(format!(
             "kind is {}, not AdmissionReview",
@@ -539,6 +634,60 @@ mod tests {
             patch: patch.map(|p| p.as_bytes().to_vec()),
             warnings: warnings.iter().map(|w| (*w).to_owned()).collect(),
             ..Answer::allowed("uid \"quoted\" \u{1}".to_owned())
+        }
+    }
+
+    /// The fast read gives what serde_json gives, or leaves the body to it: for envelopes with
+    /// every field the API server sends, and for the ways a forged one can differ.
+    #[test]
+    fn the_fast_read_decodes_as_serde_json_does() {
+        let review = |request: &str| {
+            format!(
+                r#"{{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": {request}}}"#
+            )
+        };
+        let request = |extra: &str| {
+            review(&format!(
+                r#"{{"uid": "u1", "kind": {{"group": "", "version": "v1", "kind": "Pod"}},
+                  "resource": {{"group": "", "version": "v1", "resource": "pods"}},
+                  "requestKind": {{"group": "", "version": "v1", "kind": "Pod"}},
+                  "namespace": "shop", "operation": "CREATE", "userInfo": {{"username": "u", "groups": ["g"]}},
+                  "object": {{"metadata": {{"generateName": "web-", "annotations": {{"kvinject.io/env.A": "a"}}}},
+                             "spec": {{"containers": [{{"name": "app", "image": "x"}}]}}}},
+                  "oldObject": null, "dryRun": false, "options": {{"kind": "CreateOptions"}}{extra}}}"#
+            ))
+        };
+        let fast_read = request("");
+        assert!(
+            read_fast(&fast_read).is_some(),
+            "the common body is read by the fast path"
+        );
+        let bodies = [
+            fast_read,
+            request(r#", "subResource": "status", "name": "web""#),
+            request(r#", "uid": "again""#),
+            request(r#", "object": {}"#),
+            request(r#", "operation": "PATCH""#),
+            request(r#", "dryRun": "yes""#),
+            request(r#", "n\u0061me": "escaped""#),
+            request(r#", "name": null"#),
+            request(r#", "object": null, "x": [1, 2, {"y": "\ud800"}]"#),
+            review("null"),
+            review("[]"),
+            review(r#"{"uid": "u"}"#),
+            review(r#"{"uid": ""}"#),
+            r#"{"kind": "AdmissionReview", "kind": "AdmissionReview"}"#.to_owned(),
+            r#"{"kind": 7, "apiVersion": "admission.k8s.io/v1"}"#.to_owned(),
+            r#"{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1beta1", "request": {}}"#.to_owned(),
+            r#"{}"#.to_owned(),
+            r#"[]"#.to_owned(),
+            r#"{"kind": "AdmissionReview"} {}"#.to_owned(),
+            r#"{"kind": "AdmissionReview","#.to_owned(),
+        ];
+        for body in &bodies {
+            let fast = format!("{:?}", decode(body.as_bytes()));
+            let serde = format!("{:?}", decode_by_serde(body.as_bytes()));
+            assert_eq!(fast, serde, "{body}");
         }
     }
 

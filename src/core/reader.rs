@@ -1,0 +1,394 @@
+//! The pruned read of [`crate::core::pruned`] without serde's machinery, for the admission hot
+//! path: one pass over the bytes that keeps what a [`Keep`] rule keeps and checks everything it
+//! skips is JSON, as `serde_json` would.
+//!
+//! It is a fast path, never the only one: it gives up (`None`) on anything out of the ordinary
+//! (a member name with an escape, a repeated envelope field, any JSON `serde_json` would refuse),
+//! and the caller then reads the same bytes with `serde_json`, which gives the answer or the
+//! error. What it reads itself it reads as `serde_json` does: numbers and strings with escapes
+//! are handed to `serde_json` one by one (`pruned::from_str` on the value's own text), so only
+//! plain strings, literals and structure are read here. Tests and the `admission_review` fuzz
+//! target check that both reads give the same request for every body this one accepts.
+//!
+//! Nesting: kept values nest only as deep as the schema; skipped ones are skipped without
+//! recursion, with a stack of the brackets open (memory follows the depth read).
+
+use crate::core::json::next_escaped;
+use crate::core::node::Node;
+use crate::core::pruned::{self, Keep, KeptObject};
+
+/// A position in one JSON text.
+pub struct Reader<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    at: usize,
+    /// The closing brackets of the skipped containers open, innermost last.
+    open: Vec<u8>,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader at the start of `text`.
+    pub fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            bytes: text.as_bytes(),
+            at: 0,
+            open: Vec::new(),
+        }
+    }
+
+    /// Skips JSON whitespace.
+    pub fn whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.bytes.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    /// Whether only whitespace is left.
+    pub fn at_end(&mut self) -> bool {
+        self.whitespace();
+        self.at == self.bytes.len()
+    }
+
+    /// The next byte after whitespace, without taking it.
+    pub fn peek(&mut self) -> Option<u8> {
+        self.whitespace();
+        self.bytes.get(self.at).copied()
+    }
+
+    /// Takes `byte`, after whitespace.
+    pub fn expect(&mut self, byte: u8) -> Option<()> {
+        (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    /// Where the reader is: a byte offset into the text.
+    pub fn offset(&self) -> usize {
+        self.at
+    }
+
+    /// The text between two offsets.
+    pub fn slice(&self, from: usize, to: usize) -> &'a str {
+        &self.text[from..to]
+    }
+
+    /// Reads `{`, or `,` between members, and the next member's name and `:`; `None` for the
+    /// name at the closing `}` (taken). `first` says whether a member was read before.
+    pub fn member(&mut self, first: bool) -> Option<Option<&'a str>> {
+        if first {
+            self.expect(b'{')?;
+            if self.peek()? == b'}' {
+                self.at += 1;
+                return Some(None);
+            }
+        } else {
+            match self.peek()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    return Some(None);
+                }
+                _ => return None,
+            }
+        }
+        let name = self.plain_name()?;
+        self.expect(b':')?;
+        Some(Some(name))
+    }
+
+    /// A member name without escapes (one with escapes gives up).
+    fn plain_name(&mut self) -> Option<&'a str> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let (from, to, escaped) = self.string()?;
+        (!escaped).then(|| &self.text[from..to])
+    }
+
+    /// Takes a string whose opening quote is next; the bounds of its content and whether it
+    /// holds an escape. Checks what `serde_json` checks of a string it skips: no control
+    /// characters, and escapes among `\" \\ \/ \b \f \n \r \t \uXXXX`.
+    fn string(&mut self) -> Option<(usize, usize, bool)> {
+        let from = self.at + 1;
+        let mut at = from;
+        let mut escaped = false;
+        loop {
+            at += next_escaped(&self.bytes[at..])?;
+            match self.bytes[at] {
+                b'"' => {
+                    self.at = at + 1;
+                    return Some((from, at, escaped));
+                }
+                b'\\' => {
+                    escaped = true;
+                    at += match self.bytes.get(at + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
+                        b'u' => {
+                            let hex = self.bytes.get(at + 2..at + 6)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            6
+                        }
+                        _ => return None,
+                    };
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Takes a number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+    fn number(&mut self) -> Option<()> {
+        let digits = |reader: &mut Self| {
+            let from = reader.at;
+            while let Some(b'0'..=b'9') = reader.bytes.get(reader.at) {
+                reader.at += 1;
+            }
+            reader.at > from
+        };
+        if self.bytes.get(self.at) == Some(&b'-') {
+            self.at += 1;
+        }
+        match self.bytes.get(self.at)? {
+            b'0' => {
+                self.at += 1;
+                if let Some(b'0'..=b'9') = self.bytes.get(self.at) {
+                    return None;
+                }
+            }
+            b'1'..=b'9' => {
+                digits(self);
+            }
+            _ => return None,
+        }
+        if self.bytes.get(self.at) == Some(&b'.') {
+            self.at += 1;
+            if !digits(self) {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = self.bytes.get(self.at) {
+            self.at += 1;
+            if let Some(b'+' | b'-') = self.bytes.get(self.at) {
+                self.at += 1;
+            }
+            if !digits(self) {
+                return None;
+            }
+        }
+        Some(())
+    }
+
+    /// Takes `word` (`true`, `false`, `null`).
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let found = self.bytes.get(self.at..self.at + word.len())? == word;
+        found.then(|| self.at += word.len())
+    }
+
+    /// Takes one scalar (string, number or literal) that starts with `first`.
+    fn scalar(&mut self, first: u8) -> Option<()> {
+        match first {
+            b'"' => self.string().map(|_| ()),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    /// Skips one value, checking it is JSON, without recursion.
+    pub fn skip(&mut self) -> Option<()> {
+        let depth = self.open.len();
+        loop {
+            // A value starts here.
+            let first = self.peek()?;
+            match first {
+                b'{' | b'[' => {
+                    self.at += 1;
+                    let close = if first == b'{' { b'}' } else { b']' };
+                    if self.peek()? == close {
+                        self.at += 1;
+                    } else {
+                        self.open.push(close);
+                        if close == b'}' {
+                            self.plain_or_escaped_name()?;
+                        }
+                        continue;
+                    }
+                }
+                _ => self.scalar(first)?,
+            }
+            // A value ended: close what it ends, or go on to the next item or member.
+            loop {
+                if self.open.len() == depth {
+                    return Some(());
+                }
+                let close = *self.open.last()?;
+                match self.peek()? {
+                    b',' => {
+                        self.at += 1;
+                        if close == b'}' {
+                            self.plain_or_escaped_name()?;
+                        }
+                        break;
+                    }
+                    byte if byte == close => {
+                        self.at += 1;
+                        self.open.pop();
+                    }
+                    _ => return None,
+                }
+            }
+        }
+    }
+
+    /// A member name (any string) and its `:`, inside a skipped object.
+    fn plain_or_escaped_name(&mut self) -> Option<()> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        self.string()?;
+        self.expect(b':')
+    }
+
+    /// Reads one value keeping what `rule` keeps: the same [`Node`] `pruned::from_str` gives.
+    pub fn kept(&mut self, rule: Keep) -> Option<Node> {
+        let first = self.peek()?;
+        match first {
+            b'{' => self.kept_object(rule),
+            b'[' => self.kept_array(rule),
+            b'"' => {
+                let quote = self.at;
+                let (from, to, escaped) = self.string()?;
+                match (escaped, rule) {
+                    // Unescaping (surrogate pairs and all) is serde_json's.
+                    (true, _) => pruned::from_str(&self.text[quote..self.at], rule).ok(),
+                    (false, Keep::Text) => Some(Node::String(self.text[from..to].to_owned())),
+                    (false, _) => Some(Node::String(String::new())),
+                }
+            }
+            b't' => self.literal(b"true").map(|()| Node::Bool(true)),
+            b'f' => self.literal(b"false").map(|()| Node::Bool(false)),
+            b'n' => self.literal(b"null").map(|()| Node::Null),
+            _ => {
+                // A number: its value as serde_json reads it (integer, float, or out of range).
+                let from = self.at;
+                self.number()?;
+                pruned::from_str(&self.text[from..self.at], rule).ok()
+            }
+        }
+    }
+
+    fn kept_object(&mut self, rule: Keep) -> Option<Node> {
+        let mut kept = KeptObject::new(rule);
+        let mut first = true;
+        while let Some(key) = self.member(first)? {
+            first = false;
+            match kept.member(key) {
+                Some(member) => {
+                    let value = self.kept(member.rule)?;
+                    kept.keep(member, value);
+                }
+                None => self.skip()?,
+            }
+        }
+        Some(kept.into_node())
+    }
+
+    fn kept_array(&mut self, rule: Keep) -> Option<Node> {
+        self.at += 1;
+        let mut items = Vec::new();
+        if self.peek()? == b']' {
+            self.at += 1;
+            return Some(Node::Array(items));
+        }
+        loop {
+            match rule {
+                Keep::Items(item) => items.push(self.kept(*item)?),
+                _ => self.skip()?,
+            }
+            match self.peek()? {
+                b',' => self.at += 1,
+                b']' => {
+                    self.at += 1;
+                    return Some(Node::Array(items));
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::pruned::KEPT;
+
+    /// The fast read of `text` as a whole value, or `None`.
+    fn fast(text: &str, rule: Keep) -> Option<Node> {
+        let mut reader = Reader::new(text);
+        let node = reader.kept(rule)?;
+        reader.at_end().then_some(node)
+    }
+
+    #[test]
+    fn what_it_reads_it_reads_as_serde_json_and_what_it_refuses_it_leaves_to_it() {
+        let cases = [
+            r#"{"metadata": {"name": "web", "labels": {"kvinject.io/inject": "true", "a": "b"}}}"#,
+            r#"{"metadata": {"name": "w\u00e9b\n", "annotations": {"kvinject.io/env.A": "x\"y"}}}"#,
+            r#"{"metadata": {"name": 12, "namespace": -0.5e+3, "generateName": 18446744073709551616}}"#,
+            r#"{"metadata": {"annotations": {"kvinject.io/vault": 1e400}}}"#,
+            r#"{"metadata": {"name": "\ud800"}}"#,
+            r#"{"spec": {"x": "\ud800", "y": [1, -0, 0.5, true, false, null, {"a": [{}]}, []]}}"#,
+            r#"{"spec": {"containers": [{"name": "a", "env": [{"name": "X", "value": "v"}]}, {"name": "b"}]}}"#,
+            r#"{"spec": {"containers": {"name": "not an array"}, "volumes": "not an array"}}"#,
+            r#"{"metadata": {"name": "a", "name": "b"}, "metadata": {"namespace": "c"}}"#,
+            r#"{"n\u0061me": 1}"#,
+            r#" { "spec" : { "x" : [ ] , "y" : { } } } "#,
+            r#"{"spec": {"x": 01}}"#,
+            r#"{"spec": {"x": 1.}}"#,
+            r#"{"spec": {"x": 1e}}"#,
+            r#"{"spec": {"x": -}}"#,
+            r#"{"spec": {"x": tru}}"#,
+            r#"{"spec": {"x": [1,]}}"#,
+            r#"{"spec": {"x": {"a": 1,}}}"#,
+            r#"{"spec": {"x": {"a" 1}}}"#,
+            r#"{"spec": {"x": [}}"#,
+            r#"{"spec": {"x": "tab	in a string"}}"#,
+            r#"{"spec": {"x": "bad \q escape"}}"#,
+            r#"{"spec": {"x": "\u12"}}"#,
+            r#"{"spec": {"x": 1} trailing"#,
+            r#"{"spec": {"x": 1}"#,
+            r#"[1, 2]"#,
+            r#""text""#,
+        ];
+        for text in cases {
+            let slow = pruned::from_str(text, KEPT).ok();
+            let fast = fast(text, KEPT);
+            if let Some(fast) = &fast {
+                assert_eq!(Some(fast), slow.as_ref(), "{text}");
+            }
+            // Anything serde_json refuses, the fast path refuses too.
+            if slow.is_none() {
+                assert!(fast.is_none(), "{text}");
+            }
+        }
+        // The common cases are read here, not left to serde_json.
+        assert!(fast(cases[0], KEPT).is_some());
+        assert!(fast(cases[6], KEPT).is_some());
+        assert!(fast(cases[5], KEPT).is_some());
+    }
+
+    #[test]
+    fn skipped_nesting_does_not_recurse() {
+        let deep = format!(
+            r#"{{"spec": {{"x": {}{}}}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(fast(&deep, KEPT), pruned::from_str(&deep, KEPT).ok());
+        let unbalanced = format!(r#"{{"spec": {{"x": {}}}}}"#, "[{".repeat(1000));
+        assert_eq!(fast(&unbalanced, KEPT), None);
+    }
+}
