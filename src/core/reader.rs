@@ -107,19 +107,28 @@ impl<'a> Reader<'a> {
     /// Takes a string whose opening quote is next; the bounds of its content and whether it
     /// holds an escape. Checks what `serde_json` checks of a string it skips: no control
     /// characters, and escapes among `\" \\ \/ \b \f \n \r \t \uXXXX`.
+    #[inline]
     fn string(&mut self) -> Option<(usize, usize, bool)> {
         let from = self.at + 1;
-        let mut at = from;
-        let mut escaped = false;
+        let at = from + next_escaped(self.bytes.get(from..)?)?;
+        if self.bytes[at] == b'"' {
+            self.at = at + 1;
+            return Some((from, at, false));
+        }
+        self.escaped_string(from, at)
+    }
+
+    /// The rest of [`Self::string`] from `at`, the first byte JSON escapes, when that is not the
+    /// closing quote: kept out of line, as few strings of a pod hold an escape.
+    #[cold]
+    fn escaped_string(&mut self, from: usize, mut at: usize) -> Option<(usize, usize, bool)> {
         loop {
-            at += next_escaped(&self.bytes[at..])?;
             match self.bytes[at] {
                 b'"' => {
                     self.at = at + 1;
-                    return Some((from, at, escaped));
+                    return Some((from, at, true));
                 }
                 b'\\' => {
-                    escaped = true;
                     at += match self.bytes.get(at + 1)? {
                         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
                         b'u' => {
@@ -134,6 +143,7 @@ impl<'a> Reader<'a> {
                 }
                 _ => return None,
             }
+            at += next_escaped(self.bytes.get(at..)?)?;
         }
     }
 
