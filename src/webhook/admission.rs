@@ -96,7 +96,7 @@ impl Outcome {
 }
 
 /// The envelope fields kvinject reads of `request` (`oldObject`, `options` and `userInfo` are
-/// read past without being kept).
+/// read past without being kept). A field added here is added to [`HEAD_FIELDS`] too.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestHead {
@@ -430,9 +430,23 @@ fn read_fast(body: &str) -> Option<WireRequestReview> {
     })
 }
 
-/// `request`: the object read by the schema ([`pruned::KEPT`]); every other field copied, as
-/// sent, into a small JSON object that serde reads into [`RequestHead`], so the envelope's
-/// rules (required fields, types, defaults) stay serde's.
+/// The members of `request` that [`RequestHead`] reads, besides `object` and `userInfo`.
+const HEAD_FIELDS: [&str; 8] = [
+    "uid",
+    "kind",
+    "resource",
+    "subResource",
+    "name",
+    "namespace",
+    "operation",
+    "dryRun",
+];
+
+/// `request`: the object read by the schema ([`pruned::KEPT`]); the fields of [`RequestHead`]
+/// copied, as sent, into a small JSON object that serde reads, so the envelope's rules
+/// (required fields, types, defaults, no field twice) stay serde's. Every other member
+/// (`oldObject`, a whole pod on UPDATE; `options`; anything made up) is checked and skipped, as
+/// serde skips it, and `userInfo`, required but never read, is written as `null`.
 fn read_request_fast(reader: &mut Reader<'_>) -> Option<RequestHead> {
     let mut head = String::with_capacity(512);
     head.push('{');
@@ -450,13 +464,18 @@ fn read_request_fast(reader: &mut Reader<'_>) -> Option<RequestHead> {
         reader.whitespace();
         let from = reader.offset();
         reader.skip()?;
+        let value = match name {
+            "userInfo" => "null",
+            _ if HEAD_FIELDS.contains(&name) => reader.slice(from, reader.offset()),
+            _ => continue,
+        };
         if head.len() > 1 {
             head.push(',');
         }
         // A name without escapes (`member` gives up on others) and without control characters.
         json::push_string(&mut head, name);
         head.push(':');
-        head.push_str(reader.slice(from, reader.offset()));
+        head.push_str(value);
     }
     head.push('}');
     let mut request: RequestHead = serde_json::from_str(&head).ok()?;
@@ -672,6 +691,12 @@ mod tests {
             request(r#", "n\u0061me": "escaped""#),
             request(r#", "name": null"#),
             request(r#", "object": null, "x": [1, 2, {"y": "\ud800"}]"#),
+            request(r#", "userInfo": 7"#),
+            request(r#", "oldObject": {"metadata": {"name": "\ud800"}}, "oldObject": 1"#),
+            request(r#", "options": [1,]"#),
+            review(r#"{"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE"}"#),
             review("null"),
             review("[]"),
             review(r#"{"uid": "u"}"#),
