@@ -8,6 +8,12 @@ use std::fmt::Write;
 pub fn push_string(out: &mut String, text: &str) {
     out.reserve(text.len() + 2);
     out.push('"');
+    push_escaped(out, text);
+    out.push('"');
+}
+
+/// Appends `text` escaped as inside a JSON string, without the quotes.
+pub fn push_escaped(out: &mut String, text: &str) {
     // Runs without escapes (most strings are one: names, paths) are copied whole.
     let bytes = text.as_bytes();
     let mut start = 0;
@@ -34,7 +40,17 @@ pub fn push_string(out: &mut String, text: &str) {
         start = at + 1;
     }
     out.push_str(&text[start..]);
-    out.push('"');
+}
+
+/// A `fmt::Write` into a JSON string's inside: what is written is escaped as
+/// [`push_escaped`] escapes it (a value formatted straight into a string, without a copy).
+pub struct Escaping<'a>(pub &'a mut String);
+
+impl Write for Escaping<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        push_escaped(self.0, text);
+        Ok(())
+    }
 }
 
 /// Whether JSON escapes `byte` in a string: `"`, `\` and the control characters.
