@@ -4,7 +4,8 @@
 # Base images are named by tag: their digests cannot be resolved where this project's CI runs;
 # docs/security.md says how a release pins them by digest.
 
-# Build stage: glibc is linked in (crt-static), so the binary needs no shared library at run time.
+# Build stage: glibc is linked in (crt-static), so the binary needs no shared library at run time
+# (and build.rs packs its relocations).
 # --target keeps RUSTFLAGS off build scripts and proc-macros, which must stay dynamic.
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
