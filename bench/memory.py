@@ -7,11 +7,12 @@ Cases (docs/security.md lists them with the figures):
 - `/mutate` of one dry-run pod with 200 containers and 1,000 `kvinject.io/env.*` annotations
   (denied by the limits), and the same pod through `kvinject inject`;
 - four concurrent 7 MiB AdmissionReviews whose object carries 3.5 million numbers under a field
-  kvinject never reads.
+  kvinject never reads, and four with as many numbers as `spec.volumes`, a field it reads (array
+  items are kept whatever they hold, up to `core::pruned::MAX_KEPT_VALUES`: refused with 400).
 
 The server runs with `--facts` over TLS on 127.0.0.1; growth is VmHWM after the case minus VmRSS
 once ready. Prints one line per case and exits 1 when a growth goes beyond its bound (32 MiB for
-the big pod, 96 MiB for the four bodies) or the server stops serving. Standard library only.
+the big pod, 96 MiB for each four bodies) or the server stops serving. Standard library only.
 """
 
 import json
@@ -82,8 +83,8 @@ def big_pod():
     }
 
 
-def numbers_body(uid):
-    """A 7 MiB review: a small pod with 3.5 million numbers under a field nobody reads."""
+def numbers_body(uid, field):
+    """A 7 MiB review: a small pod with 3.5 million numbers in `spec.<field>` ahead of the rest."""
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -93,7 +94,7 @@ def numbers_body(uid):
     head = json.dumps(review(pod, uid))
     marker = '"spec": {'
     numbers = ",".join(["1"] * 3_500_000)
-    body = head.replace(marker, f'{marker}"unread": [{numbers}], ', 1)
+    body = head.replace(marker, f'{marker}"{field}": [{numbers}], ', 1)
     return body.encode()
 
 
@@ -171,13 +172,13 @@ def measure_serve(binary, tmp, name, bodies, bound_mib, expect):
         small = {"metadata": {"name": "small", "labels": {"app": "x"}},
                  "spec": {"containers": [{"name": "a"}]}}
         after = server.post(json.dumps(review(small, uid="after")).encode())
-        answers = [json.loads(body)["response"] for _, body in results]
-        ok = growth < bound_mib and after[0] == 200 and all(expect(a) for a in answers)
+        answers = [expect(status, body) for status, body in results]
+        ok = growth < bound_mib and after[0] == 200 and all(answers)
         print(f"{name}: statuses {statuses}, peak RSS growth {growth:.1f} MiB "
               f"(bound {bound_mib} MiB), idle {idle / 1024:.1f} MiB, serving after: {after[0]}"
               f"{'' if ok else '  <-- FAILED'}")
-        if answers and not all(expect(a) for a in answers):
-            print(f"  unexpected answer: {answers[0]}"[:400])
+        if not all(answers):
+            print(f"  unexpected answer: {results[answers.index(False)]}"[:400])
         return ok
     finally:
         server.stop()
@@ -219,14 +220,30 @@ def measure_inject(binary, tmp, bound_mib):
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "target/release/kvinject")
     with tempfile.TemporaryDirectory() as tmp:
-        denied = lambda a: a["allowed"] is False and "limit" in a["status"]["message"].lower()
-        allowed = lambda a: a["allowed"] is True
+        def answer(status, body):
+            return json.loads(body)["response"] if status == 200 else None
+
+        def denied(status, body):
+            a = answer(status, body)
+            return a is not None and a["allowed"] is False and "limit" in a["status"]["message"].lower()
+
+        def allowed(status, body):
+            a = answer(status, body)
+            return a is not None and a["allowed"] is True
+
+        def refused(status, body):
+            return status == 400 and b"values in the fields kvinject reads" in body
+
         ok = measure_serve(binary, tmp, "/mutate, 200 containers x 1,000 annotations (dry run)",
                            [json.dumps(review(big_pod(), dry_run=True)).encode()], 32, denied)
-        bodies = [numbers_body(f"n{i}") for i in range(4)]
+        bodies = [numbers_body(f"n{i}", "unread") for i in range(4)]
         size = len(bodies[0]) / MIB
         ok &= measure_serve(binary, tmp, f"/mutate, 4 concurrent {size:.1f} MiB reviews "
                             "(3.5 million unread numbers each)", bodies, 96, allowed)
+        # Array items kvinject reads are kept whatever they hold (JSON Patch indexes): capped.
+        bodies = [numbers_body(f"c{i}", "volumes") for i in range(4)]
+        ok &= measure_serve(binary, tmp, f"/mutate, 4 concurrent {size:.1f} MiB reviews "
+                            "(3.5 million numbers as volumes each)", bodies, 96, refused)
         ok &= measure_inject(binary, tmp, 32)
     sys.exit(0 if ok else 1)
 

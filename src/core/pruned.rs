@@ -13,8 +13,13 @@
 //!   `{}`, an array `[]`, a string `""`): the core reads such a value only for its type.
 //!
 //! `tests/pruned.rs` checks that every fixture gets the same answer read pruned or whole.
+//!
+//! Kept values are counted: an item of a kept array is kept whatever it holds (the indexes
+//! again), so `[0,0,0,…]` sent where containers belong would cost a 32-byte [`Node`] for every
+//! two bytes sent. A read keeps at most [`MAX_KEPT_VALUES`] and fails past them.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -22,6 +27,13 @@ use serde_json::Number;
 
 use crate::core::annotations::{AAD_POD_IDENTITY_LABEL, MIRROR_POD, PREFIX};
 use crate::core::node::{Key as Name, Members, Node};
+
+/// Values one read keeps at most: every string, number, literal, array and object kept counts
+/// one. The large review of `bench/bodies.rs` (50 full containers) keeps 1,429, the typical 57.
+pub const MAX_KEPT_VALUES: usize = 100_000;
+
+/// The start of the error of a read past [`MAX_KEPT_VALUES`].
+pub const TOO_MANY_VALUES: &str = "too many values kept";
 
 /// What of a JSON value is kept.
 #[derive(Clone, Copy)]
@@ -136,15 +148,42 @@ pub const KEPT: Keep = Keep::Fields(&[
     ),
 ]);
 
-impl<'de> DeserializeSeed<'de> for Keep {
+/// Reads one value from `deserializer` keeping what `rule` keeps, at most [`MAX_KEPT_VALUES`]
+/// values.
+pub fn read<'de, D: Deserializer<'de>>(deserializer: D, rule: Keep) -> Result<Node, D::Error> {
+    let left = Cell::new(MAX_KEPT_VALUES);
+    Seed { rule, left: &left }.deserialize(deserializer)
+}
+
+/// A rule, and how many more values the read may keep.
+#[derive(Clone, Copy)]
+struct Seed<'a> {
+    rule: Keep,
+    left: &'a Cell<usize>,
+}
+
+impl<'a> Seed<'a> {
+    /// The same count for another rule.
+    fn with(self, rule: Keep) -> Seed<'a> {
+        Seed { rule, ..self }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Seed<'_> {
     type Value = Node;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Node, D::Error> {
+        let Some(left) = self.left.get().checked_sub(1) else {
+            return Err(serde::de::Error::custom(format_args!(
+                "{TOO_MANY_VALUES}: more than {MAX_KEPT_VALUES} in the fields kvinject reads"
+            )));
+        };
+        self.left.set(left);
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Keep {
+impl<'de> Visitor<'de> for Seed<'_> {
     type Value = Node;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -176,17 +215,17 @@ impl<'de> Visitor<'de> for Keep {
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Node, E> {
-        Ok(Node::String(match self {
-            Self::Text => v.to_owned(),
+        Ok(Node::String(match self.rule {
+            Keep::Text => v.to_owned(),
             _ => String::new(),
         }))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
         let mut items = Vec::new();
-        match self {
-            Self::Items(rule) => {
-                while let Some(item) = seq.next_element_seed(*rule)? {
+        match self.rule {
+            Keep::Items(rule) => {
+                while let Some(item) = seq.next_element_seed(self.with(*rule))? {
                     items.push(item);
                 }
             }
@@ -196,11 +235,11 @@ impl<'de> Visitor<'de> for Keep {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-        let mut kept = KeptObject::new(self);
+        let mut kept = KeptObject::new(self.rule);
         while let Some(Key(key)) = map.next_key()? {
             match kept.member(&key) {
                 Some(member) => {
-                    let value = map.next_value_seed(member.rule)?;
+                    let value = map.next_value_seed(self.with(member.rule))?;
                     kept.keep(member, value);
                 }
                 None => {
@@ -314,7 +353,7 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 /// UTF-8 only in the strings it reads, and skipped ones must be valid JSON too.
 pub fn from_str(text: &str, rule: Keep) -> serde_json::Result<Node> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let value = rule.deserialize(&mut deserializer)?;
+    let value = read(&mut deserializer, rule)?;
     deserializer.end()?;
     Ok(value)
 }
@@ -323,7 +362,7 @@ pub fn from_str(text: &str, rule: Keep) -> serde_json::Result<Node> {
 mod tests {
     use serde_json::json;
 
-    use super::{KEPT, Keep, from_str};
+    use super::{KEPT, Keep, MAX_KEPT_VALUES, TOO_MANY_VALUES, from_str};
 
     fn pruned(value: serde_json::Value) -> serde_json::Value {
         from_str(&value.to_string(), KEPT).unwrap().to_value()
@@ -448,5 +487,35 @@ mod tests {
             json!({"spec": {}})
         );
         assert!(from_str(&"[".repeat(10_000), KEPT).is_err());
+    }
+
+    /// `{"spec": {"volumes": [0, 0, …]}}` with `items` numbers: 3 + `items` values kept.
+    fn volumes_of_numbers(items: usize) -> String {
+        format!(
+            r#"{{"spec": {{"volumes": [{}0]}}}}"#,
+            "0,".repeat(items - 1)
+        )
+    }
+
+    #[test]
+    fn a_read_keeps_at_most_max_kept_values() {
+        // Items of a kept array are kept whatever they hold: counted, up to the limit.
+        let at_limit = volumes_of_numbers(MAX_KEPT_VALUES - 3);
+        let kept = from_str(&at_limit, KEPT).unwrap().to_value();
+        assert_eq!(
+            kept["spec"]["volumes"].as_array().unwrap().len(),
+            MAX_KEPT_VALUES - 3
+        );
+        let error = from_str(&volumes_of_numbers(MAX_KEPT_VALUES - 2), KEPT).unwrap_err();
+        assert!(error.to_string().starts_with(TOO_MANY_VALUES), "{error}");
+        // What is skipped is not counted.
+        let unread = format!(
+            r#"{{"spec": {{"x": [{}0]}}}}"#,
+            "0,".repeat(2 * MAX_KEPT_VALUES)
+        );
+        assert_eq!(
+            from_str(&unread, KEPT).unwrap().to_value(),
+            json!({"spec": {}})
+        );
     }
 }

@@ -24,6 +24,8 @@ pub struct Reader<'a> {
     at: usize,
     /// The closing brackets of the skipped containers open, innermost last.
     open: Vec<u8>,
+    /// How many more values may be kept ([`pruned::MAX_KEPT_VALUES`] in all).
+    left: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -34,6 +36,7 @@ impl<'a> Reader<'a> {
             bytes: text.as_bytes(),
             at: 0,
             open: Vec::new(),
+            left: pruned::MAX_KEPT_VALUES,
         }
     }
 
@@ -273,7 +276,9 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads one value keeping what `rule` keeps: the same [`Node`] `pruned::from_str` gives.
+    /// Past [`pruned::MAX_KEPT_VALUES`] kept by this reader, `None`: serde's read gives the error.
     pub fn kept(&mut self, rule: Keep) -> Option<Node> {
+        self.left = self.left.checked_sub(1)?;
         let first = self.peek()?;
         match first {
             b'{' => self.kept_object(rule),
@@ -343,7 +348,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::pruned::KEPT;
+    use crate::core::pruned::{KEPT, MAX_KEPT_VALUES};
 
     /// The fast read of `text` as a whole value, or `None`.
     fn fast(text: &str, rule: Keep) -> Option<Node> {
@@ -420,5 +425,16 @@ mod tests {
         assert_eq!(fast(&deep, KEPT), pruned::from_str(&deep, KEPT).ok());
         let unbalanced = format!(r#"{{"spec": {{"x": {}}}}}"#, "[{".repeat(1000));
         assert_eq!(fast(&unbalanced, KEPT), None);
+    }
+
+    #[test]
+    fn past_max_kept_values_the_read_is_left_to_serde() {
+        // The object, `containers` and its items: the last one of these two is one too many.
+        for (items, kept) in [(MAX_KEPT_VALUES - 2, true), (MAX_KEPT_VALUES - 1, false)] {
+            let text = format!(r#"{{"containers": [{}1]}}"#, "1,".repeat(items - 1));
+            let rule = Keep::Fields(&[("containers", Keep::Items(&Keep::Shape))]);
+            assert_eq!(fast(&text, rule).is_some(), kept, "{items} items");
+            assert_eq!(pruned::from_str(&text, rule).is_ok(), kept, "{items} items");
+        }
     }
 }

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use kube::core::admission::Operation;
 use kube::core::{GroupVersionKind, GroupVersionResource};
 use serde::Deserialize;
-use serde::de::{DeserializeSeed, IgnoredAny};
+use serde::de::IgnoredAny;
 use serde_json::error::Category;
 
 use crate::core::denial::{Denial, DenialReason};
@@ -71,6 +71,14 @@ pub enum ReviewError {
     /// A CREATE or UPDATE without the object.
     #[error("AdmissionReview request for a {0} has no object")]
     MissingObject(&'static str),
+    /// An object with more values in the fields kvinject reads than it keeps.
+    #[error(
+        "AdmissionReview request object holds more than {} values in the fields kvinject reads \
+         (metadata, volumes, containers with their env and volume mounts): kvinject does not hold \
+         that much for one review",
+        pruned::MAX_KEPT_VALUES
+    )]
+    ObjectTooLarge,
 }
 
 /// How an admission ended, for logs and metrics.
@@ -344,11 +352,11 @@ struct WireRequestReview {
 }
 
 fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Node, D::Error> {
-    Keep::Text.deserialize(deserializer)
+    pruned::read(deserializer, Keep::Text)
 }
 
 fn object<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Node>, D::Error> {
-    let object = pruned::KEPT.deserialize(deserializer)?;
+    let object = pruned::read(deserializer, pruned::KEPT)?;
     Ok((!object.is_null()).then_some(object))
 }
 
@@ -388,6 +396,9 @@ fn read_by_serde(body: &str) -> Result<WireRequestReview, ReviewError> {
         });
     }
     serde_json::from_str(body).map_err(|e| match e.classify() {
+        Category::Data if e.to_string().starts_with(pruned::TOO_MANY_VALUES) => {
+            ReviewError::ObjectTooLarge
+        }
         Category::Data => ReviewError::NotAdmissionReview(e.to_string()),
         _ => ReviewError::NotJson(e),
     })
@@ -713,6 +724,29 @@ mod tests {
             let fast = format!("{:?}", decode(body.as_bytes()));
             let serde = format!("{:?}", decode_by_serde(body.as_bytes()));
             assert_eq!(fast, serde, "{body}");
+        }
+    }
+
+    /// Array items of the object are kept whatever they hold (JSON Patch indexes), so their
+    /// count is bounded: both reads refuse an object past it with the same error.
+    #[test]
+    fn an_object_past_max_kept_values_is_refused_by_both_reads() {
+        let body = |items: usize| {
+            format!(
+                r#"{{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": {{
+                  "uid": "u", "kind": {{"group": "", "version": "v1", "kind": "Pod"}},
+                  "resource": {{"group": "", "version": "v1", "resource": "pods"}},
+                  "operation": "CREATE", "userInfo": {{}},
+                  "object": {{"spec": {{"volumes": [{}0]}}}}}}}}"#,
+                "0,".repeat(items - 1)
+            )
+        };
+        // The object, its spec, the volumes and their items.
+        let limit = pruned::MAX_KEPT_VALUES - 3;
+        for read in [decode, decode_by_serde] {
+            assert!(read(body(limit).as_bytes()).is_ok());
+            let error = read(body(limit + 1).as_bytes()).unwrap_err();
+            assert!(matches!(error, ReviewError::ObjectTooLarge), "{error}");
         }
     }
 
