@@ -4,15 +4,15 @@
 # Base images are named by tag: their digests cannot be resolved where this project's CI runs;
 # docs/security.md says how a release pins them by digest.
 
-# Build stage: glibc is linked in (crt-static), so the binary needs no shared library at run time
-# (and build.rs packs its relocations).
+# Build stage: glibc is linked in (crt-static), so the binary needs no shared library at run time;
+# build.rs packs its relocations (KVINJECT_PACK_RELOCS=1: glibc 2.36 or later, as bookworm's).
 # --target keeps RUSTFLAGS off build scripts and proc-macros, which must stay dynamic.
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    RUSTFLAGS="-C target-feature=+crt-static" \
+    RUSTFLAGS="-C target-feature=+crt-static" KVINJECT_PACK_RELOCS=1 \
     cargo build --release --locked --target x86_64-unknown-linux-gnu \
     && cp target/x86_64-unknown-linux-gnu/release/kvinject /kvinject
 
