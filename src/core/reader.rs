@@ -24,7 +24,7 @@ pub struct Reader<'a> {
     at: usize,
     /// The closing brackets of the skipped containers open, innermost last.
     open: Vec<u8>,
-    /// How many more values may be kept ([`pruned::MAX_KEPT_VALUES`] in all).
+    /// What the value being read may still keep (see [`pruned::MAX_KEPT_VALUES`]).
     left: usize,
 }
 
@@ -275,10 +275,17 @@ impl<'a> Reader<'a> {
         self.expect(b':')
     }
 
-    /// Reads one value keeping what `rule` keeps: the same [`Node`] `pruned::from_str` gives.
-    /// Past [`pruned::MAX_KEPT_VALUES`] kept by this reader, `None`: serde's read gives the error.
-    pub fn kept(&mut self, rule: Keep) -> Option<Node> {
-        self.left = self.left.checked_sub(1)?;
+    /// Reads one value keeping what `rule` keeps, counted from [`pruned::MAX_KEPT_VALUES`] as
+    /// `pruned::read` counts: the same [`Node`] it gives, or `None` past the count (serde's read
+    /// then gives the error).
+    pub fn read_kept(&mut self, rule: Keep) -> Option<Node> {
+        self.left = pruned::MAX_KEPT_VALUES;
+        self.kept(rule)
+    }
+
+    /// Reads one value keeping what `rule` keeps, within what is left of the count.
+    fn kept(&mut self, rule: Keep) -> Option<Node> {
+        self.left = self.left.checked_sub(rule.cost())?;
         let first = self.peek()?;
         match first {
             b'{' => self.kept_object(rule),
@@ -312,6 +319,7 @@ impl<'a> Reader<'a> {
             first = false;
             match kept.member(key) {
                 Some(member) => {
+                    self.left = self.left.checked_sub(member.extra)?;
                     let value = self.kept(member.rule)?;
                     kept.keep(member, value);
                 }
@@ -353,7 +361,7 @@ mod tests {
     /// The fast read of `text` as a whole value, or `None`.
     fn fast(text: &str, rule: Keep) -> Option<Node> {
         let mut reader = Reader::new(text);
-        let node = reader.kept(rule)?;
+        let node = reader.read_kept(rule)?;
         reader.at_end().then_some(node)
     }
 
@@ -429,8 +437,9 @@ mod tests {
 
     #[test]
     fn past_max_kept_values_the_read_is_left_to_serde() {
-        // The object, `containers` and its items: the last one of these two is one too many.
-        for (items, kept) in [(MAX_KEPT_VALUES - 2, true), (MAX_KEPT_VALUES - 1, false)] {
+        // The object (1 field) 2, `containers` 1 and its items 1 each: the last one of these two
+        // is one too many.
+        for (items, kept) in [(MAX_KEPT_VALUES - 3, true), (MAX_KEPT_VALUES - 2, false)] {
             let text = format!(r#"{{"containers": [{}1]}}"#, "1,".repeat(items - 1));
             let rule = Keep::Fields(&[("containers", Keep::Items(&Keep::Shape))]);
             assert_eq!(fast(&text, rule).is_some(), kept, "{items} items");

@@ -373,6 +373,29 @@ pub fn decode(body: &[u8]) -> Result<Decoded, ReviewError> {
     checked(review)
 }
 
+/// The answer to a review whose object `decode` refused for its size ([`ReviewError::ObjectTooLarge`]),
+/// by the uid its envelope names: a denial (class `limit`) rather than an HTTP error, which a
+/// webhook with `failurePolicy: Ignore` would turn into an admission without kvinject's checks.
+/// `None` for any other error, or when no uid can be read (the error then stands).
+pub fn refusal(body: &[u8], error: &ReviewError) -> Option<Answer> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        request: Uid,
+    }
+    #[derive(Deserialize)]
+    struct Uid {
+        uid: String,
+    }
+    if !matches!(error, ReviewError::ObjectTooLarge) {
+        return None;
+    }
+    // Everything but the uid is skipped unkept.
+    let envelope: Envelope = serde_json::from_slice(body).ok()?;
+    let uid = envelope.request.uid;
+    let denial = Denial::new(error).because(DenialReason::Limit);
+    (!uid.is_empty()).then(|| Answer::allowed(uid).deny(&denial))
+}
+
 /// [`decode`] with `serde_json` alone: the reference the fast read is tested against.
 pub fn decode_by_serde(body: &[u8]) -> Result<Decoded, ReviewError> {
     checked(read_by_serde(utf8(body)?)?)
@@ -429,7 +452,7 @@ fn read_fast(body: &str) -> Option<WireRequestReview> {
         if slot.is_some() {
             return None;
         }
-        *slot = Some(reader.kept(Keep::Text)?);
+        *slot = Some(reader.read_kept(Keep::Text)?);
     }
     if !reader.at_end() {
         return None;
@@ -469,7 +492,7 @@ fn read_request_fast(reader: &mut Reader<'_>) -> Option<RequestHead> {
             if object.is_some() {
                 return None;
             }
-            object = Some(reader.kept(pruned::KEPT)?);
+            object = Some(reader.read_kept(pruned::KEPT)?);
             continue;
         }
         reader.whitespace();
@@ -741,13 +764,28 @@ mod tests {
                 "0,".repeat(items - 1)
             )
         };
-        // The object, its spec, the volumes and their items.
-        let limit = pruned::MAX_KEPT_VALUES - 3;
+        // The object, its spec and the volumes count 14, each item 3 (`pruned`'s tests).
+        let limit = (pruned::MAX_KEPT_VALUES - 14) / 3;
+        assert!(read_fast(&body(limit)).is_some());
         for read in [decode, decode_by_serde] {
             assert!(read(body(limit).as_bytes()).is_ok());
             let error = read(body(limit + 1).as_bytes()).unwrap_err();
             assert!(matches!(error, ReviewError::ObjectTooLarge), "{error}");
+            // Answered by its uid, denied with the reason.
+            let answer = refusal(body(limit + 1).as_bytes(), &error).unwrap();
+            assert_eq!(
+                (answer.uid.as_str(), answer.outcome),
+                ("u", Outcome::Denied)
+            );
+            assert_eq!(answer.denial_reason, Some(DenialReason::Limit));
+            let message = answer.message.unwrap();
+            assert!(
+                message.contains("values in the fields kvinject reads"),
+                "{message}"
+            );
         }
+        let not_too_large = ReviewError::MissingUid;
+        assert!(refusal(body(limit).as_bytes(), &not_too_large).is_none());
     }
 
     /// The text written by hand is byte for byte what serde_json writes for the same review.

@@ -20,7 +20,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::cluster::Cluster;
 use crate::core::denial::MESSAGE_PREFIX;
 use crate::lifecycle::readiness::Readiness;
-use crate::webhook::admission::{self, ReviewError, Route};
+use crate::webhook::admission::{self, Answer, ReviewError, Route};
 use crate::webhook::listener::Limits;
 use crate::webhook::metrics::SharedMetrics;
 use crate::webhook::review::{Budget, Reviewer};
@@ -307,18 +307,12 @@ async fn answer_http(
     body: &[u8],
     (started, budget): (Instant, Budget),
 ) -> Result<Response, HttpError> {
-    let decoded = admission::decode(body)?;
+    let decoded = match admission::decode(body) {
+        Ok(decoded) => decoded,
+        Err(error) => return refused(route, state, body, error, started),
+    };
     let answer = state.review(route, &decoded, budget).await?;
-    let kind = &decoded.request.kind.kind;
-    state.metrics().admission(
-        route.as_str(),
-        kind,
-        answer.outcome.as_str(),
-        started.elapsed().as_secs_f64(),
-    );
-    if let Some(reason) = answer.denial_reason {
-        state.metrics().denial(route.as_str(), reason);
-    }
+    count(state, route, &decoded.request.kind.kind, &answer, started);
     let workload = decoded.workload();
     tracing::info!(
         route = route.as_str(),
@@ -337,6 +331,43 @@ async fn answer_http(
     );
     let encoded = answer.encode();
     Ok(([(header::CONTENT_TYPE, "application/json")], encoded).into_response())
+}
+
+/// Counts an answered review of `kind` in the metrics.
+fn count(state: &Reviewer, route: Route, kind: &str, answer: &Answer, started: Instant) {
+    let metrics = state.metrics();
+    let seconds = started.elapsed().as_secs_f64();
+    metrics.admission(route.as_str(), kind, answer.outcome.as_str(), seconds);
+    if let Some(reason) = answer.denial_reason {
+        metrics.denial(route.as_str(), reason);
+    }
+}
+
+/// A review `decode` refused: denied by its uid when [`admission::refusal`] can answer it
+/// (counted and logged as a denial), else the HTTP error.
+fn refused(
+    route: Route,
+    state: &Reviewer,
+    body: &[u8],
+    error: ReviewError,
+    started: Instant,
+) -> Result<Response, HttpError> {
+    let Some(answer) = admission::refusal(body, &error) else {
+        return Err(error.into());
+    };
+    count(state, route, "other", &answer, started);
+    tracing::warn!(
+        route = route.as_str(),
+        outcome = answer.outcome.as_str(),
+        duration_us = started.elapsed().as_micros() as u64,
+        denial = answer.denial_message(),
+        "admission"
+    );
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        answer.encode(),
+    )
+        .into_response())
 }
 
 /// The webhook timeout the API server names in the URL (`?timeout=10s`, a Go duration of whole
