@@ -513,11 +513,12 @@ mod tests {
         assert!(from_str(&"[".repeat(10_000), KEPT).is_err());
     }
 
-    /// `{"spec": {"volumes": [0, 0, …]}}` with `items` numbers, which count 14 + 3 × `items`: the
-    /// object (4 fields) 5, its spec (7) 8, the volumes 1 and each item 3 (a volume's 2 fields).
+    /// A pod whose `spec.volumes` are `items` numbers, which counts 16 + 3 × `items`: the object
+    /// (4 fields) 5, its apiVersion and kind 2, its spec (7 fields) 8, the volumes 1 and each item
+    /// 3 (a volume's 2 fields). 33,328 items count exactly [`MAX_KEPT_VALUES`].
     fn volumes_of_numbers(items: usize) -> String {
         format!(
-            r#"{{"spec": {{"volumes": [{}0]}}}}"#,
+            r#"{{"apiVersion": "v1", "kind": "Pod", "spec": {{"volumes": [{}0]}}}}"#,
             "0,".repeat(items - 1)
         )
     }
@@ -525,7 +526,8 @@ mod tests {
     #[test]
     fn a_read_keeps_at_most_max_kept_values() {
         // Items of a kept array are kept whatever they hold: counted, up to the limit.
-        let items = (MAX_KEPT_VALUES - 14) / 3;
+        let items = (MAX_KEPT_VALUES - 16) / 3;
+        assert_eq!(16 + 3 * items, MAX_KEPT_VALUES);
         let kept = from_str(&volumes_of_numbers(items), KEPT)
             .unwrap()
             .to_value();

@@ -379,7 +379,10 @@ pub fn decode(body: &[u8]) -> Result<Decoded, ReviewError> {
 /// `None` for any other error, or when no uid can be read (the error then stands).
 pub fn refusal(body: &[u8], error: &ReviewError) -> Option<Answer> {
     #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
     struct Envelope {
+        api_version: String,
+        kind: String,
         request: Uid,
     }
     #[derive(Deserialize)]
@@ -389,8 +392,11 @@ pub fn refusal(body: &[u8], error: &ReviewError) -> Option<Answer> {
     if !matches!(error, ReviewError::ObjectTooLarge) {
         return None;
     }
-    // Everything but the uid is skipped unkept.
+    // Everything but the envelope's names and the uid is skipped unkept.
     let envelope: Envelope = serde_json::from_slice(body).ok()?;
+    if envelope.api_version != ADMISSION_V1 || envelope.kind != "AdmissionReview" {
+        return None;
+    }
     let uid = envelope.request.uid;
     let denial = Denial::new(error).because(DenialReason::Limit);
     (!uid.is_empty()).then(|| Answer::allowed(uid).deny(&denial))
@@ -760,12 +766,14 @@ mod tests {
                   "uid": "u", "kind": {{"group": "", "version": "v1", "kind": "Pod"}},
                   "resource": {{"group": "", "version": "v1", "resource": "pods"}},
                   "operation": "CREATE", "userInfo": {{}},
-                  "object": {{"spec": {{"volumes": [{}0]}}}}}}}}"#,
+                  "object": {{"apiVersion": "v1", "kind": "Pod", "spec": {{"volumes": [{}0]}}}}}}}}"#,
                 "0,".repeat(items - 1)
             )
         };
-        // The object, its spec and the volumes count 14, each item 3 (`pruned`'s tests).
-        let limit = (pruned::MAX_KEPT_VALUES - 14) / 3;
+        // The object counts 16, each item 3: `limit` items count the limit exactly (`pruned`'s
+        // tests).
+        let limit = (pruned::MAX_KEPT_VALUES - 16) / 3;
+        assert_eq!(16 + 3 * limit, pruned::MAX_KEPT_VALUES);
         assert!(read_fast(&body(limit)).is_some());
         for read in [decode, decode_by_serde] {
             assert!(read(body(limit).as_bytes()).is_ok());
@@ -786,6 +794,15 @@ mod tests {
         }
         let not_too_large = ReviewError::MissingUid;
         assert!(refusal(body(limit).as_bytes(), &not_too_large).is_none());
+        // Without a uid, or in another envelope, the error stands (400).
+        let too_large = ReviewError::ObjectTooLarge;
+        for other in [
+            body(limit + 1).replacen(r#""uid": "u""#, r#""uid": """#, 1),
+            body(limit + 1).replacen("admission.k8s.io/v1", "admission.k8s.io/v1beta1", 1),
+            body(limit + 1).replacen(r#""kind": "AdmissionReview""#, r#""kind": "Other""#, 1),
+        ] {
+            assert!(refusal(other.as_bytes(), &too_large).is_none());
+        }
     }
 
     /// The text written by hand is byte for byte what serde_json writes for the same review.
