@@ -47,8 +47,13 @@ struct Wanted {
 }
 
 /// Every object a generate-mode pod asks for, parsed and checked for form.
-#[derive(Debug, Clone)]
-pub struct Asked(Vec<Wanted>);
+#[derive(Debug)]
+pub struct Asked {
+    wanted: Vec<Wanted>,
+    /// Each group of [`by_vault`]`(None)` as files, in the groups' order: what `read` checked,
+    /// kept for [`generate`], which groups the same way unless a `?vault=` names the pod's vault.
+    mounted: Vec<VaultObjects>,
+}
 
 /// What one vault's SPC mounts and syncs.
 #[derive(Debug, Default)]
@@ -88,7 +93,7 @@ impl Asked {
         let mut wanted = Vec::new();
         for (prefix, use_, annotations) in entries {
             for (name, value) in annotations {
-                let annotation = format!("{prefix}{name}");
+                let annotation = [prefix, name].concat();
                 let mut object = parse_reference(&annotation, value)?;
                 if use_ == Use::Tls {
                     check_tls_object(&annotation, &object)?;
@@ -103,45 +108,60 @@ impl Asked {
                 });
             }
         }
-        let asked = Self(wanted);
-        for group in asked.by_vault(None).values() {
-            mount(group)?;
-        }
-        Ok(asked)
-    }
-
-    /// The objects by vault: `None` is the pod's vault, which a `?vault=` naming `pod_vault`
-    /// joins.
-    fn by_vault(&self, pod_vault: Option<&str>) -> BTreeMap<Option<&str>, Vec<&Wanted>> {
-        let mut groups: BTreeMap<Option<&str>, Vec<&Wanted>> = BTreeMap::new();
-        for wanted in &self.0 {
-            let vault = wanted
-                .vault
-                .as_deref()
-                .filter(|v| pod_vault.is_none_or(|pod| !pod.eq_ignore_ascii_case(v)));
-            groups.entry(vault).or_default().push(wanted);
-        }
-        groups
+        let mounted = by_vault(&wanted, None)
+            .values()
+            .map(|group| mount(group))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { wanted, mounted })
     }
 
     /// How many vaults the objects name, the pod's own counted once (at most one more than
     /// there are distinct `?vault=` values).
     pub fn vault_count(&self) -> usize {
-        let vaults: BTreeSet<Option<&str>> = self.0.iter().map(|w| w.vault.as_deref()).collect();
+        let vaults: BTreeSet<Option<&str>> =
+            self.wanted.iter().map(|w| w.vault.as_deref()).collect();
         vaults.len()
     }
 
     /// Whether some object lives in the pod's own vault (has no `?vault=`).
     fn uses_pod_vault(&self) -> bool {
-        self.0.iter().any(|w| w.vault.is_none())
+        self.wanted.iter().any(|w| w.vault.is_none())
     }
+
+    /// Whether a `?vault=` names `pod_vault`: its objects then join the pod's vault's group.
+    fn names_pod_vault(&self, pod_vault: Option<&str>) -> bool {
+        pod_vault.is_some_and(|pod| {
+            let named = |w: &Wanted| {
+                w.vault
+                    .as_deref()
+                    .is_some_and(|v| pod.eq_ignore_ascii_case(v))
+            };
+            self.wanted.iter().any(named)
+        })
+    }
+}
+
+/// The objects by vault: `None` is the pod's vault, which a `?vault=` naming `pod_vault` joins.
+fn by_vault<'a>(
+    wanted: &'a [Wanted],
+    pod_vault: Option<&str>,
+) -> BTreeMap<Option<&'a str>, Vec<&'a Wanted>> {
+    let mut groups: BTreeMap<Option<&str>, Vec<&Wanted>> = BTreeMap::new();
+    for wanted in wanted {
+        let vault = wanted
+            .vault
+            .as_deref()
+            .filter(|v| pod_vault.is_none_or(|pod| !pod.eq_ignore_ascii_case(v)));
+        groups.entry(vault).or_default().push(wanted);
+    }
+    groups
 }
 
 /// Generates one SPC per vault for a pod in `namespace`, with the volume that mounts each at
 /// `mount_path` (the pod's vault) or `<mount_path>-<vault>` (another vault).
 pub fn generate(
     request: &Request<'_>,
-    asked: &Asked,
+    asked: Asked,
     mount_path: &str,
     namespace: &str,
     pod_identity: &PodIdentity,
@@ -179,16 +199,29 @@ pub fn generate(
         },
     )?;
     let mut generated = Generated::default();
-    for (other_vault, group) in asked.by_vault(merged_into.as_deref()) {
-        let (vault, named_by) = match other_vault {
-            Some(vault) => (
-                vault.to_owned(),
-                format!("annotation {}", group[0].annotation),
-            ),
-            None => (pod_vault.clone()?, pod_vault_source(request)),
+    let groups = by_vault(&asked.wanted, merged_into.as_deref());
+    // Grouped as `read` grouped them, the groups are mounted already.
+    let mut mounted = if asked.names_pod_vault(merged_into.as_deref()) {
+        Vec::new()
+    } else {
+        asked.mounted
+    }
+    .into_iter();
+    for (other_vault, group) in groups {
+        let vault = match other_vault {
+            Some(vault) => vault.to_owned(),
+            None => pod_vault.clone()?,
         };
-        refuse_vault_not_allowed(&vault, &named_by, namespace, facts, settings)?;
-        let objects = mount(&group)?;
+        let named_by = || match other_vault {
+            Some(_) => format!("annotation {}", group[0].annotation),
+            None => pod_vault_source(request),
+        };
+        let allowed = namespace_facts.allowed_vaults.as_deref();
+        refuse_vault_not_allowed(&vault, named_by, namespace, allowed, settings)?;
+        let objects = match mounted.next() {
+            Some(objects) => objects,
+            None => mount(&group)?,
+        };
         let content = SpcContent {
             vault: &vault,
             tenant_id,
@@ -207,7 +240,7 @@ pub fn generate(
             var: s.var.clone(),
             secret: spc.name.clone(),
             key: s.var.clone(),
-            annotation: format!("{ENV_PREFIX}{}", s.var),
+            annotation: [ENV_PREFIX, &s.var].concat(),
         }));
         generated.objects.push(PodObjects {
             vault,

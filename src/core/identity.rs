@@ -284,10 +284,38 @@ pub fn matches_spc(pod: &PodIdentity, spc: &SpcIdentity) -> bool {
 
 /// Whether `s` is a GUID (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, hex).
 pub fn is_guid(s: &str) -> bool {
-    let groups: Vec<&str> = s.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()))
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guid_is_five_groups_of_hex_digits_of_set_lengths() {
+        for guid in [
+            "00000000-0000-0000-0000-000000000000",
+            "3fa85f64-5717-4562-B3FC-2c963f66afa6",
+        ] {
+            assert!(is_guid(guid), "{guid}");
+        }
+        for not_guid in [
+            "",
+            "-",
+            "3fa85f64-5717-4562-b3fc",
+            "3fa85f64-5717-4562-b3fc-2c963f66afa6-",
+            "3fa85f64-5717-4562-b3fc-2c963f66afa6-0000",
+            "3fa85f645-717-4562-b3fc-2c963f66afa6",
+            "3fa85f64-5717-4562-b3fc-2c963f66afaz",
+            "3fa85f64-5717-4562-b3fc-2c963f66afa６",
+            "{3fa85f64-5717-4562-b3fc-2c963f66afa6}",
+            "3fa85f6457174562b3fc2c963f66afa6",
+        ] {
+            assert!(!is_guid(not_guid), "{not_guid}");
+        }
+    }
 }

@@ -245,7 +245,7 @@ pub fn plan_pod(
     }
     let wired = match mode {
         Mode::Generate(asked) => generate::generate(
-            &request, &asked, mount_path, namespace, &identity, facts, settings,
+            &request, asked, mount_path, namespace, &identity, facts, settings,
         )?,
         Mode::Reference(spc_name) => generate::Generated {
             volumes: vec![VolumeWire {
@@ -433,17 +433,17 @@ enum Mode<'a> {
 
 /// Namespace guardrails: a vault outside the namespace's `kvinject.io/allowed-vaults`, or the
 /// server's `--allowed-vaults`, is denied naming the list that refuses it. Vault names are
-/// DNS labels: compared without case.
+/// DNS labels: compared without case. `named_by` says what named the vault, asked only for a
+/// denial.
 pub(crate) fn refuse_vault_not_allowed(
     vault: &str,
-    named_by: &str,
+    named_by: impl FnOnce() -> String,
     namespace: &str,
-    facts: &dyn ClusterFacts,
+    namespace_list: Option<&[String]>,
     settings: &Settings,
 ) -> Result<(), Denial> {
     let allows = |list: &[String]| list.iter().any(|v| v.eq_ignore_ascii_case(vault));
-    let namespace_list = facts.namespace(namespace).and_then(|ns| ns.allowed_vaults);
-    let refused_by = match (&namespace_list, &settings.allowed_vaults) {
+    let refused_by = match (namespace_list, settings.allowed_vaults.as_deref()) {
         (Some(list), _) if !allows(list) => Some((
             format!(
                 "namespace {namespace}'s annotation {}",
@@ -460,8 +460,9 @@ pub(crate) fn refuse_vault_not_allowed(
         return Ok(());
     };
     Err(Denial::new(format!(
-        "{named_by}: Key Vault {vault} is not among the vaults {source} allows ([{}]); use one of them, \
+        "{}: Key Vault {vault} is not among the vaults {source} allows ([{}]); use one of them, \
          or ask the cluster admins to allow it",
+        named_by(),
         list.join(", ")
     ))
     .because(DenialReason::Namespace))
@@ -485,8 +486,10 @@ fn reference_mode(
     };
     refuse_unusable_spc_identity(spc_name, &spc.identity)?;
     if let Some(vault) = &spc.vault {
-        let what = format!("annotation {SECRET_PROVIDER_CLASS} (SecretProviderClass {spc_name})");
-        refuse_vault_not_allowed(vault, &what, namespace, facts, settings)?;
+        let what =
+            || format!("annotation {SECRET_PROVIDER_CLASS} (SecretProviderClass {spc_name})");
+        let namespace_list = facts.namespace(namespace).and_then(|ns| ns.allowed_vaults);
+        refuse_vault_not_allowed(vault, what, namespace, namespace_list.as_deref(), settings)?;
     }
     if !identity::matches_spc(identity, &spc.identity) {
         return Err(Denial::annotation(

@@ -208,7 +208,13 @@ pub fn objects_parameter(files: &BTreeMap<String, ObjectRef>) -> String {
 
 /// Lowercase hex digits of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * bytes.len());
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    out
 }
 
 /// SHA-256 of a spec's canonical JSON (object keys sorted at every level): equal for equal
@@ -259,6 +265,15 @@ mod tests {
             .iter()
             .map(|(alias, reference)| (alias.to_string(), ObjectRef::parse(reference).unwrap()))
             .collect()
+    }
+
+    #[test]
+    fn hex_is_two_lowercase_digits_per_byte() {
+        assert_eq!(hex(&[]), "");
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff, 0x5c]), "000fa0ff5c");
+        let every_byte: Vec<u8> = (0..=255).collect();
+        let expected: String = every_byte.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex(&every_byte), expected);
     }
 
     #[test]
