@@ -1,9 +1,12 @@
 //! The load run's baseline: kvinject's HTTPS stack (`serve_tls`, `tls::server_config`,
 //! `harden`) with one route, `POST /mutate`, that reads the body and answers a constant
 //! AdmissionReview allow response of `--response-bytes` bytes. What `bench/load` measures on it is
-//! the cost of the stack alone, to compare kvinject's own work against.
+//! the cost of the stack alone, to compare kvinject's own work against. With `--decode true` it
+//! also reads the review as kvinject does (`admission::decode`) before answering: what reading
+//! alone costs, the floor under any answer that depends on the review.
 //!
 //! usage: baseline-server --listen ADDR --tls-cert-file F --tls-key-file F --response-bytes N
+//!        [--decode true]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,14 +19,14 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use kvinject::webhook::http;
 use kvinject::webhook::listener::{self, Limits};
 use kvinject::webhook::metrics::SharedMetrics;
 use kvinject::webhook::tls;
+use kvinject::webhook::{admission, http};
 use serde_json::json;
 
-const USAGE: &str =
-    "usage: baseline-server --listen ADDR --tls-cert-file F --tls-key-file F --response-bytes N";
+const USAGE: &str = "usage: baseline-server --listen ADDR --tls-cert-file F --tls-key-file F \
+     --response-bytes N [--decode true]";
 
 /// An allowed AdmissionReview response of exactly `size` bytes (or the smallest one, if larger),
 /// padded with an audit annotation.
@@ -67,6 +70,14 @@ async fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
+    let decode = match flags.get("--decode") {
+        None | Some(&"false") => false,
+        Some(&"true") => true,
+        Some(_) => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
     let tls = match tls::server_config(Path::new(cert), Path::new(key)) {
         Ok(tls) => tls,
         Err(error) => {
@@ -91,7 +102,10 @@ async fn main() -> ExitCode {
         "/mutate",
         post(move |headers: HeaderMap, body: Body| async move {
             match gate.admit(&headers, body, limits.body_timeout).await {
-                Ok(_admitted) => {
+                Ok(admitted) => {
+                    if decode {
+                        let _ = std::hint::black_box(admission::decode(&admitted.body));
+                    }
                     ([(header::CONTENT_TYPE, "application/json")], response).into_response()
                 }
                 Err(error) => error.respond(&rejected),

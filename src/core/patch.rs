@@ -96,31 +96,34 @@ impl JsonPatch {
     }
 
     /// Appends `{"op":"add","path":<tokens as a JSON pointer>,"value":<written by value>}`.
-    fn add(&mut self, tokens: &[&str], value: impl FnOnce(&mut String)) {
-        let length = tokens.iter().map(|t| t.len() + 1).sum::<usize>();
-        let mut pointer = String::with_capacity(length);
-        for token in tokens {
-            pointer.push('/');
-            if !token.contains(['~', '/']) {
-                pointer.push_str(token);
-                continue;
-            }
-            for c in token.chars() {
-                match c {
-                    '~' => pointer.push_str("~0"),
-                    '/' => pointer.push_str("~1"),
-                    c => pointer.push(c),
-                }
-            }
-        }
+    fn add<'t>(
+        &mut self,
+        tokens: impl IntoIterator<Item = &'t str>,
+        value: impl FnOnce(&mut String),
+    ) {
         let text = &mut self.text;
         text.pop(); // the closing `]`
         if self.operations > 0 {
             text.push(',');
         }
-        text.push_str(r#"{"op":"add","path":"#);
-        json::push_string(text, &pointer);
-        text.push_str(r#","value":"#);
+        text.push_str(r#"{"op":"add","path":""#);
+        // The pointer is written into the JSON string as it is made (RFC 6901: `~` is `~0`,
+        // `/` is `~1`), then escaped as JSON.
+        for token in tokens {
+            text.push('/');
+            let mut rest = token;
+            while let Some(at) = rest.find(['~', '/']) {
+                json::push_escaped(text, &rest[..at]);
+                text.push_str(if rest.as_bytes()[at] == b'~' {
+                    "~0"
+                } else {
+                    "~1"
+                });
+                rest = &rest[at + 1..];
+            }
+            json::push_escaped(text, rest);
+        }
+        text.push_str(r#"","value":"#);
         value(text);
         text.push_str("}]");
         self.operations += 1;
@@ -135,13 +138,14 @@ impl JsonPatch {
         write: impl Fn(&mut String, &T),
     ) {
         if exists {
-            let mut tokens = path.to_vec();
-            tokens.push("-");
             for item in items {
-                self.add(&tokens, |out| write(out, item));
+                let tokens = path.iter().copied().chain(["-"]);
+                self.add(tokens, |out| write(out, item));
             }
         } else {
-            self.add(path, |out| json::push_array(out, items, &write));
+            self.add(path.iter().copied(), |out| {
+                json::push_array(out, items, &write)
+            });
         }
     }
 }
@@ -155,8 +159,9 @@ pub fn operations(pod: &PodView<'_>, wiring: &Wiring<'_>) -> Result<JsonPatch, D
     patch.text.reserve(estimate.min(64 * 1024));
     volume_ops(pod, wiring, &mut patch)?;
     for container in wiring.targets {
-        mount_ops(container, wiring, &mut patch)?;
-        env_ops(container, wiring, &mut patch)?;
+        let index = container.index.to_string();
+        mount_ops(container, &index, wiring, &mut patch)?;
+        env_ops(container, &index, wiring, &mut patch)?;
     }
     marker_ops(pod, wiring, &mut patch);
     Ok(patch)
@@ -206,6 +211,7 @@ fn volume_ops(pod: &PodView<'_>, wiring: &Wiring<'_>, patch: &mut JsonPatch) -> 
 
 fn mount_ops(
     container: &ContainerView<'_>,
+    index: &str,
     wiring: &Wiring<'_>,
     patch: &mut JsonPatch,
 ) -> Result<(), Denial> {
@@ -238,9 +244,8 @@ fn mount_ops(
         missing.push(volume);
     }
     if !missing.is_empty() {
-        let index = container.index.to_string();
         patch.append(
-            &container_path(container, &index, "volumeMounts"),
+            &container_path(container, index, "volumeMounts"),
             mounts.is_some(),
             &missing,
             |out, volume| {
@@ -257,11 +262,12 @@ fn mount_ops(
 
 fn env_ops(
     container: &ContainerView<'_>,
+    index: &str,
     wiring: &Wiring<'_>,
     patch: &mut JsonPatch,
 ) -> Result<(), Denial> {
     let existing = container.value["env"].as_array();
-    let mut missing = Vec::new();
+    let mut missing = Vec::with_capacity(wiring.env.len());
     for wire in wiring.env {
         match existing
             .into_iter()
@@ -282,9 +288,8 @@ fn env_ops(
         }
     }
     if !missing.is_empty() {
-        let index = container.index.to_string();
         patch.append(
-            &container_path(container, &index, "env"),
+            &container_path(container, index, "env"),
             existing.is_some(),
             &missing,
             |out, wire| {
@@ -308,16 +313,16 @@ fn marker_ops(pod: &PodView<'_>, wiring: &Wiring<'_>, patch: &mut JsonPatch) {
     let marker = |out: &mut String| json::push_string(out, wiring.marker);
     if pod.annotations().is_some() {
         // `add` on an existing member replaces it, so a stale marker is corrected without `replace`.
-        patch.add(&["metadata", "annotations", INJECTED], marker);
+        patch.add(["metadata", "annotations", INJECTED], marker);
     } else if pod.value().get("metadata").is_some() {
-        patch.add(&["metadata", "annotations"], |out| {
+        patch.add(["metadata", "annotations"], |out| {
             out.push('{');
             json::push_key(out, INJECTED);
             marker(out);
             out.push('}');
         });
     } else {
-        patch.add(&["metadata"], |out| {
+        patch.add(["metadata"], |out| {
             out.push_str(r#"{"annotations":{"#);
             json::push_key(out, INJECTED);
             marker(out);
@@ -355,5 +360,25 @@ fn trim_slash(path: &str) -> &str {
     match path.trim_end_matches('/') {
         "" => "/",
         trimmed => trimmed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_json_pointers_written_as_json_strings() {
+        let mut patch = JsonPatch::default();
+        patch.add(["metadata", "annotations", "kvinject.io/injected"], |out| {
+            out.push('1')
+        });
+        patch.add(["a~b/c", "~~//", "q\"\\\u{1}", ""], |out| out.push('2'));
+        let expected = serde_json::json!([
+            {"op": "add", "path": "/metadata/annotations/kvinject.io~1injected", "value": 1},
+            {"op": "add", "path": "/a~0b~1c/~0~0~1~1/q\"\\\u{1}/", "value": 2},
+        ]);
+        assert_eq!(patch.as_str(), expected.to_string());
+        assert_eq!(patch.len(), 2);
     }
 }
