@@ -4,7 +4,8 @@
 //! reads ([`crate::core::pruned`]); offline `inject` and tests convert a whole
 //! `serde_json::Value` ([`Node::from`]). Unlike a `Value` with `preserve_order`, an object is a
 //! plain list of members: no hash map per object, no SipHash per key, and the member names the
-//! schema knows are `&'static str`, not an allocation each.
+//! schema knows are `&'static str`, not an allocation each. Strings and names are borrowed from
+//! what was read (`'a`) wherever they appear there as they are (no escape to undo).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -13,8 +14,8 @@ use std::ops::Index;
 use serde_json::{Map, Number, Value};
 
 /// An object member's name: the schema's own `&'static str` when it names the member, else
-/// owned (label and annotation keys, whole documents).
-pub type Key = Cow<'static, str>;
+/// borrowed from what was read, or owned when it held an escape.
+pub type Key<'a> = Cow<'a, str>;
 
 /// Objects up to this many members are checked for a repeated name by comparing names; larger
 /// ones through a hash map, so a forged object of many members costs linear time.
@@ -22,7 +23,7 @@ const COMPARED_MEMBERS: usize = 8;
 
 /// One JSON value.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub enum Node {
+pub enum Node<'a> {
     /// `null`.
     #[default]
     Null,
@@ -31,17 +32,17 @@ pub enum Node {
     /// A number.
     Number(Number),
     /// A string.
-    String(String),
+    String(Cow<'a, str>),
     /// An array.
-    Array(Vec<Node>),
+    Array(Vec<Node<'a>>),
     /// An object: each name once, in the order first seen, with the value last given (as
     /// `serde_json` reads an object whose member names repeat).
-    Object(Vec<(Key, Node)>),
+    Object(Vec<(Key<'a>, Node<'a>)>),
 }
 
-static NULL: Node = Node::Null;
+static NULL: Node<'static> = Node::Null;
 
-impl Node {
+impl<'a> Node<'a> {
     /// The string, if this is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
@@ -51,7 +52,7 @@ impl Node {
     }
 
     /// The items, if this is an array.
-    pub fn as_array(&self) -> Option<&[Node]> {
+    pub fn as_array(&self) -> Option<&[Node<'a>]> {
         match self {
             Self::Array(items) => Some(items),
             _ => None,
@@ -59,7 +60,7 @@ impl Node {
     }
 
     /// The members, if this is an object.
-    pub fn as_object(&self) -> Option<&[(Key, Node)]> {
+    pub fn as_object(&self) -> Option<&[(Key<'a>, Node<'a>)]> {
         match self {
             Self::Object(members) => Some(members),
             _ => None,
@@ -77,7 +78,7 @@ impl Node {
     }
 
     /// The member `key` of an object.
-    pub fn get(&self, key: &str) -> Option<&Node> {
+    pub fn get(&self, key: &str) -> Option<&Node<'a>> {
         self.as_object()?
             .iter()
             .find(|(name, _)| name == key)
@@ -85,7 +86,7 @@ impl Node {
     }
 
     /// Each member of an object as (name, value); nothing for other values.
-    pub fn members(&self) -> impl Iterator<Item = (&str, &Node)> {
+    pub fn members(&self) -> impl Iterator<Item = (&str, &Node<'a>)> {
         self.as_object()
             .unwrap_or_default()
             .iter()
@@ -98,7 +99,7 @@ impl Node {
             Self::Null => Value::Null,
             Self::Bool(b) => Value::Bool(*b),
             Self::Number(n) => Value::Number(n.clone()),
-            Self::String(s) => Value::String(s.clone()),
+            Self::String(s) => Value::String(s.to_string()),
             Self::Array(items) => Value::Array(items.iter().map(Self::to_value).collect()),
             Self::Object(members) => Value::Object(
                 members
@@ -108,21 +109,39 @@ impl Node {
             ),
         }
     }
+
+    /// The same value owning every string: it outlives what it was read from.
+    pub fn into_owned(self) -> Node<'static> {
+        let owned = |text: Cow<'a, str>| Cow::Owned(text.into_owned());
+        match self {
+            Self::Null => Node::Null,
+            Self::Bool(b) => Node::Bool(b),
+            Self::Number(n) => Node::Number(n),
+            Self::String(s) => Node::String(owned(s)),
+            Self::Array(items) => Node::Array(items.into_iter().map(Node::into_owned).collect()),
+            Self::Object(members) => Node::Object(
+                members
+                    .into_iter()
+                    .map(|(name, value)| (owned(name), value.into_owned()))
+                    .collect(),
+            ),
+        }
+    }
 }
 
-impl From<&Value> for Node {
-    /// The whole value (a `Value`'s object has each name once already).
-    fn from(value: &Value) -> Self {
+impl<'a> From<&'a Value> for Node<'a> {
+    /// The whole value, its strings borrowed (a `Value`'s object has each name once already).
+    fn from(value: &'a Value) -> Self {
         match value {
             Value::Null => Self::Null,
             Value::Bool(b) => Self::Bool(*b),
             Value::Number(n) => Self::Number(n.clone()),
-            Value::String(s) => Self::String(s.clone()),
+            Value::String(s) => Self::String(Cow::Borrowed(s)),
             Value::Array(items) => Self::Array(items.iter().map(Self::from).collect()),
             Value::Object(members) => Self::Object(
                 members
                     .iter()
-                    .map(|(name, value)| (Key::Owned(name.clone()), Self::from(value)))
+                    .map(|(name, value)| (Key::Borrowed(name.as_str()), Self::from(value)))
                     .collect(),
             ),
         }
@@ -130,27 +149,27 @@ impl From<&Value> for Node {
 }
 
 /// `&node[key]`: the member, `null` when absent or not an object.
-impl Index<&str> for Node {
-    type Output = Node;
+impl<'a> Index<&str> for Node<'a> {
+    type Output = Node<'a>;
 
-    fn index(&self, key: &str) -> &Node {
+    fn index(&self, key: &str) -> &Node<'a> {
         self.get(key).unwrap_or(&NULL)
     }
 }
 
-impl PartialEq<str> for Node {
+impl PartialEq<str> for Node<'_> {
     fn eq(&self, other: &str) -> bool {
         self.as_str() == Some(other)
     }
 }
 
-impl PartialEq<&str> for Node {
+impl PartialEq<&str> for Node<'_> {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == Some(*other)
     }
 }
 
-impl PartialEq<bool> for Node {
+impl PartialEq<bool> for Node<'_> {
     fn eq(&self, other: &bool) -> bool {
         matches!(self, Self::Bool(b) if b == other)
     }
@@ -160,13 +179,13 @@ impl PartialEq<bool> for Node {
 /// again replaces the value in place, so a forged object repeating one name a million times
 /// holds one member, not a million.
 #[derive(Debug, Default)]
-pub struct Members {
-    list: Vec<(Key, Node)>,
+pub struct Members<'a> {
+    list: Vec<(Key<'a>, Node<'a>)>,
     /// Where each name is, once the object has more than [`COMPARED_MEMBERS`] members.
     index: Option<HashMap<String, usize>>,
 }
 
-impl Members {
+impl<'a> Members<'a> {
     /// Room for `capacity` members, allocated at the first one.
     pub fn reserve(&mut self, capacity: usize) {
         self.list
@@ -179,7 +198,7 @@ impl Members {
     }
 
     /// Adds a member, or gives a member of that name its new value.
-    pub fn insert(&mut self, name: Key, value: Node) {
+    pub fn insert(&mut self, name: Key<'a>, value: Node<'a>) {
         let found = match &self.index {
             Some(index) => index.get(name.as_ref()).copied(),
             None => self.list.iter().position(|(n, _)| *n == name),
@@ -191,7 +210,7 @@ impl Members {
     }
 
     /// Adds a member the caller knows is not there yet (a schema field seen for the first time).
-    pub fn push_new(&mut self, name: Key, value: Node) {
+    pub fn push_new(&mut self, name: Key<'a>, value: Node<'a>) {
         if self.index.is_none() && self.list.len() == COMPARED_MEMBERS {
             let index = self.list.iter().enumerate();
             self.index = Some(index.map(|(i, (n, _))| (n.to_string(), i)).collect());
@@ -203,7 +222,7 @@ impl Members {
     }
 
     /// The object.
-    pub fn into_node(self) -> Node {
+    pub fn into_node(self) -> Node<'a> {
         Node::Object(self.list)
     }
 }
@@ -214,8 +233,8 @@ mod tests {
 
     use super::*;
 
-    fn text(s: &str) -> Node {
-        Node::String(s.to_owned())
+    fn text(s: &str) -> Node<'static> {
+        Node::String(Cow::Owned(s.to_owned()))
     }
 
     #[test]

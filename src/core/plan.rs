@@ -393,7 +393,7 @@ pub fn workload_warnings(workload: &Node, template_path: &str) -> Vec<String> {
 }
 
 /// The `kvinject.io/` keys among an object's labels, then its annotations.
-fn kvinject_keys(object: &Node) -> Vec<&str> {
+fn kvinject_keys<'a>(object: &'a Node<'_>) -> Vec<&'a str> {
     ["labels", "annotations"]
         .iter()
         .flat_map(|field| object["metadata"][field].members())

@@ -70,18 +70,18 @@ pub struct ContainerView<'a> {
     /// Its `name`.
     pub name: &'a str,
     /// The container object.
-    pub value: &'a Node,
+    pub value: &'a Node<'a>,
 }
 
 /// Borrowed view of a Pod, or of a pod template (`metadata` + `spec`).
 #[derive(Debug, Clone, Copy)]
 pub struct PodView<'a> {
-    pod: &'a Node,
+    pod: &'a Node<'a>,
 }
 
 impl<'a> PodView<'a> {
     /// Wraps a pod; refuses JSON that is not a pod-shaped object.
-    pub fn new(pod: &'a Node) -> Result<Self, Denial> {
+    pub fn new(pod: &'a Node<'a>) -> Result<Self, Denial> {
         if !pod.is_object() {
             return Err(Denial::new("the pod is not a JSON object"));
         }
@@ -94,7 +94,7 @@ impl<'a> PodView<'a> {
     }
 
     /// The whole pod.
-    pub fn value(&self) -> &'a Node {
+    pub fn value(&self) -> &'a Node<'a> {
         self.pod
     }
 
@@ -104,7 +104,7 @@ impl<'a> PodView<'a> {
     }
 
     /// `metadata.annotations`, if present.
-    pub fn annotations(&self) -> Option<&'a [(Key, Node)]> {
+    pub fn annotations(&self) -> Option<&'a [(Key<'a>, Node<'a>)]> {
         self.pod["metadata"]["annotations"].as_object()
     }
 
@@ -138,7 +138,7 @@ impl<'a> PodView<'a> {
     }
 
     /// `spec.volumes`, if present.
-    pub fn volumes(&self) -> Option<&'a [Node]> {
+    pub fn volumes(&self) -> Option<&'a [Node<'a>]> {
         self.pod["spec"]["volumes"].as_array()
     }
 

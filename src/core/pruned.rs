@@ -174,7 +174,7 @@ pub const KEPT: Keep = Keep::Fields(&[
 
 /// Reads one value from `deserializer` keeping what `rule` keeps, at most [`MAX_KEPT_VALUES`]
 /// values.
-pub fn read<'de, D: Deserializer<'de>>(deserializer: D, rule: Keep) -> Result<Node, D::Error> {
+pub fn read<'de, D: Deserializer<'de>>(deserializer: D, rule: Keep) -> Result<Node<'de>, D::Error> {
     let left = Cell::new(MAX_KEPT_VALUES);
     Seed { rule, left: &left }.deserialize(deserializer)
 }
@@ -194,53 +194,60 @@ impl<'a> Seed<'a> {
 }
 
 impl<'de> DeserializeSeed<'de> for Seed<'_> {
-    type Value = Node;
+    type Value = Node<'de>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Node, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Node<'de>, D::Error> {
         charge(self.left, self.rule.cost())?;
         deserializer.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for Seed<'_> {
-    type Value = Node;
+    type Value = Node<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<Node, E> {
+    fn visit_bool<E>(self, v: bool) -> Result<Node<'de>, E> {
         Ok(Node::Bool(v))
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
+    fn visit_i64<E>(self, v: i64) -> Result<Node<'de>, E> {
         Ok(Node::Number(v.into()))
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Node, E> {
+    fn visit_u64<E>(self, v: u64) -> Result<Node<'de>, E> {
         Ok(Node::Number(v.into()))
     }
 
-    fn visit_f64<E>(self, v: f64) -> Result<Node, E> {
+    fn visit_f64<E>(self, v: f64) -> Result<Node<'de>, E> {
         Ok(Number::from_f64(v).map_or(Node::Null, Node::Number))
     }
 
-    fn visit_unit<E>(self) -> Result<Node, E> {
+    fn visit_unit<E>(self) -> Result<Node<'de>, E> {
         Ok(Node::Null)
     }
 
-    fn visit_none<E>(self) -> Result<Node, E> {
+    fn visit_none<E>(self) -> Result<Node<'de>, E> {
         Ok(Node::Null)
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Node, E> {
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Node<'de>, E> {
         Ok(Node::String(match self.rule {
-            Keep::Text => v.to_owned(),
-            _ => String::new(),
+            Keep::Text => Cow::Borrowed(v),
+            _ => Cow::Borrowed(""),
         }))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+    fn visit_str<E>(self, v: &str) -> Result<Node<'de>, E> {
+        Ok(Node::String(match self.rule {
+            Keep::Text => Cow::Owned(v.to_owned()),
+            _ => Cow::Borrowed(""),
+        }))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
         let mut items = Vec::new();
         match self.rule {
             Keep::Items(rule) => {
@@ -253,10 +260,10 @@ impl<'de> Visitor<'de> for Seed<'_> {
         Ok(Node::Array(items))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
         let mut kept = KeptObject::new(self.rule);
         while let Some(Key(key)) = map.next_key()? {
-            match kept.member(&key) {
+            match kept.member(key) {
                 Some(member) => {
                     charge(self.left, member.extra)?;
                     let value = map.next_value_seed(self.with(member.rule))?;
@@ -272,17 +279,17 @@ impl<'de> Visitor<'de> for Seed<'_> {
 }
 
 /// An object being read by a rule: which of its members are kept, each once.
-pub struct KeptObject {
+pub struct KeptObject<'a> {
     rule: Keep,
-    members: Members,
+    members: Members<'a>,
     /// The schema fields already kept, by their place in the schema: a field seen for the first
     /// time is added without looking for it among the others.
     seen: u64,
 }
 
 /// A member to keep: its name, the rule for its value, and whether it is new for sure.
-pub struct Member {
-    name: Name,
+pub struct Member<'a> {
+    name: Name<'a>,
     /// How its value is read.
     pub rule: Keep,
     new: bool,
@@ -290,7 +297,7 @@ pub struct Member {
     pub extra: usize,
 }
 
-impl KeptObject {
+impl<'a> KeptObject<'a> {
     /// An object read by `rule` (whose members it keeps when it is `Fields` or `Keys`).
     pub fn new(rule: Keep) -> Self {
         Self {
@@ -301,7 +308,7 @@ impl KeptObject {
     }
 
     /// The member named `key`, when the rule keeps it; `None` when its value is skipped.
-    pub fn member(&mut self, key: &str) -> Option<Member> {
+    pub fn member(&mut self, key: Name<'a>) -> Option<Member<'a>> {
         match self.rule {
             Keep::Fields(fields) => {
                 let (at, (field, rule)) =
@@ -317,8 +324,8 @@ impl KeptObject {
                     extra: 0,
                 })
             }
-            Keep::Keys(keep) => keep(key).then(|| Member {
-                name: Name::Owned(key.to_owned()),
+            Keep::Keys(keep) => keep(&key).then_some(Member {
+                name: key,
                 rule: Keep::Text,
                 new: false,
                 extra: 2,
@@ -328,7 +335,7 @@ impl KeptObject {
     }
 
     /// Keeps `member` with its value.
-    pub fn keep(&mut self, member: Member, value: Node) {
+    pub fn keep(&mut self, member: Member<'a>, value: Node<'a>) {
         if self.members.is_empty()
             && let Keep::Fields(fields) = self.rule
         {
@@ -343,7 +350,7 @@ impl KeptObject {
     }
 
     /// The object read.
-    pub fn into_node(self) -> Node {
+    pub fn into_node(self) -> Node<'a> {
         self.members.into_node()
     }
 }
@@ -375,7 +382,7 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 
 /// Reads `text` (one JSON value) keeping what `rule` keeps. Text, not bytes: serde_json checks
 /// UTF-8 only in the strings it reads, and skipped ones must be valid JSON too.
-pub fn from_str(text: &str, rule: Keep) -> serde_json::Result<Node> {
+pub fn from_str(text: &str, rule: Keep) -> serde_json::Result<Node<'_>> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let value = read(&mut deserializer, rule)?;
     deserializer.end()?;

@@ -13,6 +13,8 @@
 //! Nesting: kept values nest only as deep as the schema; skipped ones are skipped without
 //! recursion, with a stack of the brackets open (memory follows the depth read).
 
+use std::borrow::Cow;
+
 use crate::core::json::next_escaped;
 use crate::core::node::Node;
 use crate::core::pruned::{self, Keep, KeptObject};
@@ -278,13 +280,13 @@ impl<'a> Reader<'a> {
     /// Reads one value keeping what `rule` keeps, counted from [`pruned::MAX_KEPT_VALUES`] as
     /// `pruned::read` counts: the same [`Node`] it gives, or `None` past the count (serde's read
     /// then gives the error).
-    pub fn read_kept(&mut self, rule: Keep) -> Option<Node> {
+    pub fn read_kept(&mut self, rule: Keep) -> Option<Node<'a>> {
         self.left = pruned::MAX_KEPT_VALUES;
         self.kept(rule)
     }
 
     /// Reads one value keeping what `rule` keeps, within what is left of the count.
-    fn kept(&mut self, rule: Keep) -> Option<Node> {
+    fn kept(&mut self, rule: Keep) -> Option<Node<'a>> {
         self.left = self.left.checked_sub(rule.cost())?;
         let first = self.peek()?;
         match first {
@@ -296,8 +298,8 @@ impl<'a> Reader<'a> {
                 match (escaped, rule) {
                     // Unescaping (surrogate pairs and all) is serde_json's.
                     (true, _) => pruned::from_str(&self.text[quote..self.at], rule).ok(),
-                    (false, Keep::Text) => Some(Node::String(self.text[from..to].to_owned())),
-                    (false, _) => Some(Node::String(String::new())),
+                    (false, Keep::Text) => Some(Node::String(Cow::Borrowed(&self.text[from..to]))),
+                    (false, _) => Some(Node::String(Cow::Borrowed(""))),
                 }
             }
             b't' => self.literal(b"true").map(|()| Node::Bool(true)),
@@ -312,12 +314,12 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn kept_object(&mut self, rule: Keep) -> Option<Node> {
+    fn kept_object(&mut self, rule: Keep) -> Option<Node<'a>> {
         let mut kept = KeptObject::new(rule);
         let mut first = true;
         while let Some(key) = self.member(first)? {
             first = false;
-            match kept.member(key) {
+            match kept.member(Cow::Borrowed(key)) {
                 Some(member) => {
                     self.left = self.left.checked_sub(member.extra)?;
                     let value = self.kept(member.rule)?;
@@ -329,7 +331,7 @@ impl<'a> Reader<'a> {
         Some(kept.into_node())
     }
 
-    fn kept_array(&mut self, rule: Keep) -> Option<Node> {
+    fn kept_array(&mut self, rule: Keep) -> Option<Node<'a>> {
         self.at += 1;
         let mut items = Vec::new();
         if self.peek()? == b']' {
@@ -359,7 +361,7 @@ mod tests {
     use crate::core::pruned::{KEPT, MAX_KEPT_VALUES};
 
     /// The fast read of `text` as a whole value, or `None`.
-    fn fast(text: &str, rule: Keep) -> Option<Node> {
+    fn fast(text: &str, rule: Keep) -> Option<Node<'_>> {
         let mut reader = Reader::new(text);
         let node = reader.read_kept(rule)?;
         reader.at_end().then_some(node)

@@ -131,22 +131,22 @@ pub struct RequestHead {
     /// Required as the API server always sends it; never read.
     #[serde(rename = "userInfo")]
     _user_info: IgnoredAny,
-    /// The object, pruned; moved to [`Decoded::object`].
+    /// The object, pruned, as `serde_json` reads it (owned); moved to [`Decoded::object`].
     #[serde(default, deserialize_with = "object")]
-    object: Option<Node>,
+    object: Option<Node<'static>>,
 }
 
 /// A decoded request: the envelope, and the fields of the object the core reads
-/// ([`pruned::KEPT`]), in the order received.
+/// ([`pruned::KEPT`]), in the order received, with their strings borrowed from the body.
 #[derive(Debug, Clone)]
-pub struct Decoded {
+pub struct Decoded<'a> {
     /// `request`, without the object.
     pub request: RequestHead,
     /// `request.object`, pruned (never through typed structs).
-    pub object: Option<Node>,
+    pub object: Option<Node<'a>>,
 }
 
-impl Decoded {
+impl Decoded<'_> {
     /// The object's namespace: `request.namespace`, else the object's own (controller-made pods
     /// have it only in the request).
     pub fn namespace(&self) -> String {
@@ -344,19 +344,21 @@ impl Answer {
 #[serde(rename_all = "camelCase")]
 struct WireRequestReview {
     #[serde(default, deserialize_with = "text")]
-    api_version: Node,
+    api_version: Node<'static>,
     #[serde(default, deserialize_with = "text")]
-    kind: Node,
+    kind: Node<'static>,
     #[serde(default)]
     request: Option<RequestHead>,
 }
 
-fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Node, D::Error> {
-    pruned::read(deserializer, Keep::Text)
+fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Node<'static>, D::Error> {
+    Ok(pruned::read(deserializer, Keep::Text)?.into_owned())
 }
 
-fn object<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Node>, D::Error> {
-    let object = pruned::read(deserializer, pruned::KEPT)?;
+fn object<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Node<'static>>, D::Error> {
+    let object = pruned::read(deserializer, pruned::KEPT)?.into_owned();
     Ok((!object.is_null()).then_some(object))
 }
 
@@ -364,13 +366,12 @@ fn object<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<No
 /// kvinject reads and the object's fields the core reads: memory follows those, not the body.
 /// The common body is read by [`core::reader`](crate::core::reader); anything it leaves, by
 /// `serde_json` ([`decode_by_serde`]), with the same result.
-pub fn decode(body: &[u8]) -> Result<Decoded, ReviewError> {
+pub fn decode(body: &[u8]) -> Result<Decoded<'_>, ReviewError> {
     let body = utf8(body)?;
-    let review = match read_fast(body) {
-        Some(review) => review,
-        None => read_by_serde(body)?,
-    };
-    checked(review)
+    match read_fast(body) {
+        Some((review, object)) => checked(review, object),
+        None => checked(read_by_serde(body)?, None),
+    }
 }
 
 /// The answer to a review whose object `decode` refused for its size ([`ReviewError::ObjectTooLarge`]),
@@ -403,8 +404,8 @@ pub fn refusal(body: &[u8], error: &ReviewError) -> Option<Answer> {
 }
 
 /// [`decode`] with `serde_json` alone: the reference the fast read is tested against.
-pub fn decode_by_serde(body: &[u8]) -> Result<Decoded, ReviewError> {
-    checked(read_by_serde(utf8(body)?)?)
+pub fn decode_by_serde(body: &[u8]) -> Result<Decoded<'static>, ReviewError> {
+    checked(read_by_serde(utf8(body)?)?, None)
 }
 
 /// JSON is UTF-8 throughout, also in the fields skipped unread (which serde_json does not check):
@@ -433,10 +434,10 @@ fn read_by_serde(body: &str) -> Result<WireRequestReview, ReviewError> {
     })
 }
 
-/// The envelope and the pruned object read without serde's machinery; `None` for anything
-/// unusual (a field twice, no request, JSON serde_json would refuse), which `read_by_serde` then
-/// reads or refuses.
-fn read_fast(body: &str) -> Option<WireRequestReview> {
+/// The envelope and the pruned object (borrowing from `body`) read without serde's machinery;
+/// `None` for anything unusual (a field twice, no request, JSON serde_json would refuse), which
+/// `read_by_serde` then reads or refuses.
+fn read_fast(body: &str) -> Option<(WireRequestReview, Option<Node<'_>>)> {
     let mut reader = Reader::new(body);
     let (mut api_version, mut kind, mut request) = (None, None, None);
     let mut first = true;
@@ -458,16 +459,18 @@ fn read_fast(body: &str) -> Option<WireRequestReview> {
         if slot.is_some() {
             return None;
         }
-        *slot = Some(reader.read_kept(Keep::Text)?);
+        *slot = Some(reader.read_kept(Keep::Text)?.into_owned());
     }
     if !reader.at_end() {
         return None;
     }
-    Some(WireRequestReview {
+    let (request, object) = request?;
+    let review = WireRequestReview {
         api_version: api_version.unwrap_or_default(),
         kind: kind.unwrap_or_default(),
-        request: Some(request?),
-    })
+        request: Some(request),
+    };
+    Some((review, object))
 }
 
 /// The members of `request` that [`RequestHead`] reads, besides `object` and `userInfo`.
@@ -487,7 +490,7 @@ const HEAD_FIELDS: [&str; 8] = [
 /// (required fields, types, defaults, no field twice) stay serde's. Every other member
 /// (`oldObject`, a whole pod on UPDATE; `options`; anything made up) is checked and skipped, as
 /// serde skips it, and `userInfo`, required but never read, is written as `null`.
-fn read_request_fast(reader: &mut Reader<'_>) -> Option<RequestHead> {
+fn read_request_fast<'a>(reader: &mut Reader<'a>) -> Option<(RequestHead, Option<Node<'a>>)> {
     let mut head = String::with_capacity(512);
     head.push('{');
     let mut object = None;
@@ -518,13 +521,16 @@ fn read_request_fast(reader: &mut Reader<'_>) -> Option<RequestHead> {
         head.push_str(value);
     }
     head.push('}');
-    let mut request: RequestHead = serde_json::from_str(&head).ok()?;
-    request.object = object.filter(|o| !o.is_null());
-    Some(request)
+    let request: RequestHead = serde_json::from_str(&head).ok()?;
+    Some((request, object.filter(|o| !o.is_null())))
 }
 
-/// What a decoded envelope must be, whichever read it came from.
-fn checked(review: WireRequestReview) -> Result<Decoded, ReviewError> {
+/// What a decoded envelope must be, whichever read it came from: the object is the fast read's
+/// (`object`) or the one `serde_json` read into the envelope.
+fn checked(
+    review: WireRequestReview,
+    object: Option<Node<'_>>,
+) -> Result<Decoded<'_>, ReviewError> {
     if review.kind != "AdmissionReview" {
         return Err(ReviewError::NotAdmissionReview(format!(
             "kind is {}, not AdmissionReview",
@@ -543,7 +549,7 @@ fn checked(review: WireRequestReview) -> Result<Decoded, ReviewError> {
     if request.uid.is_empty() {
         return Err(ReviewError::MissingUid);
     }
-    let object = request.object.take();
+    let object = object.or_else(|| request.object.take());
     Ok(Decoded { request, object })
 }
 

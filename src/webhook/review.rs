@@ -146,7 +146,7 @@ impl Reviewer {
     pub async fn review(
         &self,
         route: Route,
-        decoded: &Decoded,
+        decoded: &Decoded<'_>,
         budget: Budget,
     ) -> Result<Answer, ReviewError> {
         let answer = self.plan(route, decoded, budget).await?;
@@ -160,7 +160,7 @@ impl Reviewer {
 
     /// A pod denied on `/mutate` (not a dry run, not for its namespace's opt-in) whose creator is
     /// a controller: its workload hears of it through an Event.
-    fn tell_denial(&self, route: Route, decoded: &Decoded, answer: &Answer) {
+    fn tell_denial(&self, route: Route, decoded: &Decoded<'_>, answer: &Answer) {
         let (Some(events), Some(message)) = (&self.denial_events, answer.denial_message()) else {
             return;
         };
@@ -191,7 +191,7 @@ impl Reviewer {
     async fn plan(
         &self,
         route: Route,
-        decoded: &Decoded,
+        decoded: &Decoded<'_>,
         budget: Budget,
     ) -> Result<Answer, ReviewError> {
         let facts = self.facts.as_ref();
@@ -221,7 +221,7 @@ impl Reviewer {
     async fn require_opted_in(
         &self,
         route: Route,
-        decoded: &Decoded,
+        decoded: &Decoded<'_>,
         answer: Answer,
         budget: Budget,
     ) -> Answer {
@@ -322,7 +322,12 @@ impl Reviewer {
 
     /// Makes sure the SPCs an admitted pod needs exist before the pod does: written to the
     /// cluster (never for a dry run), or in facts mode, a warning for each the facts lack.
-    async fn write_spcs(&self, decoded: &Decoded, mut answer: Answer, budget: Budget) -> Answer {
+    async fn write_spcs(
+        &self,
+        decoded: &Decoded<'_>,
+        mut answer: Answer,
+        budget: Budget,
+    ) -> Answer {
         if answer.generated_spcs.is_empty() {
             return answer;
         }
