@@ -435,6 +435,24 @@ mod tests {
         assert_eq!(fast(&deep, KEPT), pruned::from_str(&deep, KEPT).ok());
         let unbalanced = format!(r#"{{"spec": {{"x": {}}}}}"#, "[{".repeat(1000));
         assert_eq!(fast(&unbalanced, KEPT), None);
+        // Objects and arrays alternating, 150 deep, and each close swapped in turn for the other
+        // kind: every close must match what it closes, at any depth.
+        let levels = 150;
+        let closes: Vec<&str> = (0..levels).map(|i| ["]", "}"][i % 2]).collect();
+        let text = |closes: &[&str]| {
+            format!(
+                r#"{{"spec": {{"x": {}1{}}}}}"#,
+                "{\"a\":[".repeat(levels / 2),
+                closes.concat()
+            )
+        };
+        assert!(fast(&text(&closes), KEPT).is_some());
+        for swapped in [0, 1, 62, 63, 64, 65, 66, 127, 128, 129, levels - 1] {
+            let mut wrong = closes.clone();
+            wrong[swapped] = ["}", "]"][swapped % 2];
+            assert_eq!(fast(&text(&wrong), KEPT), None, "close {swapped} swapped");
+            assert!(pruned::from_str(&text(&wrong), KEPT).is_err());
+        }
     }
 
     #[test]
