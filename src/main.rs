@@ -14,5 +14,7 @@ fn main() -> anyhow::Result<ExitCode> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = cli::parse();
     cli::init_telemetry(cli.log_format);
-    Ok(cli::run(cli)?)
+    let ran = cli::run(cli);
+    cli::flush_logs();
+    Ok(ran?)
 }

@@ -227,6 +227,9 @@ impl Background {
 /// Runs the webhook until SIGTERM or Ctrl-C.
 pub async fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let plan = ServePlan::from_args(args)?;
+    // One log write per burst of admissions, not one per admission; `main` writes what is
+    // left on exit.
+    crate::cli::telemetry::hold_routine_lines();
     let readiness = Arc::new(Readiness::default());
     readiness.expect("https");
     let mut background = Background::new();
