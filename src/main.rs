@@ -14,7 +14,7 @@ fn main() -> anyhow::Result<ExitCode> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = cli::parse();
     cli::init_telemetry(cli.log_format);
-    let ran = cli::run(cli);
-    cli::flush_logs();
-    Ok(ran?)
+    // Log lines `serve` holds are written however main ends: returning, failing or panicking.
+    let _held_logs = cli::WriteHeldLogs;
+    Ok(cli::run(cli)?)
 }

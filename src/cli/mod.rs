@@ -19,7 +19,7 @@ pub mod telemetry;
 
 pub use args::{Cli, Command, LogFormat, parse_duration};
 pub use inject::report_verification;
-pub use telemetry::{flush_logs, init_telemetry};
+pub use telemetry::{WriteHeldLogs, init_telemetry};
 
 use args::{CertsArgs, CompletionsArgs};
 

@@ -3,7 +3,8 @@
 
 use std::fmt::{self, Write as _};
 use std::io::{self, IsTerminal};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tracing::field::{Field, Visit};
@@ -25,7 +26,7 @@ pub fn init_telemetry(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(&STDERR)
+        .with_writer(&LOG_OUTPUT)
         .with_ansi(io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
@@ -34,129 +35,164 @@ pub fn init_telemetry(format: LogFormat) {
     }
 }
 
-/// How long an `info` or `debug` line waits in memory while serving, at most.
+/// How long a routine line (`info`, `debug`, `trace`) waits in memory while serving, at most.
 const HOLD_FOR: Duration = Duration::from_millis(100);
 /// Held lines are written as soon as they reach this size.
 const HOLD_BYTES: usize = 16 * 1024;
 
 /// Standard error for log lines: line by line, or, once [`hold_routine_lines`] is called,
-/// `info` and `debug` lines held for up to [`HOLD_FOR`] and written together. A log write is a
-/// system call, and on a pipe it also wakes the reader (the container runtime's log collector):
-/// one per admission cost a busy server about a tenth of its CPU.
-static STDERR: Stderr = Stderr(Mutex::new(Held {
-    bytes: Vec::new(),
-    holding: false,
-}));
+/// routine lines held for up to [`HOLD_FOR`] and written together. A log write is a system
+/// call, and on a pipe it also wakes the reader (the container runtime's log collector): one
+/// per admission cost a busy server about a tenth of its CPU.
+static LOG_OUTPUT: LogOutput = LogOutput {
+    ever_held: AtomicBool::new(false),
+    held: Mutex::new(Held {
+        bytes: Vec::new(),
+        holding: false,
+    }),
+    waiting: Condvar::new(),
+};
 
-struct Stderr(Mutex<Held>);
+struct LogOutput {
+    /// Set once by [`hold_routine_lines`]: until then lines go straight to standard error, as
+    /// in every subcommand but `serve`, without taking [`Self::held`].
+    ever_held: AtomicBool,
+    held: Mutex<Held>,
+    /// Wakes the writer thread when the first line of a burst is held.
+    waiting: Condvar,
+}
 
-impl Stderr {
+impl LogOutput {
     fn held(&self) -> MutexGuard<'_, Held> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 /// Lines not yet written, in the order they were logged.
 struct Held {
     bytes: Vec<u8>,
+    /// Whether routine lines wait; the flag that decides, under the lock.
     holding: bool,
 }
 
 impl Held {
-    /// Takes one whole line: held when routine and holding, else written after what is held,
-    /// so lines keep their order.
-    fn take(&mut self, line: &[u8], routine: bool, out: &mut impl io::Write) -> io::Result<()> {
+    /// One whole line: held when routine and holding, else written after what is held, so
+    /// lines keep their order. Whether it is the first line held (the writer thread waits for
+    /// it).
+    fn push(&mut self, line: &[u8], routine: bool, out: &mut impl io::Write) -> io::Result<bool> {
         if self.holding && routine {
+            let first = self.bytes.is_empty();
             self.bytes.extend_from_slice(line);
             if self.bytes.len() >= HOLD_BYTES {
                 self.write_out(out)?;
             }
-            return Ok(());
+            return Ok(first);
         }
-        self.write_out(out)?;
-        out.write_all(line)
+        let held = self.write_out(out);
+        out.write_all(line).and(held).map(|()| false)
     }
 
-    /// Writes what is held. On an error the lines are dropped: logging never blocks on them.
+    /// Writes what is held. On an error the lines are dropped, not tried again.
     fn write_out(&mut self, out: &mut impl io::Write) -> io::Result<()> {
         if self.bytes.is_empty() {
             return Ok(());
         }
         let written = out.write_all(&self.bytes);
         self.bytes.clear();
+        self.bytes.shrink_to(HOLD_BYTES);
         written
     }
 }
 
-/// The writer of one event: tracing-subscriber formats the whole line, then writes it at once.
-struct Line {
+/// The writer of one event: tracing-subscriber formats the whole line, then writes it in one
+/// `write_all`.
+struct LineWriter {
     routine: bool,
 }
 
-impl io::Write for Line {
+impl io::Write for LineWriter {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
-        STDERR
-            .held()
-            .take(line, self.routine, &mut io::stderr())
-            .map(|()| line.len())
+        let output = &LOG_OUTPUT;
+        if !output.ever_held.load(Ordering::Acquire) {
+            return io::stderr().write_all(line).map(|()| line.len());
+        }
+        let first = output.held().push(line, self.routine, &mut io::stderr())?;
+        if first {
+            output.waiting.notify_one();
+        }
+        Ok(line.len())
     }
 
+    /// Nothing to do: a line is written or held whole by `write`.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
 
-impl<'a> MakeWriter<'a> for &'static Stderr {
-    type Writer = Line;
+impl<'a> MakeWriter<'a> for &'static LogOutput {
+    type Writer = LineWriter;
 
-    fn make_writer(&'a self) -> Line {
-        Line { routine: false }
+    fn make_writer(&'a self) -> LineWriter {
+        LineWriter { routine: false }
     }
 
-    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Line {
-        Line {
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> LineWriter {
+        LineWriter {
             routine: *meta.level() > Level::WARN,
         }
     }
 }
 
-/// From now on, hold `info` and `debug` lines for up to [`HOLD_FOR`] (a thread writes them
-/// out), writing a warning or an error at once with everything held before it. A panic writes
-/// the held lines before its message; [`flush_logs`] writes them before exit.
+/// From now on, hold routine lines for up to [`HOLD_FOR`] (a thread writes them out), writing a
+/// warning or an error at once with everything held before it. A panic writes the held lines
+/// before its message; [`WriteHeldLogs`] writes them when `main` ends.
 pub fn hold_routine_lines() {
-    {
-        let mut held = STDERR.held();
-        if held.holding {
-            return;
-        }
-        held.holding = true;
+    let output = &LOG_OUTPUT;
+    if output.ever_held.load(Ordering::Acquire) {
+        return;
     }
-    let spawned = std::thread::Builder::new()
+    let writer = std::thread::Builder::new()
         .name("log-writer".to_owned())
         .spawn(|| {
             loop {
+                let mut held = output.held();
+                while held.bytes.is_empty() {
+                    held = output
+                        .waiting
+                        .wait(held)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                drop(held);
                 std::thread::sleep(HOLD_FOR);
-                let _ = STDERR.held().write_out(&mut io::stderr());
+                let _ = output.held().write_out(&mut io::stderr());
             }
         });
-    if spawned.is_err() {
-        // Without the thread nothing would write held lines: go on line by line.
-        STDERR.held().holding = false;
+    if writer.is_err() {
+        // Without the thread nothing would write held lines: stay line by line.
         return;
     }
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        // Not `held()`: a panic while the lock is taken must not wait on itself.
-        if let Ok(mut held) = STDERR.0.try_lock() {
-            let _ = held.write_out(&mut io::stderr());
-        }
+        // The lock stays taken while the message is written, so no line lands inside it.
+        // Nothing panics while holding it, so this never waits on itself.
+        let mut held = output.held();
+        let _ = held.write_out(&mut io::stderr());
         previous(info);
     }));
+    output.held().holding = true;
+    output.ever_held.store(true, Ordering::Release);
 }
 
-/// Writes the lines held, if any: before the process exits.
-pub fn flush_logs() {
-    let _ = STDERR.held().write_out(&mut io::stderr());
+/// Writes the held log lines when dropped, and every line at once from then on: `main` keeps
+/// one, so held lines are written however it ends (a return, an error, a panic unwinding).
+pub struct WriteHeldLogs;
+
+impl Drop for WriteHeldLogs {
+    fn drop(&mut self) {
+        let mut held = LOG_OUTPUT.held();
+        held.holding = false;
+        let _ = held.write_out(&mut io::stderr());
+    }
 }
 
 /// tracing-subscriber's JSON lines with the event's fields flattened (`{"timestamp", "level",
@@ -304,53 +340,90 @@ mod tests {
             bytes: Vec::new(),
             holding: false,
         };
-        held.take(b"a\n", true, &mut out).unwrap();
+        assert!(!held.push(b"a\n", true, &mut out).unwrap());
         assert_eq!(out, b"a\n", "line by line until holding");
         held.holding = true;
-        held.take(b"b\n", true, &mut out).unwrap();
-        held.take(b"c\n", true, &mut out).unwrap();
+        assert!(held.push(b"b\n", true, &mut out).unwrap(), "the first held");
+        assert!(!held.push(b"c\n", true, &mut out).unwrap());
         assert_eq!(out, b"a\n", "routine lines wait");
-        held.take(b"W\n", false, &mut out).unwrap();
+        held.push(b"W\n", false, &mut out).unwrap();
         assert_eq!(
             out, b"a\nb\nc\nW\n",
             "a warning writes what waits, then itself"
         );
-        held.take(b"d\n", true, &mut out).unwrap();
+        held.push(b"d\n", true, &mut out).unwrap();
         held.write_out(&mut out).unwrap();
         held.write_out(&mut out).unwrap();
         assert_eq!(out, b"a\nb\nc\nW\nd\n", "written once");
         let line = [b'x'; 1000];
         let mut big = Vec::new();
         while big.is_empty() {
-            held.take(&line, true, &mut big).unwrap();
+            held.push(&line, true, &mut big).unwrap();
         }
         assert_eq!(big.len(), HOLD_BYTES.div_ceil(line.len()) * line.len());
         assert!(held.bytes.is_empty(), "no more than HOLD_BYTES waits");
     }
 
+    /// Standard error that refuses every write.
+    struct Closed;
+
+    impl io::Write for Closed {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
-    fn warnings_and_errors_are_not_routine() {
-        let routine = |level| {
-            let subscriber = tracing_subscriber::fmt()
-                .with_max_level(Level::TRACE)
-                .finish();
-            let seen = Arc::new(Mutex::new(None));
-            let record = seen.clone();
-            let capture = move |meta: &Metadata<'_>| {
-                *record.lock().unwrap() = Some((&STDERR).make_writer_for(meta).routine);
-            };
-            tracing::subscriber::with_default(subscriber, || match level {
-                Level::ERROR => capture(tracing::error_span!("e").metadata().unwrap()),
-                Level::WARN => capture(tracing::warn_span!("w").metadata().unwrap()),
-                Level::INFO => capture(tracing::info_span!("i").metadata().unwrap()),
-                _ => capture(tracing::debug_span!("d").metadata().unwrap()),
-            });
-            seen.lock().unwrap().unwrap()
+    fn a_failed_write_of_held_lines_still_writes_the_warning_after_them() {
+        let mut held = Held {
+            bytes: b"held\n".to_vec(),
+            holding: true,
         };
-        assert!(!routine(Level::ERROR));
-        assert!(!routine(Level::WARN));
-        assert!(routine(Level::INFO));
-        assert!(routine(Level::DEBUG));
+        assert!(held.push(b"W\n", false, &mut Closed).is_err());
+        let mut out = Vec::new();
+        held.bytes = b"held\n".to_vec();
+        struct FailsOnce<'a>(&'a mut Vec<u8>, bool);
+        impl io::Write for FailsOnce<'_> {
+            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+                if std::mem::replace(&mut self.1, false) {
+                    return Err(io::ErrorKind::BrokenPipe.into());
+                }
+                self.0.write(bytes)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        assert!(
+            held.push(b"W\n", false, &mut FailsOnce(&mut out, true))
+                .is_err()
+        );
+        assert_eq!(out, b"W\n");
+        assert!(held.bytes.is_empty());
+    }
+
+    #[test]
+    fn only_warnings_and_errors_are_written_at_once() {
+        let subscriber = || {
+            tracing_subscriber::fmt()
+                .with_max_level(Level::TRACE)
+                .finish()
+        };
+        let routine = |span: fn() -> tracing::Span| {
+            tracing::subscriber::with_default(subscriber(), || {
+                (&LOG_OUTPUT)
+                    .make_writer_for(span().metadata().unwrap())
+                    .routine
+            })
+        };
+        assert!(!routine(|| tracing::error_span!("e")));
+        assert!(!routine(|| tracing::warn_span!("w")));
+        assert!(routine(|| tracing::info_span!("i")));
+        assert!(routine(|| tracing::debug_span!("d")));
+        assert!(routine(|| tracing::trace_span!("t")));
     }
 
     /// The timestamp's value, which differs between two runs, blanked.
