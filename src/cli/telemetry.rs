@@ -66,6 +66,13 @@ impl LogOutput {
     fn held(&self) -> MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Writes what is held to standard error, and keeps the lock for the caller.
+    fn write_held(&self) -> MutexGuard<'_, Held> {
+        let mut held = self.held();
+        let _ = held.write_out(&mut io::stderr());
+        held
+    }
 }
 
 /// Lines not yet written, in the order they were logged.
@@ -99,7 +106,9 @@ impl Held {
         }
         let written = out.write_all(&self.bytes);
         self.bytes.clear();
-        self.bytes.shrink_to(HOLD_BYTES);
+        // What a burst grows it to stays (the buffer doubles past HOLD_BYTES before it is
+        // written); only a line far longer than that gives its memory back.
+        self.bytes.shrink_to(2 * HOLD_BYTES);
         written
     }
 }
@@ -164,7 +173,7 @@ pub fn hold_routine_lines() {
                 }
                 drop(held);
                 std::thread::sleep(HOLD_FOR);
-                let _ = output.held().write_out(&mut io::stderr());
+                drop(output.write_held());
             }
         });
     if writer.is_err() {
@@ -175,8 +184,7 @@ pub fn hold_routine_lines() {
     std::panic::set_hook(Box::new(move |info| {
         // The lock stays taken while the message is written, so no line lands inside it.
         // Nothing panics while holding it, so this never waits on itself.
-        let mut held = output.held();
-        let _ = held.write_out(&mut io::stderr());
+        let _held = output.write_held();
         previous(info);
     }));
     output.held().holding = true;
@@ -189,9 +197,7 @@ pub struct WriteHeldLogs;
 
 impl Drop for WriteHeldLogs {
     fn drop(&mut self) {
-        let mut held = LOG_OUTPUT.held();
-        held.holding = false;
-        let _ = held.write_out(&mut io::stderr());
+        LOG_OUTPUT.write_held().holding = false;
     }
 }
 
