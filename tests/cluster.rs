@@ -358,6 +358,52 @@ async fn the_spc_is_applied_before_the_answer_and_not_again() {
 }
 
 #[tokio::test]
+async fn a_remembered_answer_is_given_only_while_its_facts_hold() {
+    use kvinject::core::facts::ClusterFacts;
+    let api = ApiServer::start().await;
+    seed(&api);
+    let (cluster, _) = start(&api).await;
+    let state = state(&cluster);
+    let lookups = |state: &Reviewer, result: &str| {
+        let line = format!("kvinject_plan_cache_lookups_total{{result=\"{result}\"}} ");
+        let metrics = state.metrics().render();
+        let count = metrics.lines().find_map(|l| l.strip_prefix(line.as_str()));
+        count.map(|c| c.parse::<u64>().unwrap())
+    };
+    let review = fixture("patch-workload-identity");
+    let first = admit(&state, "/mutate", &review).await;
+    let mut again_review = review.clone();
+    again_review["request"]["uid"] = json!("another-uid");
+    let again = admit(&state, "/mutate", &again_review).await;
+    assert_eq!(again["uid"], "another-uid");
+    assert_eq!(
+        (&again["patch"], &again["allowed"]),
+        (&first["patch"], &first["allowed"])
+    );
+    assert_eq!(
+        (lookups(&state, "miss"), lookups(&state, "hit")),
+        (Some(1), Some(1))
+    );
+
+    // The ServiceAccount now names another client: the SPC (named by its spec) is another one,
+    // as a server that never remembered anything answers.
+    let other = "0b1c2d3e-4f50-4c3e-8a7f-5e2c6f4a9d1b";
+    api.put(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "checkout", "namespace": "shop",
+        "annotations": {"azure.workload.identity/client-id": other}}}));
+    let changed = || {
+        cluster
+            .service_account("shop", "checkout")
+            .is_some_and(|sa| sa.client_id.as_deref() == Some(other))
+    };
+    wait_for(changed, "the changed ServiceAccount in the cache").await;
+    let changed = admit(&state, "/mutate", &review).await;
+    assert_eq!(lookups(&state, "stale"), Some(1));
+    assert_ne!(spc_name_of(&changed), spc_name_of(&first), "{changed}");
+    let planned = admit(&state.clone().with_plan_memo(0), "/mutate", &review).await;
+    assert_eq!(changed["patch"], planned["patch"]);
+}
+
+#[tokio::test]
 async fn a_pod_of_two_vaults_has_both_spcs_applied_before_the_answer() {
     let api = ApiServer::start().await;
     seed(&api);

@@ -303,6 +303,10 @@ pub struct ServeArgs {
     /// Deadline for the direct look-ups of one admission (objects too new for the caches).
     #[arg(long, env = "KVINJECT_LOOKUP_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub lookup_timeout: Duration,
+    /// Pods' answers remembered while every fact they were planned on holds: a workload's pods,
+    /// alike, are planned once (0: every pod planned).
+    #[arg(long, env = "KVINJECT_PLAN_CACHE_ENTRIES", default_value_t = crate::webhook::memo::DEFAULT_ENTRIES)]
+    pub plan_cache_entries: usize,
     /// Core settings.
     #[command(flatten)]
     pub core: CoreArgs,

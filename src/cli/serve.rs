@@ -99,6 +99,7 @@ struct ServePlan {
     gc_grace_period: Duration,
     shutdown_delay: Duration,
     lookup_timeout: Duration,
+    plan_cache_entries: usize,
     limits: Limits,
     settings: Settings,
     verify_mode: VerifyMode,
@@ -125,6 +126,7 @@ impl ServePlan {
             gc_grace_period,
             shutdown_delay,
             lookup_timeout,
+            plan_cache_entries,
             max_spcs_per_namespace,
             core,
             verify,
@@ -170,6 +172,7 @@ impl ServePlan {
             gc_grace_period,
             shutdown_delay,
             lookup_timeout,
+            plan_cache_entries,
             limits: Limits {
                 max_spcs_per_namespace,
                 ..Limits::default()
@@ -396,7 +399,8 @@ async fn start_reviewer(
     let verifier = Verifier::new(credential, plan.verifier_settings.clone());
     let reviewer = reviewer
         .with_metrics(metrics.clone())
-        .with_verifier(Arc::new(verifier), plan.verify_mode);
+        .with_verifier(Arc::new(verifier), plan.verify_mode)
+        .with_plan_memo(plan.plan_cache_entries);
     Ok((reviewer, cluster))
 }
 

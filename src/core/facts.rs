@@ -377,10 +377,77 @@ pub enum Miss {
     SecretProviderClass(String, String),
 }
 
-/// Answers from `inner`, remembering every question it had no answer for.
+/// One question asked of [`ClusterFacts`], with the answer it got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Asked {
+    /// [`ClusterFacts::namespace`].
+    Namespace(String, Option<NamespaceFacts>),
+    /// [`ClusterFacts::service_account`].
+    ServiceAccount(String, String, Option<ServiceAccountFacts>),
+    /// [`ClusterFacts::identity_bindings`].
+    IdentityBindings(Option<String>, String, Vec<IdentityBindingFacts>),
+    /// [`ClusterFacts::identity_bindings_available`].
+    IdentityBindingsAvailable(bool),
+    /// [`ClusterFacts::secret_provider_class`].
+    SecretProviderClass(String, String, Option<SpcFacts>),
+    /// [`ClusterFacts::secret_syncs`].
+    SecretSyncs(String, String, Vec<SecretSync>),
+}
+
+impl Asked {
+    /// Whether `facts` gives the same answer now.
+    pub fn holds(&self, facts: &dyn ClusterFacts) -> bool {
+        match self {
+            Self::Namespace(name, answer) => facts.namespace(name) == *answer,
+            Self::ServiceAccount(namespace, name, answer) => {
+                facts.service_account(namespace, name) == *answer
+            }
+            Self::IdentityBindings(namespace, selector, answer) => {
+                facts.identity_bindings(namespace.as_deref(), selector) == *answer
+            }
+            Self::IdentityBindingsAvailable(answer) => {
+                facts.identity_bindings_available() == *answer
+            }
+            Self::SecretProviderClass(namespace, name, answer) => {
+                facts.secret_provider_class(namespace, name) == *answer
+            }
+            Self::SecretSyncs(namespace, secret, answer) => {
+                facts.secret_syncs(namespace, secret) == *answer
+            }
+        }
+    }
+
+    /// The question as a [`Miss`], when nothing was known of what it asked for.
+    fn miss(&self) -> Option<Miss> {
+        match self {
+            Self::Namespace(name, None) => Some(Miss::Namespace(name.clone())),
+            Self::ServiceAccount(namespace, name, None) => {
+                Some(Miss::ServiceAccount(namespace.clone(), name.clone()))
+            }
+            Self::IdentityBindings(namespace, selector, found) if found.is_empty() => {
+                Some(Miss::IdentityBinding(namespace.clone(), selector.clone()))
+            }
+            Self::SecretProviderClass(namespace, name, None) => {
+                Some(Miss::SecretProviderClass(namespace.clone(), name.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// About what the question and its answer hold in memory, in bytes.
+    pub fn weight(&self) -> usize {
+        // Every fact is a few short strings: its Debug text is a fair measure, and this runs
+        // only when a plan is remembered.
+        format!("{self:?}").len()
+    }
+}
+
+/// Answers from `inner`, remembering every question and its answer in the order asked: the
+/// questions it had no answer for ([`RecordingFacts::misses`]), and what a result computed from
+/// these answers alone rests on ([`RecordingFacts::into_asked`]).
 pub struct RecordingFacts<'a> {
     inner: &'a dyn ClusterFacts,
-    misses: std::sync::Mutex<Vec<Miss>>,
+    asked: std::sync::Mutex<Vec<Asked>>,
 }
 
 impl<'a> RecordingFacts<'a> {
@@ -388,23 +455,33 @@ impl<'a> RecordingFacts<'a> {
     pub fn new(inner: &'a dyn ClusterFacts) -> Self {
         Self {
             inner,
-            misses: std::sync::Mutex::new(Vec::new()),
+            asked: std::sync::Mutex::new(Vec::new()),
         }
     }
 
     /// The questions without an answer, each once, in order.
     pub fn misses(&self) -> Vec<Miss> {
-        let mut misses = self.misses.lock().map(|m| m.clone()).unwrap_or_default();
+        let asked = self.asked.lock();
+        let mut misses: Vec<Miss> = asked.map_or_else(
+            |_| Vec::new(),
+            |asked| asked.iter().filter_map(Asked::miss).collect(),
+        );
         misses.sort();
         misses.dedup();
         misses
     }
 
-    fn record<T>(&self, answer: Option<T>, miss: impl FnOnce() -> Miss) -> Option<T> {
-        if answer.is_none()
-            && let Ok(mut misses) = self.misses.lock()
-        {
-            misses.push(miss());
+    /// The questions asked and their answers, in order; `None` if one could not be remembered.
+    /// A deterministic computation that asked only these gives the same result for as long as
+    /// every answer [`Asked::holds`]: it would ask the same questions again and get the same
+    /// answers.
+    pub fn into_asked(self) -> Option<Vec<Asked>> {
+        self.asked.into_inner().ok()
+    }
+
+    fn remember<T: Clone>(&self, answer: T, asked: impl FnOnce(T) -> Asked) -> T {
+        if let Ok(mut list) = self.asked.lock() {
+            list.push(asked(answer.clone()));
         }
         answer
     }
@@ -412,14 +489,14 @@ impl<'a> RecordingFacts<'a> {
 
 impl ClusterFacts for RecordingFacts<'_> {
     fn namespace(&self, name: &str) -> Option<NamespaceFacts> {
-        self.record(self.inner.namespace(name), || {
-            Miss::Namespace(name.to_owned())
+        self.remember(self.inner.namespace(name), |answer| {
+            Asked::Namespace(name.to_owned(), answer)
         })
     }
 
     fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccountFacts> {
-        self.record(self.inner.service_account(namespace, name), || {
-            Miss::ServiceAccount(namespace.to_owned(), name.to_owned())
+        self.remember(self.inner.service_account(namespace, name), |answer| {
+            Asked::ServiceAccount(namespace.to_owned(), name.to_owned(), answer)
         })
     }
 
@@ -428,26 +505,32 @@ impl ClusterFacts for RecordingFacts<'_> {
         namespace: Option<&str>,
         selector: &str,
     ) -> Vec<IdentityBindingFacts> {
-        let found = self.inner.identity_bindings(namespace, selector);
-        let found = (!found.is_empty()).then_some(found);
-        self.record(found, || {
-            Miss::IdentityBinding(namespace.map(str::to_owned), selector.to_owned())
-        })
-        .unwrap_or_default()
+        self.remember(
+            self.inner.identity_bindings(namespace, selector),
+            |answer| {
+                Asked::IdentityBindings(namespace.map(str::to_owned), selector.to_owned(), answer)
+            },
+        )
     }
 
     fn identity_bindings_available(&self) -> bool {
-        self.inner.identity_bindings_available()
+        self.remember(
+            self.inner.identity_bindings_available(),
+            Asked::IdentityBindingsAvailable,
+        )
     }
 
     fn secret_provider_class(&self, namespace: &str, name: &str) -> Option<SpcFacts> {
-        self.record(self.inner.secret_provider_class(namespace, name), || {
-            Miss::SecretProviderClass(namespace.to_owned(), name.to_owned())
-        })
+        self.remember(
+            self.inner.secret_provider_class(namespace, name),
+            |answer| Asked::SecretProviderClass(namespace.to_owned(), name.to_owned(), answer),
+        )
     }
 
     fn secret_syncs(&self, namespace: &str, secret: &str) -> Vec<SecretSync> {
-        self.inner.secret_syncs(namespace, secret)
+        self.remember(self.inner.secret_syncs(namespace, secret), |answer| {
+            Asked::SecretSyncs(namespace.to_owned(), secret.to_owned(), answer)
+        })
     }
 }
 

@@ -90,6 +90,11 @@ impl GeneratedSpc {
             "spec": spec,
         })
     }
+
+    /// About what it holds in memory, in bytes.
+    pub fn weight(&self) -> usize {
+        size_of::<Self>() + self.name.len() + self.namespace.len() + self.canonical.len()
+    }
 }
 
 /// Builds the SPC for `content` in `namespace`.

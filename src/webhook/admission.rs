@@ -4,6 +4,8 @@
 //! the answer exactly as the API server reads it. No I/O here: HTTP is `http`'s, look-ups and
 //! the SPC write are the pipeline's (`review`).
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use kube::core::admission::Operation;
@@ -215,14 +217,15 @@ pub fn operation_name(operation: &Operation) -> &'static str {
 }
 
 /// An answered admission request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Answer {
     /// The request's uid, echoed.
     uid: String,
     /// The denial message, when denied.
     message: Option<String>,
-    /// The JSON Patch, serialised, when patched.
-    patch: Option<Vec<u8>>,
+    /// The JSON Patch when patched, serialised and base64-encoded as the response carries it
+    /// (once, however often a remembered answer is given).
+    patch: Option<Arc<str>>,
     /// Warnings shown to the user, allowed or denied.
     warnings: Vec<String>,
     /// How it ended.
@@ -300,6 +303,28 @@ impl Answer {
         self.warnings.push(warning);
     }
 
+    /// The same answer to the request `uid`.
+    pub fn for_uid(mut self, uid: &str) -> Self {
+        uid.clone_into(&mut self.uid);
+        self
+    }
+
+    /// About what the answer holds in memory, in bytes (what [`crate::webhook::memo`] counts).
+    pub fn weight(&self) -> usize {
+        let strings = |list: &[String]| list.iter().map(|s| s.len() + 24).sum::<usize>();
+        let objects: usize = (self.objects.iter())
+            .map(|o| o.vault.len() + 64 * (o.references.len() + o.files.len()))
+            .sum();
+        let spcs: usize = self.generated_spcs.iter().map(GeneratedSpc::weight).sum();
+        size_of::<Self>()
+            + self.uid.len()
+            + self.message.as_ref().map_or(0, String::len)
+            + self.patch.as_ref().map_or(0, |p| p.len())
+            + strings(&self.warnings)
+            + objects
+            + spcs
+    }
+
     fn with_warnings(mut self, warnings: &[String]) -> Self {
         self.warnings.extend_from_slice(warnings);
         self
@@ -308,8 +333,8 @@ impl Answer {
     /// The response AdmissionReview, as the API server reads it: `patch` is the Go `[]byte`
     /// field, a base64 string. Written as text in one buffer (base64 never needs escaping).
     pub fn encode(&self) -> Vec<u8> {
-        let base64_len = self.patch.as_ref().map_or(0, |p| p.len().div_ceil(3) * 4);
-        let mut out = String::with_capacity(256 + base64_len);
+        let patch_len = self.patch.as_ref().map_or(0, |p| p.len());
+        let mut out = String::with_capacity(256 + patch_len);
         out.push_str(r#"{"apiVersion":"#);
         json::push_string(&mut out, ADMISSION_V1);
         out.push_str(r#","kind":"AdmissionReview","response":{"uid":"#);
@@ -327,7 +352,7 @@ impl Answer {
         }
         if let Some(patch) = &self.patch {
             out.push_str(r#","patch":""#);
-            STANDARD.encode_string(patch, &mut out);
+            out.push_str(patch);
             out.push_str(r#"","patchType":"JSONPatch""#);
         }
         if !self.warnings.is_empty() {
@@ -589,31 +614,53 @@ fn answer_pod_create(
     facts: &dyn ClusterFacts,
     settings: &Settings,
 ) -> Result<Answer, ReviewError> {
-    let mut answer = Answer::allow(decoded);
-    if !is_pods(decoded) || decoded.request.operation != Operation::Create {
-        return Ok(answer);
+    match pod_to_plan(Route::Mutate, decoded)? {
+        Some(pod) => Ok(plan_answer(pod, decoded.namespace_ref(), facts, settings)
+            .for_uid(&decoded.request.uid)),
+        None => Ok(Answer::allow(decoded)),
     }
-    let pod = decoded
-        .object
-        .as_ref()
-        .ok_or(ReviewError::MissingObject("Pod CREATE"))?;
-    let decision = match plan::plan_pod(pod, &decoded.namespace(), facts, settings) {
-        Err(denial) => return Ok(answer.deny(&denial)),
+}
+
+/// The pod a request asks kvinject to plan: on `/mutate`, a Pod CREATE's object. `None` for any
+/// other request (allowed as it is); an error for a Pod CREATE without its object.
+pub fn pod_to_plan<'d, 'a>(
+    route: Route,
+    decoded: &'d Decoded<'a>,
+) -> Result<Option<&'d Node<'a>>, ReviewError> {
+    if route != Route::Mutate || !is_pods(decoded) || decoded.request.operation != Operation::Create
+    {
+        return Ok(None);
+    }
+    let pod = (decoded.object.as_ref()).ok_or(ReviewError::MissingObject("Pod CREATE"))?;
+    Ok(Some(pod))
+}
+
+/// The answer to `pod` created in `namespace`, with an empty uid ([`Answer::for_uid`] sets it):
+/// a function of the pod, the namespace, the settings and what `facts` answers, nothing else.
+pub fn plan_answer(
+    pod: &Node,
+    namespace: &str,
+    facts: &dyn ClusterFacts,
+    settings: &Settings,
+) -> Answer {
+    let answer = Answer::allowed(String::new());
+    let decision = match plan::plan_pod(pod, namespace, facts, settings) {
+        Err(denial) => return answer.deny(&denial),
         Ok(decision) => decision,
     };
-    answer = answer.with_warnings(decision.warnings());
+    let mut answer = answer.with_warnings(decision.warnings());
     match decision {
         Decision::Skip { reason, .. } => answer.skipped = Some(reason),
         Decision::Inject(plan) => {
             if !plan.patch.is_empty() {
-                answer.patch = Some(plan.patch.into_string().into_bytes());
+                answer.patch = Some(STANDARD.encode(plan.patch.into_string()).into());
                 answer.outcome = Outcome::Patched;
             }
             answer.generated_spcs = plan.generated_spcs;
             answer.objects = plan.objects;
         }
     }
-    Ok(answer)
+    answer
 }
 
 fn answer_workload(
@@ -696,7 +743,7 @@ mod tests {
     fn answer(message: Option<&str>, patch: Option<&str>, warnings: &[&str]) -> Answer {
         Answer {
             message: message.map(str::to_owned),
-            patch: patch.map(|p| p.as_bytes().to_vec()),
+            patch: patch.map(|p| STANDARD.encode(p).into()),
             warnings: warnings.iter().map(|w| (*w).to_owned()).collect(),
             ..Answer::allowed("uid \"quoted\" \u{1}".to_owned())
         }

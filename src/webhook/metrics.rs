@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 
 use crate::core::denial::DenialReason;
 use crate::keyvault::Checked;
+use crate::webhook::memo::Recall;
 
 /// Kinds kvinject is registered for; anything else is counted as `other`.
 const KNOWN_KINDS: [&str; 7] = [
@@ -89,6 +90,9 @@ pub struct Metrics {
     uninjected_pods: Family<Vec<(String, String)>, Gauge>,
     uninjected_evictions: Family<Vec<(String, String)>, Counter>,
     events: Family<Vec<(String, String)>, Counter>,
+    /// `plan_cache_lookups` by result, in [`Recall::ALL`] order: created once, counted without
+    /// a label lookup on every admission.
+    plan_memo: [Counter; 3],
 }
 
 /// Why a rotation restarted nothing: the pod did not ask, the object is only a file, the owner
@@ -251,6 +255,17 @@ impl Metrics {
             "Kubernetes Events written, by reason and result",
             events.clone(),
         );
+        let plan_memo_family = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "plan_cache_lookups",
+            "Pod CREATEs looked up among the remembered plans, by result (hit, miss, stale: a fact it was planned on changed)",
+            plan_memo_family.clone(),
+        );
+        let plan_memo = Recall::ALL.map(|recall| {
+            (plan_memo_family)
+                .get_or_create(&vec![("result".into(), recall.as_str().into())])
+                .clone()
+        });
         for kind in ["Deployment", "StatefulSet", "DaemonSet"] {
             let _ = rotation_restarts.get_or_create(&vec![("kind".into(), kind.into())]);
         }
@@ -279,6 +294,7 @@ impl Metrics {
             uninjected_pods,
             uninjected_evictions,
             events,
+            plan_memo,
             in_flight,
             ready,
             certificate_expiry,
@@ -312,6 +328,11 @@ impl Metrics {
         self.duration
             .get_or_create(&RouteLabels { route })
             .observe(seconds);
+    }
+
+    /// Counts a look-up among the remembered plans.
+    pub fn plan_memo(&self, recall: Recall) {
+        self.plan_memo[recall as usize].inc();
     }
 
     /// Counts a denial.

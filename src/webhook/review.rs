@@ -23,6 +23,7 @@ use kube::core::admission::Operation;
 
 use crate::webhook::admission::{self, Answer, Decoded, Outcome, ReviewError, Route};
 use crate::webhook::listener::Limits;
+use crate::webhook::memo::PlanMemo;
 use crate::webhook::metrics::SharedMetrics;
 
 /// Time kept for the SPC write when Key Vault verification runs before it.
@@ -75,6 +76,8 @@ pub struct Reviewer {
     refused_namespaces: Arc<Mutex<HashMap<String, Instant>>>,
     /// Where denials of controller-made pods go, to be told to their workload.
     denial_events: Option<DenialEvents>,
+    /// Pods' answers remembered while their facts hold (`None`: every pod planned).
+    memo: Option<Arc<PlanMemo>>,
 }
 
 /// Namespaces remembered as not opted in, at most; when full, the memory starts afresh.
@@ -97,6 +100,7 @@ impl Reviewer {
             verifier: None,
             refused_namespaces: Arc::default(),
             denial_events: None,
+            memo: PlanMemo::new(crate::webhook::memo::DEFAULT_ENTRIES).map(Arc::new),
         }
     }
 
@@ -129,6 +133,12 @@ impl Reviewer {
     /// The same pipeline, handing denials of controller-made pods to `events` (`None`: off).
     pub fn with_denial_events(mut self, events: Option<DenialEvents>) -> Self {
         self.denial_events = events;
+        self
+    }
+
+    /// The same pipeline, remembering at most `entries` pods' answers (0: none).
+    pub fn with_plan_memo(mut self, entries: usize) -> Self {
+        self.memo = PlanMemo::new(entries).map(Arc::new);
         self
     }
 
@@ -198,7 +208,17 @@ impl Reviewer {
         // The recorder is dropped before any await: it borrows facts that need not be Sync.
         let (answer, misses) = {
             let recording = RecordingFacts::new(facts);
-            let answer = admission::answer(route, decoded, &recording, &self.settings)?;
+            let answer = match (admission::pod_to_plan(route, decoded)?, &self.memo) {
+                (Some(pod), Some(memo)) => {
+                    let namespace = decoded.namespace_ref();
+                    let (answer, recall) = memo.answer(pod, namespace, &recording, |facts| {
+                        admission::plan_answer(pod, namespace, facts, &self.settings)
+                    });
+                    self.metrics.plan_memo(recall);
+                    answer.for_uid(&decoded.request.uid)
+                }
+                _ => admission::answer(route, decoded, &recording, &self.settings)?,
+            };
             (answer, recording.misses())
         };
         let (true, Some(cluster)) = (answer.missing_fact, &self.cluster) else {

@@ -1,0 +1,471 @@
+//! Plans remembered: the answer to a pod kvinject has planned before, given again while every
+//! fact it was planned on still holds.
+//!
+//! A workload's pods reach `/mutate` as one pod template many times over (a scale-up, a rollout,
+//! a drained node): the same kept fields, the same namespace, the same answer. Planning
+//! ([`admission::plan_answer`]) is a function of the pod's kept fields, its namespace, the
+//! settings and the answers of the facts, nothing else. So a remembered answer is given only for
+//! an equal pod (every kept field compared, not only a hash) in the same namespace, and only once
+//! every question its planning asked is asked again and answered the same ([`Asked::holds`]):
+//! planning again would ask the same questions, get the same answers and give the same answer.
+//! Whatever follows planning (the namespace opt-in, verification, the SPC write) runs for every
+//! request as before.
+//!
+//! Bounded in entries and in bytes; the entry used least recently goes first. A pod whose kept
+//! fields or answer are larger than [`MAX_ENTRY_BYTES`] is planned every time.
+//!
+//! [`admission::plan_answer`]: crate::webhook::admission::plan_answer
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Number;
+
+use crate::core::facts::{Asked, ClusterFacts, RecordingFacts};
+use crate::core::node::Node;
+use crate::webhook::admission::Answer;
+
+/// Entries kept by default (`--plan-cache-entries`).
+pub const DEFAULT_ENTRIES: usize = 64;
+/// Bytes all entries may hold together.
+pub const MAX_BYTES: usize = 2 * 1024 * 1024;
+/// Bytes one entry may hold.
+pub const MAX_ENTRY_BYTES: usize = 256 * 1024;
+
+/// How a pod's answer was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recall {
+    /// Remembered, and every fact it was planned on still holds.
+    Hit,
+    /// Not remembered: planned.
+    Miss,
+    /// Remembered, but a fact it was planned on has changed: planned again.
+    Stale,
+}
+
+impl Recall {
+    /// Every result, in label order.
+    pub const ALL: [Self; 3] = [Self::Hit, Self::Miss, Self::Stale];
+
+    /// Stable lower-case name, for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+/// The remembered answers of one server.
+pub struct PlanMemo {
+    hasher: foldhash::fast::RandomState,
+    capacity: usize,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    list: Vec<Slot>,
+    bytes: usize,
+    clock: u64,
+}
+
+struct Slot {
+    /// The clock when last found or stored.
+    used: u64,
+    entry: Arc<Entry>,
+}
+
+struct Entry {
+    hash: u64,
+    namespace: String,
+    pod: Node<'static>,
+    asked: Vec<Asked>,
+    answer: Answer,
+    bytes: usize,
+}
+
+impl Entry {
+    fn is_for(&self, hash: u64, pod: &Node, namespace: &str) -> bool {
+        self.hash == hash && self.namespace == namespace && same(&self.pod, pod)
+    }
+}
+
+impl PlanMemo {
+    /// A memo of at most `capacity` answers (and [`MAX_BYTES`]); `None` for 0 (every pod planned).
+    pub fn new(capacity: usize) -> Option<Self> {
+        (capacity > 0).then(|| Self {
+            hasher: foldhash::fast::RandomState::default(),
+            capacity,
+            entries: Mutex::default(),
+        })
+    }
+
+    /// The answer to `pod` created in `namespace`: remembered while the facts hold, else
+    /// `plan`'s over `facts` (and remembered, unless it denied for a fact the facts lack, which
+    /// a look-up may yet find).
+    pub fn answer(
+        &self,
+        pod: &Node,
+        namespace: &str,
+        facts: &dyn ClusterFacts,
+        plan: impl FnOnce(&dyn ClusterFacts) -> Answer,
+    ) -> (Answer, Recall) {
+        let (hash, pod_bytes) = self.key(pod, namespace);
+        let found = self.find(hash, pod, namespace);
+        if let Some(entry) = &found
+            && entry.asked.iter().all(|asked| asked.holds(facts))
+        {
+            return (entry.answer.clone(), Recall::Hit);
+        }
+        let recording = RecordingFacts::new(facts);
+        let answer = plan(&recording);
+        if let Some(asked) = recording.into_asked()
+            && !answer.missing_fact
+        {
+            let bytes = pod_bytes
+                + namespace.len()
+                + answer.weight()
+                + asked.iter().map(Asked::weight).sum::<usize>();
+            if bytes <= MAX_ENTRY_BYTES {
+                self.insert(Entry {
+                    hash,
+                    namespace: namespace.to_owned(),
+                    pod: pod.clone().into_owned(),
+                    asked,
+                    answer: answer.clone(),
+                    bytes,
+                });
+            }
+        }
+        let recall = if found.is_some() {
+            Recall::Stale
+        } else {
+            Recall::Miss
+        };
+        (answer, recall)
+    }
+
+    /// The answers remembered now, and the bytes they hold.
+    pub fn size(&self) -> (usize, usize) {
+        self.entries
+            .lock()
+            .map_or((0, 0), |entries| (entries.list.len(), entries.bytes))
+    }
+
+    /// The key's hash, and about what an owned copy of `pod` holds in bytes.
+    fn key(&self, pod: &Node, namespace: &str) -> (u64, usize) {
+        let mut hasher = self.hasher.build_hasher();
+        feed_text(&mut hasher, namespace);
+        let bytes = feed(&mut hasher, pod);
+        (hasher.finish(), bytes)
+    }
+
+    fn find(&self, hash: u64, pod: &Node, namespace: &str) -> Option<Arc<Entry>> {
+        let mut entries = self.entries.lock().ok()?;
+        entries.clock += 1;
+        let clock = entries.clock;
+        let slot =
+            (entries.list.iter_mut()).find(|slot| slot.entry.is_for(hash, pod, namespace))?;
+        slot.used = clock;
+        Some(slot.entry.clone())
+    }
+
+    fn insert(&self, entry: Entry) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        let entries = &mut *entries;
+        // A stale answer to the same pod is replaced.
+        if let Some(at) = (entries.list.iter())
+            .position(|slot| slot.entry.is_for(entry.hash, &entry.pod, &entry.namespace))
+        {
+            entries.bytes -= entries.list.swap_remove(at).entry.bytes;
+        }
+        while entries.list.len() >= self.capacity || entries.bytes + entry.bytes > MAX_BYTES {
+            let Some(oldest) = (entries.list.iter().enumerate())
+                .min_by_key(|(_, slot)| slot.used)
+                .map(|(at, _)| at)
+            else {
+                break;
+            };
+            entries.bytes -= entries.list.swap_remove(oldest).entry.bytes;
+        }
+        entries.clock += 1;
+        entries.bytes += entry.bytes;
+        entries.list.push(Slot {
+            used: entries.clock,
+            entry: Arc::new(entry),
+        });
+    }
+}
+
+/// About what a [`Node`] itself holds, besides its strings and items.
+const NODE_BYTES: usize = size_of::<Node>() + size_of::<String>();
+
+/// Feeds `node` to `hasher`, each value tagged with its kind and each string and list with its
+/// length, so that two different trees never feed the same sequence; returns about what an owned
+/// copy of `node` holds in bytes.
+fn feed(hasher: &mut impl Hasher, node: &Node) -> usize {
+    match node {
+        Node::Null => hasher.write_u8(0),
+        Node::Bool(value) => hasher.write_u8(1 + u8::from(*value)),
+        Node::Number(number) => {
+            hasher.write_u8(3);
+            hasher.write_u64(number_parts(number).2);
+        }
+        Node::String(text) => {
+            hasher.write_u8(4);
+            feed_text(hasher, text);
+            return NODE_BYTES + text.len();
+        }
+        Node::Array(items) => {
+            hasher.write_u8(5);
+            hasher.write_usize(items.len());
+            return NODE_BYTES + items.iter().map(|item| feed(hasher, item)).sum::<usize>();
+        }
+        Node::Object(members) => {
+            hasher.write_u8(6);
+            hasher.write_usize(members.len());
+            let members = members.iter().map(|(name, value)| {
+                feed_text(hasher, name);
+                NODE_BYTES + name.len() + feed(hasher, value)
+            });
+            return NODE_BYTES + members.sum::<usize>();
+        }
+    }
+    NODE_BYTES
+}
+
+fn feed_text(hasher: &mut impl Hasher, text: &str) {
+    hasher.write_usize(text.len());
+    hasher.write(text.as_bytes());
+}
+
+/// Whether two trees are the same JSON as read: the same kinds, members in the same order, and
+/// numbers of the same representation (`0`, `0.0` and `-0.0` differ, as they do in the text).
+fn same(a: &Node, b: &Node) -> bool {
+    match (a, b) {
+        (Node::Number(a), Node::Number(b)) => number_parts(a) == number_parts(b),
+        (Node::Array(a), Node::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same(a, b))
+        }
+        (Node::Object(a), Node::Object(b)) => {
+            a.len() == b.len()
+                && (a.iter().zip(b)).all(|((an, av), (bn, bv))| an == bn && same(av, bv))
+        }
+        _ => a == b,
+    }
+}
+
+/// A number as its integer readings and its floating-point bits.
+fn number_parts(number: &Number) -> (Option<u64>, Option<i64>, u64) {
+    let bits = number.as_f64().map_or(0, f64::to_bits);
+    (number.as_u64(), number.as_i64(), bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::core::facts::{DocumentFacts, NamespaceFacts};
+    use crate::core::plan::Settings;
+    use crate::webhook::admission::plan_answer;
+
+    fn node(value: &serde_json::Value) -> Node<'static> {
+        Node::from(value).into_owned()
+    }
+
+    /// Facts of one namespace whose default vault can change between answers.
+    struct Vaults(Mutex<Option<String>>);
+
+    impl ClusterFacts for Vaults {
+        fn namespace(&self, _: &str) -> Option<NamespaceFacts> {
+            Some(NamespaceFacts {
+                injection_enabled: true,
+                vault: self.0.lock().unwrap().clone(),
+                ..NamespaceFacts::default()
+            })
+        }
+        fn service_account(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Option<crate::core::facts::ServiceAccountFacts> {
+            Some(crate::core::facts::ServiceAccountFacts {
+                client_id: Some("11111111-2222-3333-4444-555555555555".into()),
+            })
+        }
+        fn identity_bindings(
+            &self,
+            _: Option<&str>,
+            _: &str,
+        ) -> Vec<crate::core::facts::IdentityBindingFacts> {
+            Vec::new()
+        }
+        fn secret_provider_class(&self, _: &str, _: &str) -> Option<crate::core::facts::SpcFacts> {
+            None
+        }
+        fn secret_syncs(&self, _: &str, _: &str) -> Vec<crate::core::facts::SecretSync> {
+            Vec::new()
+        }
+    }
+
+    fn injected_pod() -> Node<'static> {
+        node(&json!({
+            "metadata": {"generateName": "web-", "labels": {"kvinject.io/inject": "true"},
+                "annotations": {"kvinject.io/env.DB_PASSWORD": "db-password",
+                    "kvinject.io/tenant-id": "72f988bf-86f1-41af-91ab-2d7cd011db47"}},
+            "spec": {"serviceAccountName": "web", "containers": [{"name": "app", "image": "app"}]},
+        }))
+    }
+
+    /// Answers through `memo`, counting the plans made.
+    fn answer(
+        memo: &PlanMemo,
+        pod: &Node,
+        namespace: &str,
+        facts: &dyn ClusterFacts,
+        plans: &Cell<usize>,
+    ) -> (Answer, Recall) {
+        let settings = Settings::new(None, None, "kvinject");
+        memo.answer(pod, namespace, facts, |facts| {
+            plans.set(plans.get() + 1);
+            plan_answer(pod, namespace, facts, &settings)
+        })
+    }
+
+    fn encoded(answer: &Answer) -> String {
+        String::from_utf8(answer.clone().for_uid("u").encode()).unwrap()
+    }
+
+    #[test]
+    fn an_equal_pod_is_answered_as_planned_while_the_facts_hold() {
+        let memo = PlanMemo::new(4).unwrap();
+        let facts = Vaults(Mutex::new(Some("kv-one".into())));
+        let plans = Cell::new(0);
+        let pod = injected_pod();
+        let (first, recall) = answer(&memo, &pod, "shop", &facts, &plans);
+        assert_eq!(recall, Recall::Miss);
+        assert!(
+            encoded(&first).contains(r#""patch":"#),
+            "{}",
+            encoded(&first)
+        );
+        // A copy read anew (owned strings, not the same allocation) is the same pod.
+        let copy = injected_pod();
+        let (again, recall) = answer(&memo, &copy, "shop", &facts, &plans);
+        assert_eq!((recall, plans.get()), (Recall::Hit, 1));
+        assert_eq!(encoded(&again), encoded(&first));
+
+        // The namespace's vault changes: the plan is made again, and says so.
+        *facts.0.lock().unwrap() = Some("kv-two".into());
+        let (changed, recall) = answer(&memo, &pod, "shop", &facts, &plans);
+        assert_eq!((recall, plans.get()), (Recall::Stale, 2));
+        assert_ne!(encoded(&changed), encoded(&first));
+        let fresh = plan_answer(&pod, "shop", &facts, &Settings::new(None, None, "kvinject"));
+        assert_eq!(encoded(&changed), encoded(&fresh));
+        assert_eq!(memo.size().0, 1, "the stale answer is replaced");
+        let (_, recall) = answer(&memo, &pod, "shop", &facts, &plans);
+        assert_eq!(recall, Recall::Hit);
+    }
+
+    #[test]
+    fn another_namespace_or_any_other_kept_field_is_another_pod() {
+        let memo = PlanMemo::new(16).unwrap();
+        let facts = Vaults(Mutex::new(Some("kv".into())));
+        let plans = Cell::new(0);
+        let pod = injected_pod();
+        answer(&memo, &pod, "shop", &facts, &plans);
+        assert_eq!(answer(&memo, &pod, "shop2", &facts, &plans).1, Recall::Miss);
+        let mut value = pod.to_value();
+        value["spec"]["containers"][0]["name"] = json!("other");
+        assert_eq!(
+            answer(&memo, &node(&value), "shop", &facts, &plans).1,
+            Recall::Miss
+        );
+        // Numbers of another representation are another pod, though equal as numbers.
+        let with = |mode: serde_json::Value| {
+            let mut value = pod.to_value();
+            value["spec"]["volumes"] =
+                json!([{"name": "v", "secret": {"secretName": "s", "defaultMode": mode}}]);
+            node(&value)
+        };
+        let read = |text: &str| with(serde_json::from_str(text).unwrap());
+        let [zero, float, negative] = ["0", "0.0", "-0.0"].map(read);
+        for pod in [&zero, &float, &negative] {
+            assert_eq!(answer(&memo, pod, "shop", &facts, &plans).1, Recall::Miss);
+        }
+        assert_eq!(
+            answer(&memo, &negative, "shop", &facts, &plans).1,
+            Recall::Hit
+        );
+        assert_eq!(plans.get(), 6);
+        // Told apart by the comparison itself, not only by their hashes.
+        assert!(!same(&float, &negative) && !same(&zero, &float));
+        assert!(same(&negative, &read("-0.0")));
+    }
+
+    #[test]
+    fn entries_and_bytes_stay_within_their_bounds_least_recently_used_first() {
+        let memo = PlanMemo::new(3).unwrap();
+        let facts = Vaults(Mutex::new(Some("kv".into())));
+        let plans = Cell::new(0);
+        let named = |name: &str| {
+            let mut value = injected_pod().to_value();
+            value["metadata"]["generateName"] = json!(name);
+            node(&value)
+        };
+        let [a, b, c, d] = ["a", "b", "c", "d"].map(named);
+        for pod in [&a, &b, &c, &a, &d] {
+            answer(&memo, pod, "shop", &facts, &plans);
+        }
+        assert_eq!(memo.size().0, 3);
+        // `b` was used least recently: it went; `a`, found again since, stayed.
+        assert_eq!(answer(&memo, &a, "shop", &facts, &plans).1, Recall::Hit);
+        assert_eq!(answer(&memo, &b, "shop", &facts, &plans).1, Recall::Miss);
+
+        // A pod whose kept fields alone are over the entry bound is planned every time.
+        let mut value = injected_pod().to_value();
+        value["metadata"]["annotations"]["note"] = json!("x".repeat(MAX_ENTRY_BYTES));
+        let huge = node(&value);
+        answer(&memo, &huge, "shop", &facts, &plans);
+        assert_eq!(answer(&memo, &huge, "shop", &facts, &plans).1, Recall::Miss);
+        assert!(memo.size().1 <= MAX_BYTES);
+
+        // Many large pods together stay within the memo's bytes.
+        let memo = PlanMemo::new(1000).unwrap();
+        for i in 0..40 {
+            let mut value = injected_pod().to_value();
+            value["metadata"]["annotations"]["note"] = json!(format!("{i}{}", "x".repeat(100_000)));
+            answer(&memo, &node(&value), "shop", &facts, &plans);
+        }
+        let (entries, bytes) = memo.size();
+        assert!(
+            bytes <= MAX_BYTES && entries < 40,
+            "{entries} entries, {bytes} bytes"
+        );
+    }
+
+    #[test]
+    fn a_denial_for_a_missing_fact_is_not_remembered() {
+        let memo = PlanMemo::new(4).unwrap();
+        // No ServiceAccount known: the plan denies for a missing fact, which a look-up may find.
+        let facts = DocumentFacts::default();
+        let plans = Cell::new(0);
+        let pod = injected_pod();
+        let (first, _) = answer(&memo, &pod, "shop", &facts, &plans);
+        assert!(first.missing_fact, "{first:?}");
+        assert_eq!(answer(&memo, &pod, "shop", &facts, &plans).1, Recall::Miss);
+        assert_eq!(memo.size(), (0, 0));
+    }
+
+    #[test]
+    fn no_memo_without_entries() {
+        assert!(PlanMemo::new(0).is_none());
+    }
+}
