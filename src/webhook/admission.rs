@@ -231,7 +231,7 @@ pub struct Answer {
     /// How it ended.
     pub outcome: Outcome,
     /// The SecretProviderClasses the admitted pod needs (mutate, generate mode), one per vault.
-    pub generated_spcs: Vec<GeneratedSpc>,
+    pub generated_spcs: Arc<[GeneratedSpc]>,
     /// Why the core left the pod alone, when it did.
     pub skipped: Option<SkipReason>,
     /// Denied for an object kvinject could not find (worth a direct look-up).
@@ -239,7 +239,7 @@ pub struct Answer {
     /// The denial's reason class, when denied.
     pub denial_reason: Option<DenialReason>,
     /// Each vault and its object references of an admitted pod in generate mode, to verify.
-    pub objects: Vec<plan::PodObjects>,
+    pub objects: Arc<[plan::PodObjects]>,
 }
 
 impl Answer {
@@ -254,11 +254,11 @@ impl Answer {
             patch: None,
             warnings: Vec::new(),
             outcome: Outcome::Allowed,
-            generated_spcs: Vec::new(),
+            generated_spcs: Arc::default(),
             skipped: None,
             missing_fact: false,
             denial_reason: None,
-            objects: Vec::new(),
+            objects: Arc::default(),
         }
     }
 
@@ -268,8 +268,8 @@ impl Answer {
         self.message = Some(denial.message().to_owned());
         self.patch = None;
         self.outcome = Outcome::Denied;
-        self.generated_spcs = Vec::new();
-        self.objects = Vec::new();
+        self.generated_spcs = Arc::default();
+        self.objects = Arc::default();
         self.missing_fact = denial.is_missing_fact();
         self.denial_reason = Some(denial.reason());
         self
@@ -656,8 +656,8 @@ pub fn plan_answer(
                 answer.patch = Some(STANDARD.encode(plan.patch.into_string()).into());
                 answer.outcome = Outcome::Patched;
             }
-            answer.generated_spcs = plan.generated_spcs;
-            answer.objects = plan.objects;
+            answer.generated_spcs = plan.generated_spcs.into();
+            answer.objects = plan.objects.into();
         }
     }
     answer

@@ -204,30 +204,29 @@ impl PlanMemo {
 /// About what a [`Node`] itself holds, besides its strings and items.
 const NODE_BYTES: usize = size_of::<Node>() + size_of::<String>();
 
-/// Feeds `node` to `hasher`, each value tagged with its kind and each string and list with its
-/// length, so that two different trees never feed the same sequence; returns about what an owned
-/// copy of `node` holds in bytes.
+/// Feeds `node` to `hasher`: every value starts with one word whose low three bits say its kind
+/// and whose others give a string's or a list's length, so that two different trees never feed
+/// the same sequence. Returns about what an owned copy of `node` holds in bytes.
 fn feed(hasher: &mut impl Hasher, node: &Node) -> usize {
+    let head = |kind: usize, len: usize| len << 3 | kind;
     match node {
-        Node::Null => hasher.write_u8(0),
-        Node::Bool(value) => hasher.write_u8(1 + u8::from(*value)),
+        Node::Null => hasher.write_usize(0),
+        Node::Bool(value) => hasher.write_usize(head(1, usize::from(*value))),
         Node::Number(number) => {
-            hasher.write_u8(3);
+            hasher.write_usize(2);
             hasher.write_u64(number_parts(number).2);
         }
         Node::String(text) => {
-            hasher.write_u8(4);
-            feed_text(hasher, text);
+            hasher.write_usize(head(3, text.len()));
+            hasher.write(text.as_bytes());
             return NODE_BYTES + text.len();
         }
         Node::Array(items) => {
-            hasher.write_u8(5);
-            hasher.write_usize(items.len());
+            hasher.write_usize(head(4, items.len()));
             return NODE_BYTES + items.iter().map(|item| feed(hasher, item)).sum::<usize>();
         }
         Node::Object(members) => {
-            hasher.write_u8(6);
-            hasher.write_usize(members.len());
+            hasher.write_usize(head(5, members.len()));
             let members = members.iter().map(|(name, value)| {
                 feed_text(hasher, name);
                 NODE_BYTES + name.len() + feed(hasher, value)
@@ -238,6 +237,7 @@ fn feed(hasher: &mut impl Hasher, node: &Node) -> usize {
     NODE_BYTES
 }
 
+/// A member name or the namespace: its length, then its bytes.
 fn feed_text(hasher: &mut impl Hasher, text: &str) {
     hasher.write_usize(text.len());
     hasher.write(text.as_bytes());

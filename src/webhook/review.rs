@@ -379,7 +379,7 @@ impl Reviewer {
                 }
             }
             None => {
-                for spc in &spcs {
+                for spc in spcs.iter() {
                     if self
                         .facts
                         .secret_provider_class(&namespace, &spc.name)
