@@ -103,14 +103,14 @@ impl PlanMemo {
     }
 
     /// The answer to `pod` created in `namespace`: remembered while the facts hold, else
-    /// `plan`'s over `facts` (and remembered, unless it denied for a fact the facts lack, which
-    /// a look-up may yet find).
+    /// `plan`'s over `facts`, recorded (and remembered, unless it denied for a fact the facts
+    /// lack, which a look-up may yet find).
     pub fn answer(
         &self,
         pod: &Node,
         namespace: &str,
         facts: &dyn ClusterFacts,
-        plan: impl FnOnce(&dyn ClusterFacts) -> Answer,
+        plan: impl FnOnce(&RecordingFacts) -> Answer,
     ) -> (Answer, Recall) {
         let (hash, pod_bytes) = self.key(pod, namespace);
         let found = self.find(hash, pod, namespace);
@@ -333,9 +333,9 @@ mod tests {
         plans: &Cell<usize>,
     ) -> (Answer, Recall) {
         let settings = Settings::new(None, None, "kvinject");
-        memo.answer(pod, namespace, facts, |facts| {
+        memo.answer(pod, namespace, facts, |recording| {
             plans.set(plans.get() + 1);
-            plan_answer(pod, namespace, facts, &settings)
+            plan_answer(pod, namespace, recording, &settings)
         })
     }
 

@@ -206,20 +206,25 @@ impl Reviewer {
     ) -> Result<Answer, ReviewError> {
         let facts = self.facts.as_ref();
         // The recorder is dropped before any await: it borrows facts that need not be Sync.
-        let (answer, misses) = {
-            let recording = RecordingFacts::new(facts);
-            let answer = match (admission::pod_to_plan(route, decoded)?, &self.memo) {
-                (Some(pod), Some(memo)) => {
-                    let namespace = decoded.namespace_ref();
-                    let (answer, recall) = memo.answer(pod, namespace, &recording, |facts| {
-                        admission::plan_answer(pod, namespace, facts, &self.settings)
-                    });
-                    self.metrics.plan_memo(recall);
-                    answer.for_uid(&decoded.request.uid)
-                }
-                _ => admission::answer(route, decoded, &recording, &self.settings)?,
-            };
-            (answer, recording.misses())
+        let (answer, misses) = match (admission::pod_to_plan(route, decoded)?, &self.memo) {
+            (Some(pod), Some(memo)) => {
+                let namespace = decoded.namespace_ref();
+                let mut misses = Vec::new();
+                let (answer, recall) = memo.answer(pod, namespace, facts, |recording| {
+                    let answer = admission::plan_answer(pod, namespace, recording, &self.settings);
+                    if answer.missing_fact {
+                        misses = recording.misses();
+                    }
+                    answer
+                });
+                self.metrics.plan_memo(recall);
+                (answer.for_uid(&decoded.request.uid), misses)
+            }
+            _ => {
+                let recording = RecordingFacts::new(facts);
+                let answer = admission::answer(route, decoded, &recording, &self.settings)?;
+                (answer, recording.misses())
+            }
         };
         let (true, Some(cluster)) = (answer.missing_fact, &self.cluster) else {
             return Ok(answer);
