@@ -15,6 +15,7 @@ use crate::core::plan::{PodLimits, Settings};
 use crate::keyvault::{VerifierSettings, VerifyMode};
 use crate::offline::manifest::Format;
 use crate::webhook::listener::Limits;
+use crate::webhook::memo;
 
 /// kvinject: Azure Key Vault objects for Kubernetes pods, through the Secrets Store CSI driver.
 #[derive(Debug, Parser)]
@@ -304,8 +305,9 @@ pub struct ServeArgs {
     #[arg(long, env = "KVINJECT_LOOKUP_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub lookup_timeout: Duration,
     /// Pods' answers remembered while every fact they were planned on holds: a workload's pods,
-    /// alike, are planned once (0: every pod planned).
-    #[arg(long, env = "KVINJECT_PLAN_CACHE_ENTRIES", default_value_t = crate::webhook::memo::DEFAULT_ENTRIES)]
+    /// alike, are planned once (0: every pod planned; at most 4096).
+    #[arg(long, env = "KVINJECT_PLAN_CACHE_ENTRIES", default_value_t = memo::DEFAULT_ENTRIES,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=memo::MAX_ENTRIES as u64))]
     pub plan_cache_entries: usize,
     /// Core settings.
     #[command(flatten)]

@@ -11,8 +11,10 @@
 //! Whatever follows planning (the namespace opt-in, verification, the SPC write) runs for every
 //! request as before.
 //!
-//! Bounded in entries and in bytes; the entry used least recently goes first. A pod whose kept
-//! fields or answer are larger than [`MAX_ENTRY_BYTES`] is planned every time.
+//! Bounded in entries and in bytes; the entry used least recently goes first, and one whose
+//! facts changed goes when its pod is planned again. A pod whose kept fields or answer are larger
+//! than [`MAX_ENTRY_BYTES`] is planned every time. Entries are picked by a seeded hash under the
+//! lock and compared in full outside it.
 //!
 //! [`admission::plan_answer`]: crate::webhook::admission::plan_answer
 
@@ -27,6 +29,8 @@ use crate::webhook::admission::Answer;
 
 /// Entries kept by default (`--plan-cache-entries`).
 pub const DEFAULT_ENTRIES: usize = 64;
+/// Entries one memo may keep, at most: each look-up and eviction scans them.
+pub const MAX_ENTRIES: usize = 4096;
 /// Bytes all entries may hold together.
 pub const MAX_BYTES: usize = 2 * 1024 * 1024;
 /// Bytes one entry may hold.
@@ -86,18 +90,13 @@ struct Entry {
     bytes: usize,
 }
 
-impl Entry {
-    fn is_for(&self, hash: u64, pod: &Node, namespace: &str) -> bool {
-        self.hash == hash && self.namespace == namespace && same(&self.pod, pod)
-    }
-}
-
 impl PlanMemo {
-    /// A memo of at most `capacity` answers (and [`MAX_BYTES`]); `None` for 0 (every pod planned).
+    /// A memo of at most `capacity` answers (no more than [`MAX_ENTRIES`]) and [`MAX_BYTES`];
+    /// `None` for 0 (every pod planned).
     pub fn new(capacity: usize) -> Option<Self> {
         (capacity > 0).then(|| Self {
             hasher: foldhash::fast::RandomState::default(),
-            capacity,
+            capacity: capacity.min(MAX_ENTRIES),
             entries: Mutex::default(),
         })
     }
@@ -117,28 +116,25 @@ impl PlanMemo {
         if let Some(entry) = &found
             && entry.asked.iter().all(|asked| asked.holds(facts))
         {
+            self.touch(entry);
             return (entry.answer.clone(), Recall::Hit);
         }
         let recording = RecordingFacts::new(facts);
         let answer = plan(&recording);
-        if let Some(asked) = recording.into_asked()
-            && !answer.missing_fact
-        {
-            let bytes = pod_bytes
+        let kept = recording.into_asked().filter(|_| !answer.missing_fact);
+        let entry = kept.map(|asked| Entry {
+            bytes: pod_bytes
                 + namespace.len()
                 + answer.weight()
-                + asked.iter().map(Asked::weight).sum::<usize>();
-            if bytes <= MAX_ENTRY_BYTES {
-                self.insert(Entry {
-                    hash,
-                    namespace: namespace.to_owned(),
-                    pod: pod.clone().into_owned(),
-                    asked,
-                    answer: answer.clone(),
-                    bytes,
-                });
-            }
-        }
+                + asked.iter().map(Asked::weight).sum::<usize>(),
+            hash,
+            namespace: namespace.to_owned(),
+            pod: pod.clone().into_owned(),
+            asked,
+            answer: answer.clone(),
+        });
+        // A stale entry goes whether or not the new answer takes its place.
+        self.store(found.as_ref(), entry.filter(|e| e.bytes <= MAX_ENTRY_BYTES));
         let recall = if found.is_some() {
             Recall::Stale
         } else {
@@ -162,27 +158,44 @@ impl PlanMemo {
         (hasher.finish(), bytes)
     }
 
+    /// The entry for `pod`: those of its hash and namespace are picked under the lock, and
+    /// compared in full after it, so that no request waits on another's comparison.
     fn find(&self, hash: u64, pod: &Node, namespace: &str) -> Option<Arc<Entry>> {
-        let mut entries = self.entries.lock().ok()?;
-        entries.clock += 1;
-        let clock = entries.clock;
-        let slot =
-            (entries.list.iter_mut()).find(|slot| slot.entry.is_for(hash, pod, namespace))?;
-        slot.used = clock;
-        Some(slot.entry.clone())
+        let candidates: Vec<Arc<Entry>> = {
+            let entries = self.entries.lock().ok()?;
+            (entries.list.iter())
+                .filter(|slot| slot.entry.hash == hash && slot.entry.namespace == namespace)
+                .map(|slot| slot.entry.clone())
+                .collect()
+        };
+        candidates.into_iter().find(|entry| same(&entry.pod, pod))
     }
 
-    fn insert(&self, entry: Entry) {
+    /// Marks `entry` as used now: the least recently used go first.
+    fn touch(&self, entry: &Arc<Entry>) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clock += 1;
+            let clock = entries.clock;
+            if let Some(slot) = (entries.list.iter_mut()).find(|s| Arc::ptr_eq(&s.entry, entry)) {
+                slot.used = clock;
+            }
+        }
+    }
+
+    /// Removes `stale` (if still there) and keeps `entry` (if any), making room for it.
+    fn store(&self, stale: Option<&Arc<Entry>>, entry: Option<Entry>) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
         let entries = &mut *entries;
-        // A stale answer to the same pod is replaced.
-        if let Some(at) = (entries.list.iter())
-            .position(|slot| slot.entry.is_for(entry.hash, &entry.pod, &entry.namespace))
-        {
+        if let Some(at) = stale.and_then(|stale| {
+            (entries.list.iter()).position(|slot| Arc::ptr_eq(&slot.entry, stale))
+        }) {
             entries.bytes -= entries.list.swap_remove(at).entry.bytes;
         }
+        let Some(entry) = entry else {
+            return;
+        };
         while entries.list.len() >= self.capacity || entries.bytes + entry.bytes > MAX_BYTES {
             let Some(oldest) = (entries.list.iter().enumerate())
                 .min_by_key(|(_, slot)| slot.used)
@@ -281,13 +294,26 @@ mod tests {
     }
 
     /// Facts of one namespace whose default vault can change between answers.
-    struct Vaults(Mutex<Option<String>>);
+    struct Vaults {
+        vault: Mutex<Option<String>>,
+        /// Whether the pod's ServiceAccount exists.
+        account: Mutex<bool>,
+    }
+
+    impl Vaults {
+        fn new(vault: &str) -> Self {
+            Self {
+                vault: Mutex::new(Some(vault.into())),
+                account: Mutex::new(true),
+            }
+        }
+    }
 
     impl ClusterFacts for Vaults {
         fn namespace(&self, _: &str) -> Option<NamespaceFacts> {
             Some(NamespaceFacts {
                 injection_enabled: true,
-                vault: self.0.lock().unwrap().clone(),
+                vault: self.vault.lock().unwrap().clone(),
                 ..NamespaceFacts::default()
             })
         }
@@ -296,7 +322,8 @@ mod tests {
             _: &str,
             _: &str,
         ) -> Option<crate::core::facts::ServiceAccountFacts> {
-            Some(crate::core::facts::ServiceAccountFacts {
+            let exists = *self.account.lock().unwrap();
+            exists.then(|| crate::core::facts::ServiceAccountFacts {
                 client_id: Some("11111111-2222-3333-4444-555555555555".into()),
             })
         }
@@ -346,7 +373,7 @@ mod tests {
     #[test]
     fn an_equal_pod_is_answered_as_planned_while_the_facts_hold() {
         let memo = PlanMemo::new(4).unwrap();
-        let facts = Vaults(Mutex::new(Some("kv-one".into())));
+        let facts = Vaults::new("kv-one");
         let plans = Cell::new(0);
         let pod = injected_pod();
         let (first, recall) = answer(&memo, &pod, "shop", &facts, &plans);
@@ -363,7 +390,7 @@ mod tests {
         assert_eq!(encoded(&again), encoded(&first));
 
         // The namespace's vault changes: the plan is made again, and says so.
-        *facts.0.lock().unwrap() = Some("kv-two".into());
+        *facts.vault.lock().unwrap() = Some("kv-two".into());
         let (changed, recall) = answer(&memo, &pod, "shop", &facts, &plans);
         assert_eq!((recall, plans.get()), (Recall::Stale, 2));
         assert_ne!(encoded(&changed), encoded(&first));
@@ -377,7 +404,7 @@ mod tests {
     #[test]
     fn another_namespace_or_any_other_kept_field_is_another_pod() {
         let memo = PlanMemo::new(16).unwrap();
-        let facts = Vaults(Mutex::new(Some("kv".into())));
+        let facts = Vaults::new("kv");
         let plans = Cell::new(0);
         let pod = injected_pod();
         answer(&memo, &pod, "shop", &facts, &plans);
@@ -413,7 +440,7 @@ mod tests {
     #[test]
     fn entries_and_bytes_stay_within_their_bounds_least_recently_used_first() {
         let memo = PlanMemo::new(3).unwrap();
-        let facts = Vaults(Mutex::new(Some("kv".into())));
+        let facts = Vaults::new("kv");
         let plans = Cell::new(0);
         let named = |name: &str| {
             let mut value = injected_pod().to_value();
@@ -433,9 +460,10 @@ mod tests {
         let mut value = injected_pod().to_value();
         value["metadata"]["annotations"]["note"] = json!("x".repeat(MAX_ENTRY_BYTES));
         let huge = node(&value);
+        let before = memo.size();
         answer(&memo, &huge, "shop", &facts, &plans);
         assert_eq!(answer(&memo, &huge, "shop", &facts, &plans).1, Recall::Miss);
-        assert!(memo.size().1 <= MAX_BYTES);
+        assert_eq!(memo.size(), before);
 
         // Many large pods together stay within the memo's bytes.
         let memo = PlanMemo::new(1000).unwrap();
@@ -462,6 +490,23 @@ mod tests {
         assert!(first.missing_fact, "{first:?}");
         assert_eq!(answer(&memo, &pod, "shop", &facts, &plans).1, Recall::Miss);
         assert_eq!(memo.size(), (0, 0));
+    }
+
+    #[test]
+    fn a_stale_answer_goes_even_when_the_new_one_is_not_remembered() {
+        let memo = PlanMemo::new(4).unwrap();
+        let facts = Vaults::new("kv");
+        let plans = Cell::new(0);
+        let pod = injected_pod();
+        answer(&memo, &pod, "shop", &facts, &plans);
+        assert_eq!(memo.size().0, 1);
+        // The ServiceAccount is gone: the new plan denies for it, which is never remembered,
+        // and the answer that rested on it goes too.
+        *facts.account.lock().unwrap() = false;
+        let (denied, recall) = answer(&memo, &pod, "shop", &facts, &plans);
+        assert!(denied.missing_fact, "{denied:?}");
+        assert_eq!((recall, memo.size()), (Recall::Stale, (0, 0)));
+        assert_eq!(answer(&memo, &pod, "shop", &facts, &plans).1, Recall::Miss);
     }
 
     #[test]
