@@ -27,7 +27,7 @@ TLS_SECRET = "kvinject-tls"
 # Value set -> what scripts/check-packaging sets (see scripts/packaging/write_value_sets.py).
 VALUE_SETS = [
     "defaults", "cert-manager", "cert-manager-issuer", "provided", "single-replica", "hardened", "monitoring",
-    "operations", "rotation-restarts", "uninjected-eviction", "denial-events",
+    "operations", "rotation-restarts", "uninjected-eviction", "denial-events", "plan-cache-off",
 ]
 COMMITTED = {"defaults": "kvinject.yaml", "cert-manager": "kvinject-cert-manager.yaml"}
 CERT_MODE = {
@@ -42,6 +42,7 @@ CERT_MODE = {
     "rotation-restarts": "selfManaged",
     "uninjected-eviction": "selfManaged",
     "denial-events": "selfManaged",
+    "plan-cache-off": "selfManaged",
 }
 # Value set -> the optional features it turns on (all are off in the others). "uninjected" is the
 # check, "evict" the eviction that implies it.
@@ -508,6 +509,12 @@ def test_each_optional_feature_passes_its_flags_only_when_on(value_set):
         expected["--denial-events"] = True
     given = flags(value_set)
     assert {flag: value for flag, value in given.items() if flag in FEATURE_FLAGS} == expected
+
+
+@every_set
+def test_the_plan_cache_size_reaches_kvinject(value_set):
+    expected = "0" if value_set == "plan-cache-off" else "64"
+    assert flags(value_set)["--plan-cache-entries"] == expected
 
 
 @every_set

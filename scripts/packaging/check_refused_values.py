@@ -21,6 +21,8 @@ refused = [
     ({"webhook": {"timeoutSeconds": 31}}, "/webhook/timeoutSeconds"),
     ({"verifyObjects": "strict"}, "/verifyObjects"),
     ({"gcGracePeriod": "ten minutes"}, "/gcGracePeriod"),
+    ({"planCacheEntries": 4097}, "/planCacheEntries"),
+    ({"planCacheEntries": "64"}, "/planCacheEntries"),
     ({"defaultVault": "my--vault"}, "/defaultVault"),
     ({"replicas": 0}, "/replicas"),
     ({"rotationRestarts": {"maxConcurrent": 0}}, "/rotationRestarts/maxConcurrent"),

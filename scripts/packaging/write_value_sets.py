@@ -52,6 +52,7 @@ sets = {
     # evict alone implies enabled.
     "uninjected-eviction": {"uninjectedPods": {"evict": True, "evictionInterval": "1m"}},
     "denial-events": {"denialEvents": {"enabled": True}},
+    "plan-cache-off": {"planCacheEntries": 0},
     "hardened": {
         "webhook": {"clientCA": (pki / "ca.crt").read_text()},
         "networkPolicy": {
