@@ -61,6 +61,7 @@ fn is_escaped(byte: u8) -> bool {
 /// The index of the first byte of `bytes` JSON escapes, eight bytes at a time. Each word test
 /// below flags the bytes that are the byte sought, and can also flag bytes above one of those
 /// (a borrow starts only at a byte sought): the lowest flagged byte is always the first sought.
+#[inline(always)]
 pub(crate) fn next_escaped(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::MAX / 255;
     const HIGH: u64 = ONES << 7;

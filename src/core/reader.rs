@@ -85,6 +85,7 @@ impl<'a> Reader<'a> {
 
     /// Reads `{`, or `,` between members, and the next member's name and `:`; `None` for the
     /// name at the closing `}` (taken). `first` says whether a member was read before.
+    #[inline(always)]
     pub fn member(&mut self, first: bool) -> Option<Option<&'a str>> {
         if first {
             self.expect(b'{')?;
@@ -108,6 +109,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A member name without escapes (one with escapes gives up).
+    #[inline(always)]
     fn plain_name(&mut self) -> Option<&'a str> {
         if self.peek()? != b'"' {
             return None;
@@ -131,9 +133,9 @@ impl<'a> Reader<'a> {
     }
 
     /// The rest of [`Self::string`] from `at`, the first byte JSON escapes, when that is not the
-    /// closing quote: kept out of line, as few strings of a pod hold an escape. Those that do are
-    /// mostly short (`managedFields` keys such as `k:{\"name\":\"app\"}`), so this part goes
-    /// byte by byte.
+    /// closing quote: kept out of line, as few strings of a pod hold an escape (mostly
+    /// `managedFields` keys such as `k:{\"name\":\"app\"}`). Each escape is checked, and the
+    /// run up to the next byte JSON escapes is passed over as [`Self::string`] passes it.
     #[cold]
     fn escaped_string(&mut self, from: usize, mut at: usize) -> Option<(usize, usize, bool)> {
         loop {
@@ -154,9 +156,10 @@ impl<'a> Reader<'a> {
                         }
                         _ => return None,
                     };
+                    at += next_escaped(self.bytes.get(at..)?)?;
                 }
-                0..0x20 => return None,
-                _ => at += 1,
+                // A control character.
+                _ => return None,
             }
         }
     }
