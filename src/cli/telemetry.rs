@@ -240,7 +240,9 @@ where
         let metadata = event.metadata();
         let mut line = String::with_capacity(320);
         line.push_str(r#"{"timestamp":""#);
-        SystemTime.format_time(&mut Writer::new(&mut line))?;
+        if !push_timestamp(&mut line, std::time::SystemTime::now()) {
+            SystemTime.format_time(&mut Writer::new(&mut line))?;
+        }
         line.push_str(r#"","level":""#);
         line.push_str(metadata.level().as_str());
         line.push('"');
@@ -250,6 +252,62 @@ where
         line.push_str("}\n");
         writer.write_str(&line)
     }
+}
+
+/// Appends `now` as [`SystemTime`] formats it (RFC 3339 in UTC, to the microsecond:
+/// `2026-12-04T19:26:39.767716Z`) from the date's digits, without `fmt`'s machinery: false,
+/// and nothing written, for a time before 1970 or after 9999, left to [`SystemTime`].
+fn push_timestamp(line: &mut String, now: std::time::SystemTime) -> bool {
+    let Ok(since) = now.duration_since(std::time::UNIX_EPOCH) else {
+        return false;
+    };
+    let seconds = since.as_secs();
+    let (year, month, day) = civil_date(seconds / 86_400);
+    if year > 9999 {
+        return false;
+    }
+    let time_of_day = seconds % 86_400;
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    let fields = [
+        (0..4, year),
+        (5..7, month),
+        (8..10, day),
+        (11..13, time_of_day / 3600),
+        (14..16, time_of_day / 60 % 60),
+        (17..19, time_of_day % 60),
+        (20..26, u64::from(since.subsec_micros())),
+    ];
+    for (place, mut value) in fields {
+        for digit in text[place].iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    // Digits and separators: ASCII.
+    line.push_str(std::str::from_utf8(&text).unwrap_or_default());
+    true
+}
+
+/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01: the civil
+/// calendar in 400-year eras of 146,097 days, each year counted from March so that the leap day
+/// is its last.
+fn civil_date(days: u64) -> (u64, u64, u64) {
+    // Days since 0000-03-01.
+    let days = days + 719_468;
+    let (era, day_of_era) = (days / 146_097, days % 146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    // Months from March: 0 is March, 11 February.
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Writes each field as `,"name":value`, as `tracing_serde`'s map visitor serializes it: numbers
@@ -430,6 +488,82 @@ mod tests {
         assert!(routine(|| tracing::info_span!("i")));
         assert!(routine(|| tracing::debug_span!("d")));
         assert!(routine(|| tracing::trace_span!("t")));
+    }
+
+    #[test]
+    fn timestamps_are_written_as_the_general_format_writes_them() {
+        use std::time::{Duration, SystemTime as Clock, UNIX_EPOCH};
+        let at = |seconds: u64, micros: u32| {
+            let mut line = String::new();
+            let time = UNIX_EPOCH + Duration::new(seconds, micros * 1000 + 999);
+            assert!(push_timestamp(&mut line, time));
+            line
+        };
+        // Leap days of a year divisible by 4, by 400 (2000) and not by 100 (2100), the last
+        // microsecond of a day, and the last instant written.
+        let known = [
+            (0, 0, "1970-01-01T00:00:00.000000Z"),
+            (68_169_600, 7, "1972-02-29T00:00:00.000007Z"),
+            (951_782_400, 1, "2000-02-29T00:00:00.000001Z"),
+            (951_868_799, 999_999, "2000-02-29T23:59:59.999999Z"),
+            (1_709_164_800, 42, "2024-02-29T00:00:00.000042Z"),
+            (1_796_412_399, 767_716, "2026-12-04T19:26:39.767716Z"),
+            (4_107_542_400, 500_000, "2100-03-01T00:00:00.500000Z"),
+            (253_402_300_799, 999_999, "9999-12-31T23:59:59.999999Z"),
+        ];
+        for (seconds, micros, text) in known {
+            assert_eq!(at(seconds, micros), text);
+        }
+        // Every day to 2400 against a walk through the calendar a day at a time.
+        let (mut year, mut month, mut day) = (1970, 1, 1);
+        for days in 0..157_000 {
+            assert_eq!(civil_date(days), (year, month, day), "day {days}");
+            let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+            let length = [
+                31,
+                28 + u64::from(leap),
+                31,
+                30,
+                31,
+                30,
+                31,
+                31,
+                30,
+                31,
+                30,
+                31,
+            ];
+            day += 1;
+            if day > length[month as usize - 1] {
+                (day, month) = (1, month + 1);
+                if month > 12 {
+                    (month, year) = (1, year + 1);
+                }
+            }
+        }
+        // Outside the years of four digits, the general format writes the line.
+        let mut line = String::new();
+        assert!(!push_timestamp(
+            &mut line,
+            UNIX_EPOCH - Duration::from_secs(1)
+        ));
+        assert!(!push_timestamp(
+            &mut line,
+            UNIX_EPOCH + Duration::from_secs(253_402_300_800)
+        ));
+        assert!(line.is_empty());
+        // The same text as tracing's own timer, to the second (retried across a second's edge).
+        let seconds = |line: &str| line[..19].to_owned();
+        let same = (0..10).any(|_| {
+            let mut general = String::new();
+            SystemTime
+                .format_time(&mut Writer::new(&mut general))
+                .unwrap();
+            let mut fast = String::new();
+            push_timestamp(&mut fast, Clock::now());
+            general.len() == fast.len() && seconds(&general) == seconds(&fast)
+        });
+        assert!(same);
     }
 
     /// The timestamp's value, which differs between two runs, blanked.
