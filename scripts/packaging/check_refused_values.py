@@ -22,6 +22,7 @@ refused = [
     ({"verifyObjects": "strict"}, "/verifyObjects"),
     ({"gcGracePeriod": "ten minutes"}, "/gcGracePeriod"),
     ({"planCacheEntries": 4097}, "/planCacheEntries"),
+    ({"planCacheEntries": -1}, "/planCacheEntries"),
     ({"planCacheEntries": "64"}, "/planCacheEntries"),
     ({"defaultVault": "my--vault"}, "/defaultVault"),
     ({"replicas": 0}, "/replicas"),
