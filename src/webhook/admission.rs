@@ -4,12 +4,13 @@
 //! the answer exactly as the API server reads it. No I/O here: HTTP is `http`'s, look-ups and
 //! the SPC write are the pipeline's (`review`).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
-use kube::core::{GroupVersionKind, GroupVersionResource};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::error::Category;
@@ -106,7 +107,7 @@ impl Outcome {
 }
 
 /// The envelope fields kvinject reads of `request` (`oldObject`, `options` and `userInfo` are
-/// read past without being kept). A field added here is added to [`HEAD_FIELDS`] too.
+/// read past without being kept). A field added here is read by [`read_request_fast`] too.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestHead {
@@ -115,7 +116,7 @@ pub struct RequestHead {
     /// The object's kind.
     pub kind: GroupVersionKind,
     /// The resource it was sent to.
-    pub resource: GroupVersionResource,
+    pub resource: Resource,
     /// `status`, `binding`, ... when sent to a subresource.
     #[serde(default)]
     pub sub_resource: Option<String>,
@@ -136,6 +137,18 @@ pub struct RequestHead {
     /// The object, pruned, as `serde_json` reads it (owned); moved to [`Decoded::object`].
     #[serde(default, deserialize_with = "object")]
     object: Option<Node<'static>>,
+}
+
+/// The resource a request was sent to (kube's `GroupVersionResource` also reads a private
+/// `api_version` that the fast read could not set as serde sets it).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Resource {
+    /// API group (`""` for the core group).
+    pub group: String,
+    /// Version.
+    pub version: String,
+    /// The plural name (`pods`).
+    pub resource: String,
 }
 
 /// A decoded request: the envelope, and the fields of the object the core reads
@@ -498,56 +511,116 @@ fn read_fast(body: &str) -> Option<(WireRequestReview, Option<Node<'_>>)> {
     Some((review, object))
 }
 
-/// The members of `request` that [`RequestHead`] reads, besides `object` and `userInfo`.
-const HEAD_FIELDS: [&str; 8] = [
-    "uid",
-    "kind",
-    "resource",
-    "subResource",
-    "name",
-    "namespace",
-    "operation",
-    "dryRun",
-];
-
-/// `request`: the object read by the schema ([`pruned::KEPT`]); the fields of [`RequestHead`]
-/// copied, as sent, into a small JSON object that serde reads, so the envelope's rules
-/// (required fields, types, defaults, no field twice) stay serde's. Every other member
-/// (`oldObject`, a whole pod on UPDATE; `options`; anything made up) is checked and skipped, as
-/// serde skips it, and `userInfo`, required but never read, is written as `null`.
+/// `request`: the object read by the schema ([`pruned::KEPT`]) and the fields of [`RequestHead`]
+/// read as serde reads them, in their ordinary form only. Anything else (a field twice, a value of
+/// another JSON type, an unknown operation, a required field missing) gives up, and serde then
+/// gives the answer or the error. Every other member (`oldObject`, a whole pod on UPDATE;
+/// `options`; anything made up) is checked and skipped, as serde skips it; so is `userInfo`,
+/// required but never read.
 fn read_request_fast<'a>(reader: &mut Reader<'a>) -> Option<(RequestHead, Option<Node<'a>>)> {
-    let mut head = String::with_capacity(512);
-    head.push('{');
-    let mut object = None;
+    let (mut uid, mut kind, mut resource, mut sub_resource) = (None, None, None, None);
+    let (mut name, mut namespace, mut operation, mut dry_run) = (None, None, None, None);
+    let (mut user_info, mut object) = (None, None);
     let mut first = true;
-    while let Some(name) = reader.member(first)? {
+    while let Some(member) = reader.member(first)? {
         first = false;
-        if name == "object" {
-            if object.is_some() {
-                return None;
+        match member {
+            "object" => once(&mut object, reader.read_kept(pruned::KEPT)?)?,
+            "uid" => once(&mut uid, string(reader)?.into_owned())?,
+            "kind" => {
+                let [group, version, kind_] = three_strings(reader, ["group", "version", "kind"])?;
+                let gvk = GroupVersionKind {
+                    group,
+                    version,
+                    kind: kind_,
+                };
+                once(&mut kind, gvk)?
             }
-            object = Some(reader.read_kept(pruned::KEPT)?);
-            continue;
+            "resource" => {
+                let [group, version, plural] =
+                    three_strings(reader, ["group", "version", "resource"])?;
+                let sent_to = Resource {
+                    group,
+                    version,
+                    resource: plural,
+                };
+                once(&mut resource, sent_to)?
+            }
+            "subResource" => once(&mut sub_resource, optional_string(reader)?)?,
+            "name" => once(&mut name, string(reader)?.into_owned())?,
+            "namespace" => once(&mut namespace, optional_string(reader)?)?,
+            "operation" => {
+                let read = match string(reader)?.as_ref() {
+                    "CREATE" => Operation::Create,
+                    "UPDATE" => Operation::Update,
+                    "DELETE" => Operation::Delete,
+                    "CONNECT" => Operation::Connect,
+                    _ => return None,
+                };
+                once(&mut operation, read)?
+            }
+            "dryRun" => {
+                let Node::Bool(read) = reader.read_kept(Keep::Text)? else {
+                    return None;
+                };
+                once(&mut dry_run, read)?
+            }
+            "userInfo" => once(&mut user_info, reader.skip()?)?,
+            _ => reader.skip()?,
         }
-        reader.whitespace();
-        let from = reader.offset();
-        reader.skip()?;
-        let value = match name {
-            "userInfo" => "null",
-            _ if HEAD_FIELDS.contains(&name) => reader.slice(from, reader.offset()),
-            _ => continue,
-        };
-        if head.len() > 1 {
-            head.push(',');
-        }
-        // A name without escapes (`member` gives up on others) and without control characters.
-        json::push_string(&mut head, name);
-        head.push(':');
-        head.push_str(value);
     }
-    head.push('}');
-    let request: RequestHead = serde_json::from_str(&head).ok()?;
+    user_info?;
+    let request = RequestHead {
+        uid: uid?,
+        kind: kind?,
+        resource: resource?,
+        sub_resource: sub_resource.flatten(),
+        name: name.unwrap_or_default(),
+        namespace: namespace.flatten(),
+        operation: operation?,
+        dry_run: dry_run.unwrap_or_default(),
+        _user_info: IgnoredAny,
+        object: None,
+    };
     Some((request, object.filter(|o| !o.is_null())))
+}
+
+/// Fills `slot`, which must be empty (serde refuses a field given twice).
+fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
+    slot.is_none().then(|| *slot = Some(value))
+}
+
+/// A string value.
+fn string<'a>(reader: &mut Reader<'a>) -> Option<Cow<'a, str>> {
+    match reader.read_kept(Keep::Text)? {
+        Node::String(text) => Some(text),
+        _ => None,
+    }
+}
+
+/// A string value, or `null` (`None`), for an optional field.
+fn optional_string(reader: &mut Reader) -> Option<Option<String>> {
+    match reader.read_kept(Keep::Text)? {
+        Node::String(text) => Some(Some(text.into_owned())),
+        Node::Null => Some(None),
+        _ => None,
+    }
+}
+
+/// An object with these three string members, each once, other members skipped (a
+/// `GroupVersionKind` or a [`Resource`] as serde reads one from an object).
+fn three_strings(reader: &mut Reader, names: [&str; 3]) -> Option<[String; 3]> {
+    let mut values: [Option<String>; 3] = Default::default();
+    let mut first = true;
+    while let Some(member) = reader.member(first)? {
+        first = false;
+        match names.iter().position(|name| *name == member) {
+            Some(at) => once(&mut values[at], string(reader)?.into_owned())?,
+            None => reader.skip()?,
+        }
+    }
+    let [a, b, c] = values;
+    Some([a?, b?, c?])
 }
 
 /// What a decoded envelope must be, whichever read it came from: the object is the fast read's
@@ -769,14 +842,44 @@ mod tests {
                   "oldObject": null, "dryRun": false, "options": {{"kind": "CreateOptions"}}{extra}}}"#
             ))
         };
-        let fast_read = request("");
-        assert!(
-            read_fast(&fast_read).is_some(),
-            "the common body is read by the fast path"
-        );
-        let bodies = [
-            fast_read,
+        // Read here, not left to serde_json: the common body, and the envelope's other ordinary
+        // forms.
+        let read_here = [
+            request(""),
             request(r#", "subResource": "status", "name": "web""#),
+            request(r#", "subResource": null, "requestSubResource": [1]"#),
+            review(
+                r#"{"uid": "u\"1", "kind": {"kind": "Pod", "version": "v1", "group": "", "x": 1},
+                "resource": {"group": "apps", "version": "v1", "resource": "deployments", "api_version": 1},
+                "namespace": null, "operation": "UPDATE", "userInfo": null, "object": null,
+                "dryRun": true}"#,
+            ),
+        ];
+        for body in &read_here {
+            assert!(read_fast(body).is_some(), "{body}");
+        }
+        let bodies = [
+            request(r#", "kind": {"group": "", "version": "v1", "kind": "Pod"}"#),
+            request(r#", "resource": {"group": "", "version": "v1", "resource": "pods"}"#),
+            request(r#", "namespace": "other""#),
+            request(r#", "dryRun": null"#),
+            request(r#", "dryRun": true, "dryRun": false"#),
+            request(r#", "subResource": 1"#),
+            request(r#", "userInfo": {}"#),
+            review(r#"{"uid": "u", "kind": ["", "v1", "Pod"], "resource": ["", "v1", "pods"],
+                "operation": "CREATE", "userInfo": {}}"#),
+            review(r#"{"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE", "userInfo": {}}"#),
+            review(r#"{"uid": "u", "kind": {"group": "", "version": "v1"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE", "userInfo": {}}"#),
+            review(r#"{"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": null},
+                "operation": "CREATE", "userInfo": {}}"#),
+            review(r#"{"uid": 1, "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "create", "userInfo": {}}"#),
             request(r#", "uid": "again""#),
             request(r#", "object": {}"#),
             request(r#", "operation": "PATCH""#),
@@ -802,7 +905,7 @@ mod tests {
             r#"{"kind": "AdmissionReview"} {}"#.to_owned(),
             r#"{"kind": "AdmissionReview","#.to_owned(),
         ];
-        for body in &bodies {
+        for body in read_here.iter().chain(&bodies) {
             let fast = format!("{:?}", decode(body.as_bytes()));
             let serde = format!("{:?}", decode_by_serde(body.as_bytes()));
             assert_eq!(fast, serde, "{body}");
