@@ -390,7 +390,7 @@ impl Reviewer {
                         .secret_provider_class(&namespace, &spc.name)
                         .is_none()
                     {
-                        answer.push_warning(warning(format!(
+                        answer.push_warning(warning(format_args!(
                             "SecretProviderClass {} does not exist in namespace {namespace}; this server \
                              reads its facts from a file and does not write it: apply the output of `kvinject inject`",
                             spc.name
