@@ -13,12 +13,13 @@
 //!
 //! Bounded in entries and in bytes; the entry used least recently goes first, and one whose
 //! facts changed goes when its pod is planned again. A pod whose kept fields or answer are larger
-//! than [`MAX_ENTRY_BYTES`] is planned every time. Entries are picked by a seeded hash under the
-//! lock and compared in full outside it.
+//! than [`MAX_ENTRY_BYTES`] is planned every time. A pod and its namespace are written out as one
+//! run of bytes ([`write_key`]) that no other pair writes the same: entries are picked by its
+//! seeded hash under the lock and compared in full, byte for byte, outside it.
 //!
 //! [`admission::plan_answer`]: crate::webhook::admission::plan_answer
 
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Number;
@@ -83,8 +84,8 @@ struct Slot {
 
 struct Entry {
     hash: u64,
-    namespace: String,
-    pod: Node<'static>,
+    /// The namespace and the pod's kept fields, as [`write_key`] writes them.
+    key: Box<[u8]>,
     asked: Vec<Asked>,
     answer: Answer,
     bytes: usize,
@@ -111,8 +112,10 @@ impl PlanMemo {
         facts: &dyn ClusterFacts,
         plan: impl FnOnce(&RecordingFacts) -> Answer,
     ) -> (Answer, Recall) {
-        let (hash, pod_bytes) = self.key(pod, namespace);
-        let found = self.find(hash, pod, namespace);
+        let mut key = Vec::with_capacity(KEY_CAPACITY);
+        write_key(&mut key, namespace, pod);
+        let hash = self.hasher.hash_one(&key);
+        let found = self.find(hash, &key);
         if let Some(entry) = &found
             && entry.asked.iter().all(|asked| asked.holds(facts))
         {
@@ -123,13 +126,9 @@ impl PlanMemo {
         let answer = plan(&recording);
         let kept = recording.into_asked().filter(|_| !answer.missing_fact);
         let entry = kept.map(|asked| Entry {
-            bytes: pod_bytes
-                + namespace.len()
-                + answer.weight()
-                + asked.iter().map(Asked::weight).sum::<usize>(),
+            bytes: key.len() + answer.weight() + asked.iter().map(Asked::weight).sum::<usize>(),
             hash,
-            namespace: namespace.to_owned(),
-            pod: pod.clone().into_owned(),
+            key: key.into_boxed_slice(),
             asked,
             answer: answer.clone(),
         });
@@ -150,25 +149,17 @@ impl PlanMemo {
             .map_or((0, 0), |entries| (entries.list.len(), entries.bytes))
     }
 
-    /// The key's hash, and about what an owned copy of `pod` holds in bytes.
-    fn key(&self, pod: &Node, namespace: &str) -> (u64, usize) {
-        let mut hasher = self.hasher.build_hasher();
-        feed_text(&mut hasher, namespace);
-        let bytes = feed(&mut hasher, pod);
-        (hasher.finish(), bytes)
-    }
-
-    /// The entry for `pod`: those of its hash and namespace are picked under the lock, and
-    /// compared in full after it, so that no request waits on another's comparison.
-    fn find(&self, hash: u64, pod: &Node, namespace: &str) -> Option<Arc<Entry>> {
+    /// The entry for `key`: those of its hash are picked under the lock, and compared in full
+    /// after it, so that no request waits on another's comparison.
+    fn find(&self, hash: u64, key: &[u8]) -> Option<Arc<Entry>> {
         let candidates: Vec<Arc<Entry>> = {
             let entries = self.entries.lock().ok()?;
             (entries.list.iter())
-                .filter(|slot| slot.entry.hash == hash && slot.entry.namespace == namespace)
+                .filter(|slot| slot.entry.hash == hash)
                 .map(|slot| slot.entry.clone())
                 .collect()
         };
-        candidates.into_iter().find(|entry| same(&entry.pod, pod))
+        candidates.into_iter().find(|entry| *entry.key == *key)
     }
 
     /// Marks `entry` as used now: the least recently used go first.
@@ -214,62 +205,55 @@ impl PlanMemo {
     }
 }
 
-/// About what a [`Node`] itself holds, besides its strings and items.
-const NODE_BYTES: usize = size_of::<Node>() + size_of::<String>();
+/// Room for the key of a typical pod (about 2.5 KB), so that it is seldom grown.
+const KEY_CAPACITY: usize = 4096;
 
-/// Feeds `node` to `hasher`: every value starts with one word whose low three bits say its kind
-/// and whose others give a string's or a list's length, so that two different trees never feed
-/// the same sequence. Returns about what an owned copy of `node` holds in bytes.
-fn feed(hasher: &mut impl Hasher, node: &Node) -> usize {
-    let head = |kind: usize, len: usize| len << 3 | kind;
+/// Writes `namespace` and `pod` as one run of bytes that no other pair writes the same: each
+/// value is a tag for its kind, then its length or count where it has one, so that the bytes
+/// read back into one tree only. Numbers are written by representation (`0`, `0.0` and `-0.0`
+/// differ, as they do in the text).
+fn write_key(out: &mut Vec<u8>, namespace: &str, pod: &Node) {
+    write_text(out, namespace);
+    write_node(out, pod);
+}
+
+fn write_node(out: &mut Vec<u8>, node: &Node) {
     match node {
-        Node::Null => hasher.write_usize(0),
-        Node::Bool(value) => hasher.write_usize(head(1, usize::from(*value))),
+        Node::Null => out.push(0),
+        Node::Bool(value) => out.extend_from_slice(&[1, u8::from(*value)]),
         Node::Number(number) => {
-            hasher.write_usize(2);
-            hasher.write_u64(number_parts(number).2);
+            let (unsigned, signed, bits) = number_parts(number);
+            out.extend_from_slice(&[2, u8::from(unsigned.is_some()), u8::from(signed.is_some())]);
+            out.extend_from_slice(&unsigned.unwrap_or_default().to_le_bytes());
+            out.extend_from_slice(&signed.unwrap_or_default().to_le_bytes());
+            out.extend_from_slice(&bits.to_le_bytes());
         }
         Node::String(text) => {
-            hasher.write_usize(head(3, text.len()));
-            hasher.write(text.as_bytes());
-            return NODE_BYTES + text.len();
+            out.push(3);
+            write_text(out, text);
         }
         Node::Array(items) => {
-            hasher.write_usize(head(4, items.len()));
-            return NODE_BYTES + items.iter().map(|item| feed(hasher, item)).sum::<usize>();
+            out.push(4);
+            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            for item in items {
+                write_node(out, item);
+            }
         }
         Node::Object(members) => {
-            hasher.write_usize(head(5, members.len()));
-            let members = members.iter().map(|(name, value)| {
-                feed_text(hasher, name);
-                NODE_BYTES + name.len() + feed(hasher, value)
-            });
-            return NODE_BYTES + members.sum::<usize>();
+            out.push(5);
+            out.extend_from_slice(&(members.len() as u64).to_le_bytes());
+            for (name, value) in members {
+                write_text(out, name);
+                write_node(out, value);
+            }
         }
     }
-    NODE_BYTES
 }
 
-/// A member name or the namespace: its length, then its bytes.
-fn feed_text(hasher: &mut impl Hasher, text: &str) {
-    hasher.write_usize(text.len());
-    hasher.write(text.as_bytes());
-}
-
-/// Whether two trees are the same JSON as read: the same kinds, members in the same order, and
-/// numbers of the same representation (`0`, `0.0` and `-0.0` differ, as they do in the text).
-fn same(a: &Node, b: &Node) -> bool {
-    match (a, b) {
-        (Node::Number(a), Node::Number(b)) => number_parts(a) == number_parts(b),
-        (Node::Array(a), Node::Array(b)) => {
-            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same(a, b))
-        }
-        (Node::Object(a), Node::Object(b)) => {
-            a.len() == b.len()
-                && (a.iter().zip(b)).all(|((an, av), (bn, bv))| an == bn && same(av, bv))
-        }
-        _ => a == b,
-    }
+/// A string: its length, then its bytes.
+fn write_text(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
 }
 
 /// A number as its integer readings and its floating-point bits.
@@ -433,8 +417,42 @@ mod tests {
         );
         assert_eq!(plans.get(), 6);
         // Told apart by the comparison itself, not only by their hashes.
-        assert!(!same(&float, &negative) && !same(&zero, &float));
-        assert!(same(&negative, &read("-0.0")));
+        let key = |pod: &Node| {
+            let mut key = Vec::new();
+            write_key(&mut key, "shop", pod);
+            key
+        };
+        assert!(key(&float) != key(&negative) && key(&zero) != key(&float));
+        assert_eq!(key(&negative), key(&read("-0.0")));
+    }
+
+    #[test]
+    fn keys_differ_wherever_the_trees_or_namespaces_differ() {
+        let key = |namespace: &str, text: &str| {
+            let mut key = Vec::new();
+            write_key(
+                &mut key,
+                namespace,
+                &node(&serde_json::from_str(text).unwrap()),
+            );
+            key
+        };
+        // Pairs a key without lengths, counts or kinds would write the same.
+        let pairs = [
+            (("shop", r#"{"ab": ""}"#), ("shop", r#"{"a": "b"}"#)),
+            (("shop", r#"["a", "b"]"#), ("shop", r#"["ab"]"#)),
+            (("shop", r#"[["a"], "b"]"#), ("shop", r#"[["a", "b"]]"#)),
+            (("shop", r#"{"a": []}"#), ("shop", r#"{"a": {}}"#)),
+            (("shop", r#"{"a": null}"#), ("shop", r#"{"a": false}"#)),
+            (("shop", r#""1""#), ("shop", "1")),
+            (("shop", "1"), ("shop", "1.0")),
+            (("shop", "-1"), ("shop", "18446744073709551615")),
+            (("sho", r#""p""#), ("shop", r#""""#)),
+        ];
+        for ((ns_a, a), (ns_b, b)) in pairs {
+            assert_ne!(key(ns_a, a), key(ns_b, b), "{ns_a} {a} / {ns_b} {b}");
+            assert_eq!(key(ns_a, a), key(ns_a, a));
+        }
     }
 
     #[test]
