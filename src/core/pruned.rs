@@ -308,6 +308,7 @@ impl<'a> KeptObject<'a> {
     }
 
     /// The member named `key`, when the rule keeps it; `None` when its value is skipped.
+    #[inline(always)]
     pub fn member(&mut self, key: Name<'a>) -> Option<Member<'a>> {
         match self.rule {
             Keep::Fields(fields) => {
@@ -335,6 +336,7 @@ impl<'a> KeptObject<'a> {
     }
 
     /// Keeps `member` with its value.
+    #[inline(always)]
     pub fn keep(&mut self, member: Member<'a>, value: Node<'a>) {
         if self.members.is_empty()
             && let Keep::Fields(fields) = self.rule
