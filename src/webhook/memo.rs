@@ -234,14 +234,14 @@ fn write_node(out: &mut Vec<u8>, node: &Node) {
         }
         Node::Array(items) => {
             out.push(4);
-            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            write_length(out, items.len());
             for item in items {
                 write_node(out, item);
             }
         }
         Node::Object(members) => {
             out.push(5);
-            out.extend_from_slice(&(members.len() as u64).to_le_bytes());
+            write_length(out, members.len());
             for (name, value) in members {
                 write_text(out, name);
                 write_node(out, value);
@@ -252,8 +252,18 @@ fn write_node(out: &mut Vec<u8>, node: &Node) {
 
 /// A string: its length, then its bytes.
 fn write_text(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    write_length(out, text.len());
     out.extend_from_slice(text.as_bytes());
+}
+
+/// A length or a count, seven bits a byte, low bits first, the high bit set on every byte but
+/// the last (LEB128): one byte for most, and no two lengths written the same.
+fn write_length(out: &mut Vec<u8>, mut length: usize) {
+    while length >= 0x80 {
+        out.push(length as u8 | 0x80);
+        length >>= 7;
+    }
+    out.push(length as u8);
 }
 
 /// A number as its integer readings and its floating-point bits.
@@ -448,10 +458,31 @@ mod tests {
             (("shop", "1"), ("shop", "1.0")),
             (("shop", "-1"), ("shop", "18446744073709551615")),
             (("sho", r#""p""#), ("shop", r#""""#)),
+            (
+                ("shop", &format!(r#"["{}", ""]"#, "a".repeat(200))),
+                ("shop", &format!(r#"["{}"]"#, "a".repeat(200))),
+            ),
         ];
         for ((ns_a, a), (ns_b, b)) in pairs {
             assert_ne!(key(ns_a, a), key(ns_b, b), "{ns_a} {a} / {ns_b} {b}");
             assert_eq!(key(ns_a, a), key(ns_a, a));
+        }
+    }
+
+    #[test]
+    fn no_length_is_written_as_the_start_of_another() {
+        let lengths = [0, 1, 127, 128, 255, 16_383, 16_384, 1 << 21, usize::MAX];
+        let written = lengths.map(|length| {
+            let mut out = Vec::new();
+            write_length(&mut out, length);
+            out
+        });
+        assert_eq!(written[2], [127]);
+        assert_eq!(written[3], [0x80, 1]);
+        for (a, first) in written.iter().enumerate() {
+            for (b, second) in written.iter().enumerate() {
+                assert!(a == b || !second.starts_with(first), "{a} {b}");
+            }
         }
     }
 
