@@ -113,7 +113,10 @@ impl PlanMemo {
         plan: impl FnOnce(&RecordingFacts) -> Answer,
     ) -> (Answer, Recall) {
         let mut key = Vec::with_capacity(KEY_CAPACITY);
-        write_key(&mut key, namespace, pod);
+        if write_key(&mut key, namespace, pod).is_none() {
+            // Never remembered, so never found: planned, without copying the rest of the pod.
+            return (plan(&RecordingFacts::new(facts)), Recall::Miss);
+        }
         let hash = self.hasher.hash_one(&key);
         let found = self.find(hash, &key);
         if let Some(entry) = &found
@@ -211,13 +214,17 @@ const KEY_CAPACITY: usize = 4096;
 /// Writes `namespace` and `pod` as one run of bytes that no other pair writes the same: each
 /// value is a tag for its kind, then its length or count where it has one, so that the bytes
 /// read back into one tree only. Numbers are written by representation (`0`, `0.0` and `-0.0`
-/// differ, as they do in the text).
-fn write_key(out: &mut Vec<u8>, namespace: &str, pod: &Node) {
-    write_text(out, namespace);
-    write_node(out, pod);
+/// differ, as they do in the text). `None`, part written, once the key would pass
+/// [`MAX_ENTRY_BYTES`]: an entry that large is never kept.
+fn write_key(out: &mut Vec<u8>, namespace: &str, pod: &Node) -> Option<()> {
+    write_text(out, namespace)?;
+    write_node(out, pod)
 }
 
-fn write_node(out: &mut Vec<u8>, node: &Node) {
+fn write_node(out: &mut Vec<u8>, node: &Node) -> Option<()> {
+    if out.len() > MAX_ENTRY_BYTES {
+        return None;
+    }
     match node {
         Node::Null => out.push(0),
         Node::Bool(value) => out.extend_from_slice(&[1, u8::from(*value)]),
@@ -230,30 +237,35 @@ fn write_node(out: &mut Vec<u8>, node: &Node) {
         }
         Node::String(text) => {
             out.push(3);
-            write_text(out, text);
+            write_text(out, text)?;
         }
         Node::Array(items) => {
             out.push(4);
             write_length(out, items.len());
             for item in items {
-                write_node(out, item);
+                write_node(out, item)?;
             }
         }
         Node::Object(members) => {
             out.push(5);
             write_length(out, members.len());
             for (name, value) in members {
-                write_text(out, name);
-                write_node(out, value);
+                write_text(out, name)?;
+                write_node(out, value)?;
             }
         }
     }
+    Some(())
 }
 
-/// A string: its length, then its bytes.
-fn write_text(out: &mut Vec<u8>, text: &str) {
+/// A string: its length, then its bytes; `None` rather than a key past [`MAX_ENTRY_BYTES`].
+fn write_text(out: &mut Vec<u8>, text: &str) -> Option<()> {
+    if out.len() + text.len() > MAX_ENTRY_BYTES {
+        return None;
+    }
     write_length(out, text.len());
     out.extend_from_slice(text.as_bytes());
+    Some(())
 }
 
 /// A length or a count, seven bits a byte, low bits first, the high bit set on every byte but
@@ -429,7 +441,7 @@ mod tests {
         // Told apart by the comparison itself, not only by their hashes.
         let key = |pod: &Node| {
             let mut key = Vec::new();
-            write_key(&mut key, "shop", pod);
+            write_key(&mut key, "shop", pod).unwrap();
             key
         };
         assert!(key(&float) != key(&negative) && key(&zero) != key(&float));
@@ -444,7 +456,8 @@ mod tests {
                 &mut key,
                 namespace,
                 &node(&serde_json::from_str(text).unwrap()),
-            );
+            )
+            .unwrap();
             key
         };
         // Pairs a key without lengths, counts or kinds would write the same.
@@ -509,6 +522,10 @@ mod tests {
         let mut value = injected_pod().to_value();
         value["metadata"]["annotations"]["note"] = json!("x".repeat(MAX_ENTRY_BYTES));
         let huge = node(&value);
+        // Its key is not even written whole.
+        let mut key = Vec::new();
+        assert!(write_key(&mut key, "shop", &huge).is_none());
+        assert!(key.len() <= MAX_ENTRY_BYTES, "{}", key.len());
         let before = memo.size();
         answer(&memo, &huge, "shop", &facts, &plans);
         assert_eq!(answer(&memo, &huge, "shop", &facts, &plans).1, Recall::Miss);
