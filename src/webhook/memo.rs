@@ -214,58 +214,68 @@ const KEY_CAPACITY: usize = 4096;
 /// Writes `namespace` and `pod` as one run of bytes that no other pair writes the same: each
 /// value is a tag for its kind, then its length or count where it has one, so that the bytes
 /// read back into one tree only. Numbers are written by representation (`0`, `0.0` and `-0.0`
-/// differ, as they do in the text). `None`, part written, once the key would pass
-/// [`MAX_ENTRY_BYTES`]: an entry that large is never kept.
+/// differ, as they do in the text). `None` once the key would pass [`MAX_ENTRY_BYTES`]: an
+/// entry that large is never kept, and no string is copied into the key after that point.
 fn write_key(out: &mut Vec<u8>, namespace: &str, pod: &Node) -> Option<()> {
-    write_text(out, namespace)?;
-    write_node(out, pod)
+    let mut key = Key { out, over: false };
+    key.text(namespace);
+    key.node(pod);
+    (!key.over).then_some(())
 }
 
-fn write_node(out: &mut Vec<u8>, node: &Node) -> Option<()> {
-    if out.len() > MAX_ENTRY_BYTES {
-        return None;
-    }
-    match node {
-        Node::Null => out.push(0),
-        Node::Bool(value) => out.extend_from_slice(&[1, u8::from(*value)]),
-        Node::Number(number) => {
-            let (unsigned, signed, bits) = number_parts(number);
-            out.extend_from_slice(&[2, u8::from(unsigned.is_some()), u8::from(signed.is_some())]);
-            out.extend_from_slice(&unsigned.unwrap_or_default().to_le_bytes());
-            out.extend_from_slice(&signed.unwrap_or_default().to_le_bytes());
-            out.extend_from_slice(&bits.to_le_bytes());
-        }
-        Node::String(text) => {
-            out.push(3);
-            write_text(out, text)?;
-        }
-        Node::Array(items) => {
-            out.push(4);
-            write_length(out, items.len());
-            for item in items {
-                write_node(out, item)?;
-            }
-        }
-        Node::Object(members) => {
-            out.push(5);
-            write_length(out, members.len());
-            for (name, value) in members {
-                write_text(out, name)?;
-                write_node(out, value)?;
-            }
-        }
-    }
-    Some(())
+/// A key being written, and whether it has passed [`MAX_ENTRY_BYTES`].
+struct Key<'a> {
+    out: &'a mut Vec<u8>,
+    over: bool,
 }
 
-/// A string: its length, then its bytes; `None` rather than a key past [`MAX_ENTRY_BYTES`].
-fn write_text(out: &mut Vec<u8>, text: &str) -> Option<()> {
-    if out.len() + text.len() > MAX_ENTRY_BYTES {
-        return None;
+impl Key<'_> {
+    fn node(&mut self, node: &Node) {
+        match node {
+            Node::Null => self.out.push(0),
+            Node::Bool(value) => self.out.extend_from_slice(&[1, u8::from(*value)]),
+            Node::Number(number) => {
+                let (unsigned, signed, bits) = number_parts(number);
+                let (has_unsigned, has_signed) = (unsigned.is_some(), signed.is_some());
+                self.out
+                    .extend_from_slice(&[2, u8::from(has_unsigned), u8::from(has_signed)]);
+                self.out
+                    .extend_from_slice(&unsigned.unwrap_or_default().to_le_bytes());
+                self.out
+                    .extend_from_slice(&signed.unwrap_or_default().to_le_bytes());
+                self.out.extend_from_slice(&bits.to_le_bytes());
+            }
+            Node::String(text) => {
+                self.out.push(3);
+                self.text(text);
+            }
+            Node::Array(items) => {
+                self.out.push(4);
+                write_length(self.out, items.len());
+                for item in items {
+                    self.node(item);
+                }
+            }
+            Node::Object(members) => {
+                self.out.push(5);
+                write_length(self.out, members.len());
+                for (name, value) in members {
+                    self.text(name);
+                    self.node(value);
+                }
+            }
+        }
     }
-    write_length(out, text.len());
-    out.extend_from_slice(text.as_bytes());
-    Some(())
+
+    /// A string: its length, then its bytes, unless the key has passed [`MAX_ENTRY_BYTES`]
+    /// (the tags and counts that follow stay bounded by the kept values, as the tree is).
+    fn text(&mut self, text: &str) {
+        self.over |= self.out.len() + text.len() > MAX_ENTRY_BYTES;
+        if !self.over {
+            write_length(self.out, text.len());
+            self.out.extend_from_slice(text.as_bytes());
+        }
+    }
 }
 
 /// A length or a count, seven bits a byte, low bits first, the high bit set on every byte but
