@@ -73,16 +73,6 @@ impl<'a> Reader<'a> {
         (self.peek()? == byte).then(|| self.at += 1)
     }
 
-    /// Where the reader is: a byte offset into the text.
-    pub fn offset(&self) -> usize {
-        self.at
-    }
-
-    /// The text between two offsets.
-    pub fn slice(&self, from: usize, to: usize) -> &'a str {
-        &self.text[from..to]
-    }
-
     /// Reads `{`, or `,` between members, and the next member's name and `:`; `None` for the
     /// name at the closing `}` (taken). `first` says whether a member was read before.
     #[inline(always)]
