@@ -58,7 +58,7 @@ fn main() {
             b.iter(|| admission::decode(black_box(body)))
         });
         let decoded = admission::decode(body).expect("a valid review");
-        let pod = decoded.object.clone().expect("a pod");
+        let pod = decoded.object().cloned().expect("a pod");
         group.bench_function(id("plan_pod"), |b| {
             b.iter(|| plan::plan_pod(black_box(&pod), "shop", &facts, &settings))
         });

@@ -10,6 +10,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use base64::Engine;
 use kvinject::core::plan::{self, Decision, InjectionPlan, Settings};
 use kvinject::webhook::listener::Limits;
+use kvinject::webhook::memo::MAX_ENTRY_BYTES;
 use kvinject::webhook::{http, review::Reviewer};
 use serde_json::Value;
 use support::webhook::fixture_facts;
@@ -493,15 +494,18 @@ fn the_object_read_pruned_gets_the_answer_it_gets_read_whole() {
         // The fast read and serde_json's give the same request.
         let by_serde = admission::decode_by_serde(body).unwrap();
         assert_eq!(format!("{pruned:?}"), format!("{by_serde:?}"), "{name}");
+        // So does the read that writes the object's key, once the object is read.
+        let keyed = admission::decode_keyed(body, MAX_ENTRY_BYTES).unwrap();
+        assert_eq!(format!("{keyed:?}"), format!("{pruned:?}"), "{name}");
         let review: Value = serde_json::from_slice(body).unwrap();
-        let whole = Decoded {
-            request: pruned.request.clone(),
-            object: Some(kvinject::core::node::Node::from(
+        let whole = Decoded::new(
+            pruned.request.clone(),
+            Some(kvinject::core::node::Node::from(
                 &review["request"]["object"],
             ))
             .filter(|o| !o.is_null()),
-        };
-        if let (Some(kept), Some(all)) = (&pruned.object, &whole.object) {
+        );
+        if let (Some(kept), Some(all)) = (pruned.object(), whole.object()) {
             assert!(
                 kept.to_value().to_string().len() <= all.to_value().to_string().len(),
                 "{name}"

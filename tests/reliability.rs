@@ -680,7 +680,9 @@ async fn logging_replica(tls: &Tls, args: &[&str]) -> (Child, Client, u16) {
 async fn metrics_and_one_json_log_line_per_admission() {
     let tls = tls();
     let (child, mut client, health) = logging_replica(&tls, &["--log-format", "json"]).await;
+    // The first pod twice: the second is answered from the remembered plan, its object unread.
     for name in [
+        "patch-workload-identity",
         "patch-workload-identity",
         "deny-env-conflict",
         "allow-deployment",
@@ -697,7 +699,8 @@ async fn metrics_and_one_json_log_line_per_admission() {
     let mut metrics = String::new();
     stream.read_to_string(&mut metrics).await.unwrap();
     for line in [
-        "kvinject_admissions_total{route=\"mutate\",kind=\"Pod\",outcome=\"patched\"} 1",
+        "kvinject_admissions_total{route=\"mutate\",kind=\"Pod\",outcome=\"patched\"} 2",
+        "kvinject_plan_cache_lookups_total{result=\"hit\"} 1",
         "kvinject_admissions_total{route=\"mutate\",kind=\"Pod\",outcome=\"denied\"} 1",
         "kvinject_admissions_total{route=\"mutate\",kind=\"Deployment\",outcome=\"allowed\"} 1",
         "kvinject_denials_total{route=\"mutate\",reason=\"conflict\"} 1",
@@ -726,7 +729,12 @@ async fn metrics_and_one_json_log_line_per_admission() {
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|line| line["message"] == "admission")
         .collect();
-    assert_eq!(admissions.len(), 3, "one line per admission:\n{logs}");
+    assert_eq!(admissions.len(), 4, "one line per admission:\n{logs}");
+    // The remembered answer's line names the pod as the planned one's did.
+    for field in ["namespace", "name", "workload", "outcome"] {
+        assert_eq!(admissions[1][field], admissions[0][field], "{field}");
+    }
+    assert_eq!(admissions[0]["name"], "checkout-7d9f8c6b5-");
     let first = &admissions[0];
     assert_eq!(first["namespace"], "shop");
     assert_eq!(

@@ -27,6 +27,14 @@ fuzz_target!(|body: &[u8]| {
         format!("{:?}", admission::decode_by_serde(body)),
         "the fast read and serde_json's differ"
     );
+    // The read that writes the object's key accepts and refuses the same bodies, and reads the
+    // same object from the text it checked.
+    let keyed = admission::decode_keyed(body, kvinject::webhook::memo::MAX_ENTRY_BYTES);
+    assert_eq!(
+        format!("{keyed:?}"),
+        format!("{decoded:?}"),
+        "the keyed read and the fast read differ"
+    );
     let Ok(decoded) = decoded else {
         return;
     };
@@ -39,10 +47,7 @@ fuzz_target!(|body: &[u8]| {
         &review["request"]["object"],
     ))
     .filter(|object| !object.is_null());
-    let whole = admission::Decoded {
-        request: decoded.request.clone(),
-        object: whole,
-    };
+    let whole = admission::Decoded::new(decoded.request.clone(), whole);
     for route in [
         Route::Mutate,
         Route::ValidateWorkloads,

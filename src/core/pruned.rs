@@ -53,7 +53,41 @@ pub enum Keep {
     Keys(fn(&str) -> bool),
 }
 
+/// How an object read by a rule keeps one of its members.
+#[derive(Clone, Copy)]
+pub struct KeptMember {
+    /// The schema's field (its place and name) when the rule is `Fields`.
+    pub field: Option<(usize, &'static str)>,
+    /// How its value is read.
+    pub rule: Keep,
+    /// What keeping it counts against [`MAX_KEPT_VALUES`] besides its value.
+    pub extra: usize,
+}
+
 impl Keep {
+    /// How an object read by this rule keeps its member `name`; `None` when its value is
+    /// skipped.
+    #[inline(always)]
+    pub fn member(self, name: &str) -> Option<KeptMember> {
+        match self {
+            Keep::Fields(fields) => {
+                let (at, (field, rule)) =
+                    fields.iter().enumerate().find(|(_, (f, _))| *f == name)?;
+                Some(KeptMember {
+                    field: Some((at, field)),
+                    rule: *rule,
+                    extra: 0,
+                })
+            }
+            Keep::Keys(keep) => keep(name).then_some(KeptMember {
+                field: None,
+                rule: Keep::Text,
+                extra: 2,
+            }),
+            _ => None,
+        }
+    }
+
     /// What keeping one value by this rule counts against [`MAX_KEPT_VALUES`].
     pub fn cost(self) -> usize {
         match self {
@@ -310,29 +344,25 @@ impl<'a> KeptObject<'a> {
     /// The member named `key`, when the rule keeps it; `None` when its value is skipped.
     #[inline(always)]
     pub fn member(&mut self, key: Name<'a>) -> Option<Member<'a>> {
-        match self.rule {
-            Keep::Fields(fields) => {
-                let (at, (field, rule)) =
-                    fields.iter().enumerate().find(|(_, (f, _))| *f == key)?;
-                let bit = 1u64.checked_shl(at as u32).unwrap_or(0);
-                let new = bit != 0 && self.seen & bit == 0;
-                self.seen |= bit;
-                // A field of the schema is named by the schema's own string: no allocation.
-                Some(Member {
-                    name: Name::Borrowed(field),
-                    rule: *rule,
-                    new,
-                    extra: 0,
-                })
-            }
-            Keep::Keys(keep) => keep(&key).then_some(Member {
+        let kept = self.rule.member(&key)?;
+        let Some((at, field)) = kept.field else {
+            return Some(Member {
                 name: key,
-                rule: Keep::Text,
+                rule: kept.rule,
                 new: false,
-                extra: 2,
-            }),
-            _ => None,
-        }
+                extra: kept.extra,
+            });
+        };
+        let bit = 1u64.checked_shl(at as u32).unwrap_or(0);
+        let new = bit != 0 && self.seen & bit == 0;
+        self.seen |= bit;
+        // A field of the schema is named by the schema's own string: no allocation.
+        Some(Member {
+            name: Name::Borrowed(field),
+            rule: kept.rule,
+            new,
+            extra: kept.extra,
+        })
     }
 
     /// Keeps `member` with its value.

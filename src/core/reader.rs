@@ -360,6 +360,182 @@ impl<'a> Reader<'a> {
             }
         }
     }
+
+    /// Reads one value as [`Self::read_kept`] reads it, accepting and refusing the same text,
+    /// but writes what it keeps into `key` instead of building [`Node`]s; the value's text.
+    pub fn read_key(&mut self, rule: Keep, key: &mut KeptKey) -> Option<&'a str> {
+        self.left = pruned::MAX_KEPT_VALUES;
+        self.peek()?;
+        let from = self.at;
+        self.key(rule, key)?;
+        self.text.get(from..self.at)
+    }
+
+    /// [`Self::kept`], writing `key`.
+    fn key(&mut self, rule: Keep, key: &mut KeptKey) -> Option<()> {
+        self.left = self.left.checked_sub(rule.cost())?;
+        let first = self.peek()?;
+        match first {
+            b'{' => return self.key_object(rule, key),
+            b'[' => return self.key_array(rule, key),
+            b'"' => {
+                let quote = self.at;
+                let (from, to, escaped) = self.string()?;
+                let text = matches!(rule, Keep::Text);
+                if escaped {
+                    // Kept, it is unescaped by serde_json, which may refuse it (a lone surrogate).
+                    let raw = self.text.get(quote..self.at)?;
+                    pruned::from_str(raw, rule).ok()?;
+                    if text {
+                        key.text(tag::ESCAPED, raw);
+                    } else {
+                        key.tag(tag::SHAPE);
+                    }
+                } else if text {
+                    key.text(tag::TEXT, self.between_quotes(from, to)?);
+                } else {
+                    key.tag(tag::SHAPE);
+                }
+            }
+            b't' => self.literal(b"true").map(|()| key.tag(tag::TRUE))?,
+            b'f' => self.literal(b"false").map(|()| key.tag(tag::FALSE))?,
+            b'n' => self.literal(b"null").map(|()| key.tag(tag::NULL))?,
+            _ => {
+                let from = self.at;
+                self.number()?;
+                // Kept, serde_json reads it, which may refuse it (out of range).
+                let raw = self.text.get(from..self.at)?;
+                pruned::from_str(raw, rule).ok()?;
+                key.text(tag::NUMBER, raw);
+            }
+        }
+        Some(())
+    }
+
+    /// [`Self::kept_object`], writing `key`.
+    fn key_object(&mut self, rule: Keep, key: &mut KeptKey) -> Option<()> {
+        key.tag(tag::OBJECT);
+        let mut first = true;
+        while let Some(name) = self.member(first)? {
+            first = false;
+            match rule.member(name) {
+                Some(kept) => {
+                    self.left = self.left.checked_sub(kept.extra)?;
+                    key.text(tag::MEMBER, name);
+                    self.key(kept.rule, key)?;
+                }
+                None => self.skip()?,
+            }
+        }
+        key.tag(tag::END);
+        Some(())
+    }
+
+    /// [`Self::kept_array`], writing `key`.
+    fn key_array(&mut self, rule: Keep, key: &mut KeptKey) -> Option<()> {
+        self.at += 1;
+        key.tag(tag::ARRAY);
+        if self.peek()? != b']' {
+            loop {
+                match rule {
+                    Keep::Items(item) => self.key(*item, key)?,
+                    _ => self.skip()?,
+                }
+                match self.peek()? {
+                    b',' => self.at += 1,
+                    b']' => break,
+                    _ => return None,
+                }
+            }
+        }
+        self.at += 1;
+        key.tag(tag::END);
+        Some(())
+    }
+}
+
+/// The tags of a [`KeptKey`].
+mod tag {
+    pub const NULL: u8 = 0;
+    pub const TRUE: u8 = 1;
+    pub const FALSE: u8 = 2;
+    /// A number: its text's length, then its text.
+    pub const NUMBER: u8 = 3;
+    /// A string kept as text, without escapes: its length, then its text.
+    pub const TEXT: u8 = 4;
+    /// A string kept as text, with escapes: its length, then its text as sent (quotes and all).
+    pub const ESCAPED: u8 = 5;
+    /// A string kept for its type only.
+    pub const SHAPE: u8 = 6;
+    /// An object: its kept members, each a [`MEMBER`] and a value, then [`END`].
+    pub const OBJECT: u8 = 7;
+    /// An array: its kept items, then [`END`].
+    pub const ARRAY: u8 = 8;
+    pub const END: u8 = 9;
+    /// A member's name: its length, then its text.
+    pub const MEMBER: u8 = 10;
+}
+
+/// What one read keeps, written by [`Reader::read_key`] as one run of bytes instead of
+/// [`Node`]s: a tag before each kept value and member name, its length and text where it has
+/// text, a tag closing each object and array. The bytes split back into one sequence of kept
+/// values and names only, and the tree [`Reader::read_kept`] builds from a text is a function of
+/// that sequence: two texts whose keys are equal read into equal trees. (Equal trees need not
+/// have equal keys: `"\u0041"` and `"A"`, a member given twice.) Past its limit nothing more is
+/// written, and the key stands for nothing.
+#[derive(Debug, Clone)]
+pub struct KeptKey {
+    bytes: Vec<u8>,
+    limit: usize,
+    over: bool,
+}
+
+impl KeptKey {
+    /// An empty key of at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(limit.min(KEY_CAPACITY)),
+            limit,
+            over: false,
+        }
+    }
+
+    /// The bytes written, or `None` once they would have passed the limit.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        (!self.over).then_some(&self.bytes)
+    }
+
+    #[inline(always)]
+    fn tag(&mut self, tag: u8) {
+        self.over |= self.bytes.len() >= self.limit;
+        if !self.over {
+            self.bytes.push(tag);
+        }
+    }
+
+    #[inline(always)]
+    fn text(&mut self, tag: u8, text: &str) {
+        // The tag, at most ten bytes of length, the text.
+        self.over |= self.bytes.len() + 11 + text.len() > self.limit;
+        if !self.over {
+            self.bytes.push(tag);
+            write_length(&mut self.bytes, text.len());
+            self.bytes.extend_from_slice(text.as_bytes());
+        }
+    }
+}
+
+/// Room for the key of a typical pod, so that it is seldom grown.
+const KEY_CAPACITY: usize = 4096;
+
+/// Appends a length or a count, seven bits a byte, low bits first, the high bit set on every byte
+/// but the last (LEB128): one byte for most, and no two lengths written the same.
+pub fn write_length(out: &mut Vec<u8>, mut length: usize) {
+    while length >= 0x80 {
+        out.push(length as u8 | 0x80);
+        length >>= 7;
+    }
+    out.push(length as u8);
 }
 
 #[cfg(test)]
@@ -412,6 +588,12 @@ mod tests {
         ];
         for text in cases {
             let slow = pruned::from_str(text, KEPT).ok();
+            // Writing the key instead accepts and refuses the same texts.
+            assert_eq!(
+                keyed(text, KEPT).is_some(),
+                fast(text, KEPT).is_some(),
+                "{text}"
+            );
             let fast = fast(text, KEPT);
             if let Some(fast) = &fast {
                 assert_eq!(Some(fast), slow.as_ref(), "{text}");
@@ -429,6 +611,103 @@ mod tests {
         for text in &cases[22..24] {
             assert!(text.contains("\\\""), "{text}");
             assert!(fast(text, KEPT).is_some(), "{text}");
+        }
+    }
+
+    /// The key [`Reader::read_key`] writes of `text` as a whole value, or `None`.
+    fn keyed(text: &str, rule: Keep) -> Option<Vec<u8>> {
+        let mut reader = Reader::new(text);
+        let mut key = KeptKey::new(usize::MAX);
+        let read = reader.read_key(rule, &mut key)?;
+        assert_eq!(read, text.trim(), "the value's text");
+        reader.at_end().then(|| key.bytes().unwrap().to_vec())
+    }
+
+    #[test]
+    fn texts_with_equal_keys_read_into_equal_trees() {
+        // Texts that differ in what is kept, in what is not, and in how: each pair with equal
+        // keys must read into equal trees, and each pair that reads into different trees must
+        // have different keys.
+        let texts = [
+            r#"{"metadata": {"name": "web"}}"#,
+            r#"{"metadata": {"name": "web", "uid": "skipped"}}"#,
+            r#"{"metadata": {"name": "we", "b": 1}}"#,
+            r#"{"metadata": {"name": "w\u0065b"}}"#,
+            r#"{"metadata": {"name": "web", "name": "web"}}"#,
+            r#"{"metadata": {"generateName": "web"}}"#,
+            r#"{"metadata": {"labels": {"kvinject.io/inject": "true"}}}"#,
+            r#"{"metadata": {"labels": {"kvinject.io/inject": "true", "app": "web"}}}"#,
+            r#"{"metadata": {"labels": {"kvinject.io/inject": "tru", "e": "x"}}}"#,
+            r#"{"metadata": {"labels": {"kvinject.io/injec": "ttrue"}}}"#,
+            r#"{"metadata": {"labels": {}}}"#,
+            r#"{"metadata": {"labels": []}}"#,
+            r#"{"metadata": {"labels": "x"}}"#,
+            r#"{"metadata": {"labels": null}}"#,
+            r#"{"metadata": {"labels": false}}"#,
+            r#"{"metadata": {"labels": true}}"#,
+            r#"{"metadata": {"labels": 0}}"#,
+            r#"{"metadata": {"labels": 0.0}}"#,
+            r#"{"metadata": {"labels": -0}}"#,
+            r#"{"spec": {"containers": [{"name": "a"}, {"name": "b"}]}}"#,
+            r#"{"spec": {"containers": [{"name": "a", "name": "b"}]}}"#,
+            r#"{"spec": {"containers": [{"name": "ab"}]}}"#,
+            r#"{"spec": {"containers": [{"name": "a"}], "volumes": [{"name": "b"}]}}"#,
+            r#"{"spec": {"containers": [{"name": "a"}, {}], "volumes": []}}"#,
+            r#"{"spec": {"containers": [{"env": [{"name": "A", "value": "x"}]}]}}"#,
+            r#"{"spec": {"containers": [{"env": [{"name": "A", "value": "y"}]}]}}"#,
+            r#"{"spec": {"containers": [{"env": [{"name": "A", "value": "\n"}]}]}}"#,
+            r#"{"spec": {"containers": [{"env": [{"name": "A", "value": 1}]}]}}"#,
+            r#"{"spec": {"containers": [{"env": [{"name": "A"}]}]}}"#,
+            r#"{"spec": {"x": [1, 2], "containers": []}}"#,
+            r#"{"spec": {"containers": []}}"#,
+            r#"{"spec": {"containers": [[]]}}"#,
+            r#"{"spec": {"containers": [{}]}}"#,
+            r#"{"spec": {}}"#,
+            r#"{}"#,
+            r#"[]"#,
+            r#""a""#,
+            r#"1"#,
+            r#"null"#,
+        ];
+        let read: Vec<_> = texts
+            .iter()
+            .map(|text| {
+                (
+                    keyed(text, KEPT).expect(text),
+                    fast(text, KEPT).expect(text),
+                )
+            })
+            .collect();
+        for (a, (key_a, tree_a)) in texts.iter().zip(&read) {
+            for (b, (key_b, tree_b)) in texts.iter().zip(&read) {
+                if key_a == key_b {
+                    assert_eq!(tree_a, tree_b, "{a} / {b}");
+                }
+                if tree_a != tree_b {
+                    assert_ne!(key_a, key_b, "{a} / {b}");
+                }
+            }
+        }
+        // What is skipped is not in the key.
+        assert_eq!(read[0].0, read[1].0);
+        assert_ne!(read[0].0, read[2].0);
+    }
+
+    #[test]
+    fn a_key_past_its_limit_stands_for_nothing() {
+        let text = format!(r#"{{"metadata": {{"name": "{}"}}}}"#, "a".repeat(100));
+        let whole = keyed(&text, KEPT).unwrap();
+        for limit in [0, 1, 50, whole.len() - 1, whole.len(), whole.len() + 10] {
+            let mut key = KeptKey::new(limit);
+            let mut reader = Reader::new(&text);
+            // The text is still read and checked whole.
+            assert!(reader.read_key(KEPT, &mut key).is_some());
+            assert!(reader.at_end());
+            match key.bytes() {
+                Some(bytes) => assert_eq!(bytes, whole, "{limit}"),
+                None => assert!(limit < whole.len() + 11, "{limit}"),
+            }
+            assert!(key.bytes.len() <= limit, "{limit}");
         }
     }
 

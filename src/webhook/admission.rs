@@ -5,7 +5,8 @@
 //! the SPC write are the pipeline's (`review`).
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -23,7 +24,7 @@ use crate::core::node::Node;
 use crate::core::plan::{self, Decision, Settings, SkipReason};
 use crate::core::pod::{PodView, template_path};
 use crate::core::pruned::{self, Keep};
-use crate::core::reader::Reader;
+use crate::core::reader::{KeptKey, Reader};
 use crate::core::spc::GeneratedSpc;
 
 /// The only AdmissionReview version kvinject registers for.
@@ -153,15 +154,127 @@ pub struct Resource {
 
 /// A decoded request: the envelope, and the fields of the object the core reads
 /// ([`pruned::KEPT`]), in the order received, with their strings borrowed from the body.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Decoded<'a> {
     /// `request`, without the object.
     pub request: RequestHead,
-    /// `request.object`, pruned (never through typed structs).
-    pub object: Option<Node<'a>>,
+    /// `request.object`, pruned (never through typed structs): read by [`decode`], or on first
+    /// use after [`decode_keyed`].
+    object: OnceLock<Option<Node<'a>>>,
+    /// The object's text and the key of its kept fields, when [`decode_keyed`] wrote the key
+    /// instead of reading the object.
+    keyed: Option<Keyed<'a>>,
+    /// What a log line names the object by: from its kept fields, or from a remembered plan.
+    names: OnceLock<Arc<ObjectNames>>,
 }
 
-impl Decoded<'_> {
+/// An object [`decode_keyed`] checked and wrote the key of, unread.
+#[derive(Clone)]
+struct Keyed<'a> {
+    text: &'a str,
+    key: KeptKey,
+}
+
+/// What a log line names an object by, read from its kept fields (so a pod answered from a
+/// remembered plan is named by the plan's: its kept fields are the same).
+#[derive(Debug, Default)]
+pub struct ObjectNames {
+    /// `metadata.name`, else `metadata.generateName`.
+    pub name: String,
+    /// The kind and name of the controlling owner reference, else of the first.
+    pub owner: Option<(String, String)>,
+}
+
+impl ObjectNames {
+    /// About the bytes held, for a memo's bound.
+    pub fn weight(&self) -> usize {
+        let owner = self
+            .owner
+            .as_ref()
+            .map_or(0, |(kind, name)| kind.len() + name.len());
+        size_of::<Self>() + self.name.len() + owner
+    }
+
+    /// The names of `object`.
+    pub fn of(object: Option<&Node>) -> Self {
+        let Some(metadata) = object.map(|o| &o["metadata"]) else {
+            return Self::default();
+        };
+        let name = metadata["name"]
+            .as_str()
+            .or_else(|| metadata["generateName"].as_str());
+        let owner = metadata["ownerReferences"]
+            .as_array()
+            .and_then(|owners| {
+                owners
+                    .iter()
+                    .find(|o| o["controller"] == true)
+                    .or(owners.first())
+            })
+            .and_then(|o| Some((o["kind"].as_str()?.into(), o["name"].as_str()?.into())));
+        Self {
+            name: name.unwrap_or_default().into(),
+            owner,
+        }
+    }
+}
+
+impl fmt::Debug for Decoded<'_> {
+    /// The request and the object (read now, when only its key was written).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decoded")
+            .field("request", &self.request)
+            .field("object", &self.object())
+            .finish()
+    }
+}
+
+impl<'a> Decoded<'a> {
+    /// A request and its object, read.
+    pub fn new(request: RequestHead, object: Option<Node<'a>>) -> Self {
+        Self {
+            request,
+            object: OnceLock::from(object),
+            keyed: None,
+            names: OnceLock::new(),
+        }
+    }
+
+    /// `request.object`, pruned; read now when [`decode_keyed`] only wrote its key (the same
+    /// bytes, checked by the same reader, so read as they were checked).
+    pub fn object(&self) -> Option<&Node<'a>> {
+        self.object
+            .get_or_init(|| {
+                let keyed = self.keyed.as_ref()?;
+                Reader::new(keyed.text)
+                    .read_kept(pruned::KEPT)
+                    .or_else(|| pruned::from_str(keyed.text, pruned::KEPT).ok())
+            })
+            .as_ref()
+    }
+
+    /// Whether the request has an object (`null` is none), without reading it.
+    pub fn has_object(&self) -> bool {
+        self.keyed.is_some() || self.object().is_some()
+    }
+
+    /// The key of the object's kept fields, when [`decode_keyed`] wrote one.
+    pub fn kept_key(&self) -> Option<&KeptKey> {
+        self.keyed.as_ref().map(|keyed| &keyed.key)
+    }
+
+    /// What logs name the object by.
+    pub fn names(&self) -> &Arc<ObjectNames> {
+        self.names
+            .get_or_init(|| Arc::new(ObjectNames::of(self.object())))
+    }
+
+    /// Names the object by `names`, read from an object with the same kept fields, unless
+    /// already named.
+    pub fn name_by(&self, names: Arc<ObjectNames>) {
+        let _ = self.names.set(names);
+    }
+
     /// The object's namespace: `request.namespace`, else the object's own (controller-made pods
     /// have it only in the request).
     pub fn namespace(&self) -> String {
@@ -175,8 +288,7 @@ impl Decoded<'_> {
             .as_deref()
             .filter(|ns| !ns.is_empty())
             .or_else(|| {
-                self.object
-                    .as_ref()
+                self.object()
                     .and_then(|o| o["metadata"]["namespace"].as_str())
             })
             .unwrap_or("default")
@@ -185,18 +297,11 @@ impl Decoded<'_> {
     /// The workload that owns the object (`ReplicaSet/web-7d9f8`), else the object itself, for
     /// logs: never the object's content.
     pub fn workload(&self) -> String {
-        let owner = self
-            .object
-            .as_ref()
-            .and_then(|o| o["metadata"]["ownerReferences"].as_array())
-            .and_then(|owners| {
-                owners
-                    .iter()
-                    .find(|o| o["controller"] == true)
-                    .or(owners.first())
-            })
-            .and_then(|o| Some((o["kind"].as_str()?, o["name"].as_str()?)));
-        let (kind, name) = owner.unwrap_or((&self.request.kind.kind, self.name_ref()));
+        let owner = self.names().owner.as_ref();
+        let (kind, name) = owner.map_or(
+            (self.request.kind.kind.as_str(), self.name_ref()),
+            |(k, n)| (k.as_str(), n.as_str()),
+        );
         // Once per admission, for its log line: joined without the formatting machinery.
         [kind, "/", name].concat()
     }
@@ -211,10 +316,7 @@ impl Decoded<'_> {
         if !self.request.name.is_empty() {
             return &self.request.name;
         }
-        let metadata = self.object.as_ref().map(|o| &o["metadata"]);
-        metadata
-            .and_then(|m| m["name"].as_str().or_else(|| m["generateName"].as_str()))
-            .unwrap_or_default()
+        &self.names().name
     }
 }
 
@@ -404,9 +506,21 @@ fn object<'de, D: serde::Deserializer<'de>>(
 /// The common body is read by [`core::reader`](crate::core::reader); anything it leaves, by
 /// `serde_json` ([`decode_by_serde`]), with the same result.
 pub fn decode(body: &[u8]) -> Result<Decoded<'_>, ReviewError> {
+    decode_with(body, None)
+}
+
+/// [`decode`], but an object the fast read reads is checked and its kept fields written as a key
+/// of at most `limit` bytes ([`KeptKey`]), without building them: they are read on first use
+/// ([`Decoded::object`]). For a server that answers most pods from a remembered plan
+/// ([`crate::webhook::memo`]), which needs only the key.
+pub fn decode_keyed(body: &[u8], limit: usize) -> Result<Decoded<'_>, ReviewError> {
+    decode_with(body, Some(limit))
+}
+
+fn decode_with(body: &[u8], key_limit: Option<usize>) -> Result<Decoded<'_>, ReviewError> {
     let body = utf8(body)?;
-    match read_fast(body) {
-        Some((review, object)) => checked(review, object),
+    match read_fast(body, key_limit) {
+        Some((review, object)) => checked(review, Some(object)),
         None => checked(read_by_serde(body)?, None),
     }
 }
@@ -474,7 +588,7 @@ fn read_by_serde(body: &str) -> Result<WireRequestReview, ReviewError> {
 /// The envelope and the pruned object (borrowing from `body`) read without serde's machinery;
 /// `None` for anything unusual (a field twice, no request, JSON serde_json would refuse), which
 /// `read_by_serde` then reads or refuses.
-fn read_fast(body: &str) -> Option<(WireRequestReview, Option<Node<'_>>)> {
+fn read_fast(body: &str, key_limit: Option<usize>) -> Option<(WireRequestReview, FastObject<'_>)> {
     let mut reader = Reader::new(body);
     let (mut api_version, mut kind, mut request) = (None, None, None);
     let mut first = true;
@@ -484,7 +598,7 @@ fn read_fast(body: &str) -> Option<(WireRequestReview, Option<Node<'_>>)> {
             "apiVersion" => &mut api_version,
             "kind" => &mut kind,
             "request" if request.is_none() => {
-                request = Some(read_request_fast(&mut reader)?);
+                request = Some(read_request_fast(&mut reader, key_limit)?);
                 continue;
             }
             "request" => return None,
@@ -516,7 +630,10 @@ fn read_fast(body: &str) -> Option<(WireRequestReview, Option<Node<'_>>)> {
 /// gives the answer or the error. Every other member (`oldObject`, a whole pod on UPDATE;
 /// `options`; anything made up) is checked and skipped, as serde skips it; so is `userInfo`,
 /// required but never read.
-fn read_request_fast<'a>(reader: &mut Reader<'a>) -> Option<(RequestHead, Option<Node<'a>>)> {
+fn read_request_fast<'a>(
+    reader: &mut Reader<'a>,
+    key_limit: Option<usize>,
+) -> Option<(RequestHead, FastObject<'a>)> {
     let (mut uid, mut kind, mut resource, mut sub_resource) = (None, None, None, None);
     let (mut name, mut namespace, mut operation, mut dry_run) = (None, None, None, None);
     let (mut user_info, mut object) = (None, None);
@@ -524,7 +641,7 @@ fn read_request_fast<'a>(reader: &mut Reader<'a>) -> Option<(RequestHead, Option
     while let Some(member) = reader.member(first)? {
         first = false;
         match member {
-            "object" => once(&mut object, reader.read_kept(pruned::KEPT)?)?,
+            "object" => once(&mut object, read_object(reader, key_limit)?)?,
             "uid" => once(&mut uid, string(reader)?.into_owned())?,
             "kind" => {
                 let [group, version, kind_] = three_strings(reader, ["group", "version", "kind"])?;
@@ -581,7 +698,28 @@ fn read_request_fast<'a>(reader: &mut Reader<'a>) -> Option<(RequestHead, Option
         _user_info: IgnoredAny,
         object: None,
     };
-    Some((request, object.filter(|o| !o.is_null())))
+    Some((request, object.unwrap_or(FastObject::Read(None))))
+}
+
+/// `request.object` as the fast read leaves it.
+enum FastObject<'a> {
+    /// Read (`None` for `null` or no object).
+    Read(Option<Node<'a>>),
+    /// Checked, its key written.
+    Keyed(Keyed<'a>),
+}
+
+/// `request.object`: an object's key written when `key_limit` asks for one, else read.
+fn read_object<'a>(reader: &mut Reader<'a>, key_limit: Option<usize>) -> Option<FastObject<'a>> {
+    if let Some(limit) = key_limit
+        && reader.peek()? == b'{'
+    {
+        let mut key = KeptKey::new(limit);
+        let text = reader.read_key(pruned::KEPT, &mut key)?;
+        return Some(FastObject::Keyed(Keyed { text, key }));
+    }
+    let object = reader.read_kept(pruned::KEPT)?;
+    Some(FastObject::Read(Some(object).filter(|o| !o.is_null())))
 }
 
 /// Fills `slot`, which must be empty (serde refuses a field given twice).
@@ -626,7 +764,7 @@ fn three_strings(reader: &mut Reader, names: [&str; 3]) -> Option<[String; 3]> {
 /// (`object`) or the one `serde_json` read into the envelope.
 fn checked(
     review: WireRequestReview,
-    object: Option<Node<'_>>,
+    object: Option<FastObject<'_>>,
 ) -> Result<Decoded<'_>, ReviewError> {
     if review.kind != "AdmissionReview" {
         return Err(ReviewError::NotAdmissionReview(format!(
@@ -646,8 +784,17 @@ fn checked(
     if request.uid.is_empty() {
         return Err(ReviewError::MissingUid);
     }
-    let object = object.or_else(|| request.object.take());
-    Ok(Decoded { request, object })
+    let serde_read = request.object.take();
+    Ok(match object {
+        Some(FastObject::Keyed(keyed)) => Decoded {
+            // Read on first use.
+            object: OnceLock::new(),
+            keyed: Some(keyed),
+            ..Decoded::new(request, None)
+        },
+        Some(FastObject::Read(object)) => Decoded::new(request, object),
+        None => Decoded::new(request, serde_read),
+    })
 }
 
 /// Answers a decoded request that came through `route`.
@@ -699,12 +846,43 @@ pub fn pod_to_plan<'d, 'a>(
     route: Route,
     decoded: &'d Decoded<'a>,
 ) -> Result<Option<&'d Node<'a>>, ReviewError> {
-    if route != Route::Mutate || !is_pods(decoded) || decoded.request.operation != Operation::Create
-    {
+    if !plans_pod(route, decoded)? {
         return Ok(None);
     }
-    let pod = (decoded.object.as_ref()).ok_or(ReviewError::MissingObject("Pod CREATE"))?;
+    let pod = decoded
+        .object()
+        .ok_or(ReviewError::MissingObject("Pod CREATE"))?;
     Ok(Some(pod))
+}
+
+/// Whether [`pod_to_plan`] gives a pod, without reading it.
+pub fn plans_pod(route: Route, decoded: &Decoded) -> Result<bool, ReviewError> {
+    if route != Route::Mutate || !is_pods(decoded) || decoded.request.operation != Operation::Create
+    {
+        return Ok(false);
+    }
+    if !decoded.has_object() {
+        return Err(ReviewError::MissingObject("Pod CREATE"));
+    }
+    Ok(true)
+}
+
+/// [`plan_answer`] for the request's object, a pod ([`plans_pod`]), read now if only its key was
+/// written.
+pub fn plan_object(
+    decoded: &Decoded,
+    namespace: &str,
+    facts: &dyn ClusterFacts,
+    settings: &Settings,
+) -> Answer {
+    match decoded.object() {
+        Some(pod) => plan_answer(pod, namespace, facts, settings),
+        // Not reached: an object whose key was written was checked by the reader that reads it.
+        None => Answer::allowed(String::new()).deny(
+            &Denial::new(ReviewError::MissingObject("Pod CREATE"))
+                .because(DenialReason::InvalidPod),
+        ),
+    }
 }
 
 /// The answer to `pod` created in `namespace`, with an empty uid ([`Answer::for_uid`] sets it):
@@ -754,14 +932,13 @@ fn answer_workload(
         return Ok(answer);
     }
     let Some(path) = template_path(&api_version, &kind.kind).filter(|p| !p.is_empty()) else {
-        let unhandled = decoded.object.as_ref().and_then(|workload| {
+        let unhandled = decoded.object().and_then(|workload| {
             plan::unhandled_workload_warning(&api_version, &kind.kind, workload)
         });
         return Ok(answer.with_warnings(unhandled.as_slice()));
     };
     let workload = decoded
-        .object
-        .as_ref()
+        .object()
         .ok_or(ReviewError::MissingObject("workload"))?;
     let template_name = format!("{}.{}", kind.kind, path.join("."));
     let answer = answer.with_warnings(&plan::workload_warnings(workload, &template_name));
@@ -793,10 +970,7 @@ fn answer_pod_identity(
     {
         return Ok(answer);
     }
-    let pod = decoded
-        .object
-        .as_ref()
-        .ok_or(ReviewError::MissingObject("Pod"))?;
+    let pod = decoded.object().ok_or(ReviewError::MissingObject("Pod"))?;
     let checked = PodView::new(pod).and_then(|view| {
         identity::check_pod_identity_policy(&view, &namespace, facts, settings.binding_scope)
     });
@@ -855,7 +1029,7 @@ mod tests {
             ),
         ];
         for body in &read_here {
-            assert!(read_fast(body).is_some(), "{body}");
+            assert!(read_fast(body, None).is_some(), "{body}");
         }
         let bodies = [
             request(r#", "kind": {"group": "", "version": "v1", "kind": "Pod"}"#),
@@ -929,8 +1103,14 @@ mod tests {
         // tests).
         let limit = (pruned::MAX_KEPT_VALUES - 16) / 3;
         assert_eq!(16 + 3 * limit, pruned::MAX_KEPT_VALUES);
-        assert!(read_fast(&body(limit)).is_some());
-        for read in [decode, decode_by_serde] {
+        assert!(read_fast(&body(limit), None).is_some());
+        type Read = fn(&[u8]) -> Result<(), ReviewError>;
+        let reads: [Read; 3] = [
+            |body| decode(body).map(drop),
+            |body| decode_by_serde(body).map(drop),
+            |body| decode_keyed(body, usize::MAX).map(drop),
+        ];
+        for read in reads {
             assert!(read(body(limit).as_bytes()).is_ok());
             let error = read(body(limit + 1).as_bytes()).unwrap_err();
             assert!(matches!(error, ReviewError::ObjectTooLarge), "{error}");

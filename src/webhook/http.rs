@@ -307,7 +307,7 @@ async fn answer_http(
     body: &[u8],
     (started, budget): (Instant, Budget),
 ) -> Result<Response, HttpError> {
-    let decoded = match admission::decode(body) {
+    let decoded = match state.decode(route, body) {
         Ok(decoded) => decoded,
         Err(error) => return refused(route, state, body, error, started),
     };

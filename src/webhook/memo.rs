@@ -26,7 +26,8 @@ use serde_json::Number;
 
 use crate::core::facts::{Asked, ClusterFacts, RecordingFacts};
 use crate::core::node::Node;
-use crate::webhook::admission::Answer;
+use crate::core::reader::{KeptKey, write_length};
+use crate::webhook::admission::{Answer, ObjectNames};
 
 /// Entries kept by default (`--plan-cache-entries`).
 pub const DEFAULT_ENTRIES: usize = 64;
@@ -88,7 +89,29 @@ struct Entry {
     key: Box<[u8]>,
     asked: Vec<Asked>,
     answer: Answer,
+    /// What logs name the pod by: its kept fields' too.
+    names: Arc<ObjectNames>,
     bytes: usize,
+}
+
+/// A pod's kept fields, as the memo compares them.
+#[derive(Clone, Copy)]
+pub enum Kept<'p, 'a> {
+    /// Read into a tree.
+    Tree(&'p Node<'a>),
+    /// Written as a key while they were read, unbuilt ([`KeptKey`]).
+    Key(&'p KeptKey),
+}
+
+/// An answer, how it was found, and the names of the pod it was planned for when it was
+/// remembered (the same as the asking pod's, whose kept fields are the same).
+pub struct Recalled {
+    /// The answer, with an empty uid.
+    pub answer: Answer,
+    /// How it was found.
+    pub recall: Recall,
+    /// The remembered pod's names, when remembered.
+    pub names: Option<Arc<ObjectNames>>,
 }
 
 impl PlanMemo {
@@ -103,19 +126,25 @@ impl PlanMemo {
     }
 
     /// The answer to `pod` created in `namespace`: remembered while the facts hold, else
-    /// `plan`'s over `facts`, recorded (and remembered, unless it denied for a fact the facts
-    /// lack, which a look-up may yet find).
+    /// `plan`'s over `facts`, recorded (and remembered with the pod's `names`, unless it denied
+    /// for a fact the facts lack, which a look-up may yet find).
     pub fn answer(
         &self,
-        pod: &Node,
+        pod: Kept,
         namespace: &str,
         facts: &dyn ClusterFacts,
         plan: impl FnOnce(&RecordingFacts) -> Answer,
-    ) -> (Answer, Recall) {
+        names: impl FnOnce() -> Arc<ObjectNames>,
+    ) -> Recalled {
+        let planned = |answer, recall| Recalled {
+            answer,
+            recall,
+            names: None,
+        };
         let mut key = Vec::with_capacity(KEY_CAPACITY);
         if write_key(&mut key, namespace, pod).is_none() {
             // Never remembered, so never found: planned, without copying the rest of the pod.
-            return (plan(&RecordingFacts::new(facts)), Recall::Miss);
+            return planned(plan(&RecordingFacts::new(facts)), Recall::Miss);
         }
         let hash = self.hasher.hash_one(&key);
         let found = self.find(hash, &key);
@@ -123,17 +152,28 @@ impl PlanMemo {
             && entry.asked.iter().all(|asked| asked.holds(facts))
         {
             self.touch(entry);
-            return (entry.answer.clone(), Recall::Hit);
+            return Recalled {
+                answer: entry.answer.clone(),
+                recall: Recall::Hit,
+                names: Some(entry.names.clone()),
+            };
         }
         let recording = RecordingFacts::new(facts);
         let answer = plan(&recording);
         let kept = recording.into_asked().filter(|_| !answer.missing_fact);
-        let entry = kept.map(|asked| Entry {
-            bytes: key.len() + answer.weight() + asked.iter().map(Asked::weight).sum::<usize>(),
-            hash,
-            key: key.into_boxed_slice(),
-            asked,
-            answer: answer.clone(),
+        let entry = kept.map(|asked| {
+            let names = names();
+            Entry {
+                bytes: key.len()
+                    + answer.weight()
+                    + asked.iter().map(Asked::weight).sum::<usize>()
+                    + names.weight(),
+                hash,
+                key: key.into_boxed_slice(),
+                asked,
+                answer: answer.clone(),
+                names,
+            }
         });
         // A stale entry goes whether or not the new answer takes its place.
         self.store(found.as_ref(), entry.filter(|e| e.bytes <= MAX_ENTRY_BYTES));
@@ -142,7 +182,7 @@ impl PlanMemo {
         } else {
             Recall::Miss
         };
-        (answer, recall)
+        planned(answer, recall)
     }
 
     /// The answers remembered now, and the bytes they hold.
@@ -211,17 +251,25 @@ impl PlanMemo {
 /// Room for the key of a typical pod (about 2.5 KB), so that it is seldom grown.
 const KEY_CAPACITY: usize = 4096;
 
-/// Writes `namespace` and `pod` as one run of bytes that no other pair writes the same: each
-/// value is a tag for its kind, then its length or count where it has one, so that the bytes
-/// read back into one tree only. Numbers are written by representation (`0`, `0.0` and `-0.0`
-/// differ, as they do in the text). `None` once the key would pass [`MAX_ENTRY_BYTES`]: an
-/// entry that large is never kept, and no string is copied into the key after that point.
-fn write_key(out: &mut Vec<u8>, namespace: &str, pod: &Node) -> Option<()> {
+/// Writes `namespace` and `pod` as one run of bytes that no other pair writes the same: a tree,
+/// each value a tag for its kind, then its length or count where it has one, so that the bytes
+/// read back into one tree only; a key written by the read ([`KeptKey`], equal only for pods
+/// read into equal trees) after a tag no tree starts with. Numbers in a tree are written by
+/// representation (`0`, `0.0` and `-0.0` differ, as they do in the text). `None` once the key
+/// would pass [`MAX_ENTRY_BYTES`]: an entry that large is never kept, and no string is copied
+/// into the key after that point.
+fn write_key(out: &mut Vec<u8>, namespace: &str, pod: Kept) -> Option<()> {
     let mut key = Key { out, over: false };
     key.text(namespace);
-    key.node(pod);
+    match pod {
+        Kept::Tree(tree) => key.node(tree),
+        Kept::Key(written) => key.written(written),
+    }
     (!key.over).then_some(())
 }
+
+/// The tag before a key the read wrote (a tree's first tag is one of 0 to 5).
+const WRITTEN: u8 = 0xff;
 
 /// A key being written, and whether it has passed [`MAX_ENTRY_BYTES`].
 struct Key<'a> {
@@ -230,6 +278,16 @@ struct Key<'a> {
 }
 
 impl Key<'_> {
+    fn written(&mut self, written: &KeptKey) {
+        match written.bytes() {
+            Some(bytes) if self.out.len() + 1 + bytes.len() <= MAX_ENTRY_BYTES => {
+                self.out.push(WRITTEN);
+                self.out.extend_from_slice(bytes);
+            }
+            _ => self.over = true,
+        }
+    }
+
     fn node(&mut self, node: &Node) {
         match node {
             Node::Null => self.out.push(0),
@@ -276,16 +334,6 @@ impl Key<'_> {
             self.out.extend_from_slice(text.as_bytes());
         }
     }
-}
-
-/// A length or a count, seven bits a byte, low bits first, the high bit set on every byte but
-/// the last (LEB128): one byte for most, and no two lengths written the same.
-fn write_length(out: &mut Vec<u8>, mut length: usize) {
-    while length >= 0x80 {
-        out.push(length as u8 | 0x80);
-        length >>= 7;
-    }
-    out.push(length as u8);
 }
 
 /// A number as its integer readings and its floating-point bits.
@@ -376,10 +424,13 @@ mod tests {
         plans: &Cell<usize>,
     ) -> (Answer, Recall) {
         let settings = Settings::new(None, None, "kvinject");
-        memo.answer(pod, namespace, facts, |recording| {
+        let plan = |recording: &RecordingFacts| {
             plans.set(plans.get() + 1);
             plan_answer(pod, namespace, recording, &settings)
-        })
+        };
+        let names = || Arc::new(ObjectNames::of(Some(pod)));
+        let recalled = memo.answer(Kept::Tree(pod), namespace, facts, plan, names);
+        (recalled.answer, recalled.recall)
     }
 
     fn encoded(answer: &Answer) -> String {
@@ -451,11 +502,64 @@ mod tests {
         // Told apart by the comparison itself, not only by their hashes.
         let key = |pod: &Node| {
             let mut key = Vec::new();
-            write_key(&mut key, "shop", pod).unwrap();
+            write_key(&mut key, "shop", Kept::Tree(pod)).unwrap();
             key
         };
         assert!(key(&float) != key(&negative) && key(&zero) != key(&float));
         assert_eq!(key(&negative), key(&read("-0.0")));
+    }
+
+    #[test]
+    fn a_pod_whose_key_the_read_wrote_is_remembered_with_its_names() {
+        use crate::core::pruned::KEPT;
+        use crate::core::reader::Reader;
+
+        let memo = PlanMemo::new(4).unwrap();
+        let facts = Vaults::new("kv-one");
+        let settings = Settings::new(None, None, "kvinject");
+        let plans = Cell::new(0);
+        let by_key = |text: &str, limit: usize| {
+            let mut key = KeptKey::new(limit);
+            Reader::new(text).read_key(KEPT, &mut key).unwrap();
+            let pod = Reader::new(text).read_kept(KEPT).unwrap();
+            let plan = |recording: &RecordingFacts| {
+                plans.set(plans.get() + 1);
+                plan_answer(&pod, "shop", recording, &settings)
+            };
+            let names = || Arc::new(ObjectNames::of(Some(&pod)));
+            memo.answer(Kept::Key(&key), "shop", &facts, plan, names)
+        };
+        let mut pod = injected_pod().to_value();
+        pod["metadata"]["ownerReferences"] =
+            json!([{"kind": "ReplicaSet", "name": "web-7d9f8", "controller": true}]);
+        let text = pod.to_string();
+        let first = by_key(&text, MAX_ENTRY_BYTES);
+        assert_eq!((first.recall, first.names.is_none()), (Recall::Miss, true));
+        let again = by_key(&text, MAX_ENTRY_BYTES);
+        assert_eq!((again.recall, plans.get()), (Recall::Hit, 1));
+        assert_eq!(encoded(&again.answer), encoded(&first.answer));
+        let names = again.names.unwrap();
+        assert_eq!(names.name, "web-");
+        assert_eq!(names.owner, Some(("ReplicaSet".into(), "web-7d9f8".into())));
+        // The same pod with fields kvinject skips changed, spaced otherwise: the same key.
+        pod["spec"]["containers"][0]["image"] = json!("app:v2");
+        let spaced = serde_json::to_string_pretty(&pod).unwrap();
+        assert_eq!(by_key(&spaced, MAX_ENTRY_BYTES).recall, Recall::Hit);
+        // A kept field changed: planned.
+        pod["metadata"]["annotations"]["kvinject.io/env.DB_PASSWORD"] = json!("other");
+        assert_eq!(
+            by_key(&pod.to_string(), MAX_ENTRY_BYTES).recall,
+            Recall::Miss
+        );
+        // The tree of the first pod is not taken for its written key, nor the other way round.
+        let tree = Reader::new(&text).read_kept(KEPT).unwrap();
+        assert_eq!(answer(&memo, &tree, "shop", &facts, &plans).1, Recall::Miss);
+        // A key past its limit is planned every time, and never kept.
+        let before = memo.size();
+        for _ in 0..2 {
+            assert_eq!(by_key(&text, 10).recall, Recall::Miss);
+        }
+        assert_eq!(memo.size(), before);
     }
 
     #[test]
@@ -465,7 +569,7 @@ mod tests {
             write_key(
                 &mut key,
                 namespace,
-                &node(&serde_json::from_str(text).unwrap()),
+                Kept::Tree(&node(&serde_json::from_str(text).unwrap())),
             )
             .unwrap();
             key
@@ -534,7 +638,7 @@ mod tests {
         let huge = node(&value);
         // Its key is not even written whole.
         let mut key = Vec::new();
-        assert!(write_key(&mut key, "shop", &huge).is_none());
+        assert!(write_key(&mut key, "shop", Kept::Tree(&huge)).is_none());
         assert!(key.len() <= MAX_ENTRY_BYTES, "{}", key.len());
         let before = memo.size();
         answer(&memo, &huge, "shop", &facts, &plans);

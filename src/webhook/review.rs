@@ -23,7 +23,7 @@ use kube::core::admission::Operation;
 
 use crate::webhook::admission::{self, Answer, Decoded, Outcome, ReviewError, Route};
 use crate::webhook::listener::Limits;
-use crate::webhook::memo::PlanMemo;
+use crate::webhook::memo::{self, Kept, PlanMemo};
 use crate::webhook::metrics::SharedMetrics;
 
 /// Time kept for the SPC write when Key Vault verification runs before it.
@@ -100,7 +100,7 @@ impl Reviewer {
             verifier: None,
             refused_namespaces: Arc::default(),
             denial_events: None,
-            memo: PlanMemo::new(crate::webhook::memo::DEFAULT_ENTRIES).map(Arc::new),
+            memo: PlanMemo::new(memo::DEFAULT_ENTRIES).map(Arc::new),
         }
     }
 
@@ -152,6 +152,15 @@ impl Reviewer {
         self.limits
     }
 
+    /// Decodes a request that came through `route`: with a memo, a `/mutate` object's kept
+    /// fields are written as the memo's key and read only when a pod is planned (or denied).
+    pub fn decode<'b>(&self, route: Route, body: &'b [u8]) -> Result<Decoded<'b>, ReviewError> {
+        match (route, &self.memo) {
+            (Route::Mutate, Some(_)) => admission::decode_keyed(body, memo::MAX_ENTRY_BYTES),
+            _ => admission::decode(body),
+        }
+    }
+
     /// Answers one decoded request that came through `route`, every step within `budget`.
     pub async fn review(
         &self,
@@ -184,10 +193,7 @@ impl Reviewer {
             return;
         }
         let namespace = decoded.namespace();
-        let metadata = decoded
-            .object
-            .as_ref()
-            .map(|object| object["metadata"].to_value());
+        let metadata = decoded.object().map(|object| object["metadata"].to_value());
         if let Some(controller) = metadata.and_then(|m| controller_of(&namespace, &m)) {
             events.denied(Denied {
                 controller,
@@ -206,19 +212,31 @@ impl Reviewer {
     ) -> Result<Answer, ReviewError> {
         let facts = self.facts.as_ref();
         // The recorder is dropped before any await: it borrows facts that need not be Sync.
-        let (answer, misses) = match (admission::pod_to_plan(route, decoded)?, &self.memo) {
-            (Some(pod), Some(memo)) => {
+        let (answer, misses) = match (admission::plans_pod(route, decoded)?, &self.memo) {
+            (true, Some(memo)) => {
                 let namespace = decoded.namespace_ref();
+                let kept = match decoded.kept_key() {
+                    Some(key) => Kept::Key(key),
+                    None => Kept::Tree(
+                        (decoded.object()).ok_or(ReviewError::MissingObject("Pod CREATE"))?,
+                    ),
+                };
                 let mut misses = Vec::new();
-                let (answer, recall) = memo.answer(pod, namespace, facts, |recording| {
-                    let answer = admission::plan_answer(pod, namespace, recording, &self.settings);
+                let plan = |recording: &RecordingFacts| {
+                    let answer =
+                        admission::plan_object(decoded, namespace, recording, &self.settings);
                     if answer.missing_fact {
                         misses = recording.misses();
                     }
                     answer
-                });
-                self.metrics.plan_memo(recall);
-                (answer.for_uid(&decoded.request.uid), misses)
+                };
+                let recalled =
+                    memo.answer(kept, namespace, facts, plan, || decoded.names().clone());
+                if let Some(names) = recalled.names {
+                    decoded.name_by(names);
+                }
+                self.metrics.plan_memo(recalled.recall);
+                (recalled.answer.for_uid(&decoded.request.uid), misses)
             }
             _ => {
                 let recording = RecordingFacts::new(facts);
