@@ -614,13 +614,71 @@ mod tests {
         }
     }
 
-    /// The key [`Reader::read_key`] writes of `text` as a whole value, or `None`.
+    /// The key [`Reader::read_key`] writes of `text` as a whole value, or `None`; checks that
+    /// the key reads back into the tree [`Reader::read_kept`] reads.
     fn keyed(text: &str, rule: Keep) -> Option<Vec<u8>> {
         let mut reader = Reader::new(text);
         let mut key = KeptKey::new(usize::MAX);
         let read = reader.read_key(rule, &mut key)?;
-        assert_eq!(read, text.trim(), "the value's text");
-        reader.at_end().then(|| key.bytes().unwrap().to_vec())
+        assert_eq!(read, text[..reader.at].trim_start(), "the value's text");
+        let bytes = key.bytes().unwrap().to_vec();
+        let mut at = 0;
+        let tree = tree_of_key(&bytes, &mut at, rule);
+        assert_eq!(at, bytes.len(), "{text}");
+        assert_eq!(Some(tree), Reader::new(text).read_kept(rule), "{text}");
+        reader.at_end().then_some(bytes)
+    }
+
+    /// The tree a key stands for, read by `rule` as [`Reader::read_kept`] builds it.
+    fn tree_of_key<'k>(key: &'k [u8], at: &mut usize, rule: Keep) -> Node<'k> {
+        let text = |at: &mut usize| {
+            let (mut length, mut shift) = (0, 0);
+            loop {
+                let byte = key[*at];
+                *at += 1;
+                length |= usize::from(byte & 0x7f) << shift;
+                shift += 7;
+                if byte < 0x80 {
+                    break;
+                }
+            }
+            *at += length;
+            std::str::from_utf8(&key[*at - length..*at]).unwrap()
+        };
+        let tag = key[*at];
+        *at += 1;
+        match tag {
+            tag::NULL => Node::Null,
+            tag::TRUE => Node::Bool(true),
+            tag::FALSE => Node::Bool(false),
+            tag::NUMBER | tag::ESCAPED => pruned::from_str(text(at), rule).unwrap(),
+            tag::TEXT => Node::String(Cow::Borrowed(text(at))),
+            tag::SHAPE => Node::String(Cow::Borrowed("")),
+            tag::OBJECT => {
+                let mut kept = KeptObject::new(rule);
+                while key[*at] != tag::END {
+                    assert_eq!(key[*at], tag::MEMBER);
+                    *at += 1;
+                    let member = kept.member(Cow::Borrowed(text(at))).unwrap();
+                    let value = tree_of_key(key, at, member.rule);
+                    kept.keep(member, value);
+                }
+                *at += 1;
+                kept.into_node()
+            }
+            tag::ARRAY => {
+                let mut items = Vec::new();
+                while key[*at] != tag::END {
+                    let Keep::Items(item) = rule else {
+                        panic!("an item kept by another rule")
+                    };
+                    items.push(tree_of_key(key, at, *item));
+                }
+                *at += 1;
+                Node::Array(items)
+            }
+            other => panic!("tag {other}"),
+        }
     }
 
     #[test]
@@ -639,6 +697,9 @@ mod tests {
             r#"{"metadata": {"labels": {"kvinject.io/inject": "true", "app": "web"}}}"#,
             r#"{"metadata": {"labels": {"kvinject.io/inject": "tru", "e": "x"}}}"#,
             r#"{"metadata": {"labels": {"kvinject.io/injec": "ttrue"}}}"#,
+            r#"{"metadata": {"annotations": {"kvinject.io/env.A": "x"}}}"#,
+            r#"{"metadata": {"annotations": {"kvinject.io/env.B": "x"}}}"#,
+            r#"{"metadata": {"annotations": {"kvinject.io/env.A": "x", "kvinject.io/env.A": "y"}}}"#,
             r#"{"metadata": {"labels": {}}}"#,
             r#"{"metadata": {"labels": []}}"#,
             r#"{"metadata": {"labels": "x"}}"#,
@@ -683,14 +744,13 @@ mod tests {
                 if key_a == key_b {
                     assert_eq!(tree_a, tree_b, "{a} / {b}");
                 }
-                if tree_a != tree_b {
-                    assert_ne!(key_a, key_b, "{a} / {b}");
-                }
             }
         }
-        // What is skipped is not in the key.
+        // What is skipped is not in the key; what is kept is, names and all.
         assert_eq!(read[0].0, read[1].0);
         assert_ne!(read[0].0, read[2].0);
+        let annotated = texts.iter().position(|t| t.contains("env.A")).unwrap();
+        assert_ne!(read[annotated].0, read[annotated + 1].0);
     }
 
     #[test]

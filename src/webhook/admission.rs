@@ -152,6 +152,13 @@ pub struct Resource {
     pub resource: String,
 }
 
+impl Resource {
+    /// Whether this is the core group's `pods`.
+    fn is_pods(&self) -> bool {
+        self.group.is_empty() && self.resource == "pods"
+    }
+}
+
 /// A decoded request: the envelope, and the fields of the object the core reads
 /// ([`pruned::KEPT`]), in the order received, with their strings borrowed from the body.
 #[derive(Clone)]
@@ -241,15 +248,11 @@ impl<'a> Decoded<'a> {
     }
 
     /// `request.object`, pruned; read now when [`decode_keyed`] only wrote its key (the same
-    /// bytes, checked by the same reader, so read as they were checked).
+    /// bytes, checked by the same walk, so read as they were checked: the tests and the
+    /// `admission_review` fuzz target compare both decodes).
     pub fn object(&self) -> Option<&Node<'a>> {
         self.object
-            .get_or_init(|| {
-                let keyed = self.keyed.as_ref()?;
-                Reader::new(keyed.text)
-                    .read_kept(pruned::KEPT)
-                    .or_else(|| pruned::from_str(keyed.text, pruned::KEPT).ok())
-            })
+            .get_or_init(|| Reader::new(self.keyed.as_ref()?.text).read_kept(pruned::KEPT))
             .as_ref()
     }
 
@@ -509,9 +512,10 @@ pub fn decode(body: &[u8]) -> Result<Decoded<'_>, ReviewError> {
     decode_with(body, None)
 }
 
-/// [`decode`], but an object the fast read reads is checked and its kept fields written as a key
-/// of at most `limit` bytes ([`KeptKey`]), without building them: they are read on first use
-/// ([`Decoded::object`]). For a server that answers most pods from a remembered plan
+/// [`decode`], but the object of a Pod CREATE (as the envelope says before the object, which
+/// the API server sends last) that the fast read reads is checked and its kept fields written as
+/// a key of at most `limit` bytes ([`KeptKey`]), without building them: they are read on first
+/// use ([`Decoded::object`]). For a server that answers most pods from a remembered plan
 /// ([`crate::webhook::memo`]), which needs only the key.
 pub fn decode_keyed(body: &[u8], limit: usize) -> Result<Decoded<'_>, ReviewError> {
     decode_with(body, Some(limit))
@@ -641,7 +645,14 @@ fn read_request_fast<'a>(
     while let Some(member) = reader.member(first)? {
         first = false;
         match member {
-            "object" => once(&mut object, read_object(reader, key_limit)?)?,
+            "object" => {
+                // A key only for a Pod CREATE, which the API server says before the object.
+                let pod_create = resource.as_ref().is_some_and(Resource::is_pods)
+                    && operation == Some(Operation::Create)
+                    && sub_resource.is_none();
+                let key_limit = key_limit.filter(|_| pod_create);
+                once(&mut object, read_object(reader, key_limit)?)?
+            }
             "uid" => once(&mut uid, string(reader)?.into_owned())?,
             "kind" => {
                 let [group, version, kind_] = three_strings(reader, ["group", "version", "kind"])?;
@@ -822,10 +833,7 @@ pub fn review(
 }
 
 fn is_pods(decoded: &Decoded) -> bool {
-    let request = &decoded.request;
-    request.resource.group.is_empty()
-        && request.resource.resource == "pods"
-        && request.sub_resource.is_none()
+    decoded.request.resource.is_pods() && decoded.request.sub_resource.is_none()
 }
 
 fn answer_pod_create(
@@ -1104,6 +1112,28 @@ mod tests {
         let limit = (pruned::MAX_KEPT_VALUES - 16) / 3;
         assert_eq!(16 + 3 * limit, pruned::MAX_KEPT_VALUES);
         assert!(read_fast(&body(limit), None).is_some());
+        // Annotations count their value and two more each (their key and its index entry): with
+        // one volume (16 + 3), `metadata` (7) and `annotations` (1) the rest counts 27.
+        let annotated = |count: usize| {
+            let annotations: Vec<String> = (0..count)
+                .map(|i| format!(r#""kvinject.io/a{i}": "v""#))
+                .collect();
+            body(1).replacen(
+                r#""kind": "Pod","#,
+                &format!(
+                    r#""kind": "Pod", "metadata": {{"annotations": {{{}}}}},"#,
+                    annotations.join(",")
+                ),
+                1,
+            )
+        };
+        let keyed = |body: &str| decode_keyed(body.as_bytes(), usize::MAX).map(drop);
+        let annotations = (pruned::MAX_KEPT_VALUES - 27) / 3;
+        for read in [keyed, |body: &str| decode(body.as_bytes()).map(drop)] {
+            assert!(read(&annotated(annotations)).is_ok());
+            let error = read(&annotated(annotations + 1)).unwrap_err();
+            assert!(matches!(error, ReviewError::ObjectTooLarge), "{error}");
+        }
         type Read = fn(&[u8]) -> Result<(), ReviewError>;
         let reads: [Read; 3] = [
             |body| decode(body).map(drop),
@@ -1138,6 +1168,51 @@ mod tests {
         ] {
             assert!(refusal(other.as_bytes(), &too_large).is_none());
         }
+    }
+
+    #[test]
+    fn only_a_pod_create_has_its_key_written_and_names_from_a_remembered_plan_leave_it_unread() {
+        let review = |operation: &str, resource: &str| {
+            format!(
+                r#"{{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": {{
+                  "uid": "u", "kind": {{"group": "", "version": "v1", "kind": "Pod"}},
+                  "resource": {{"group": "", "version": "v1", "resource": "{resource}"}},
+                  "operation": "{operation}", "userInfo": {{}},
+                  "object": {{"metadata": {{"generateName": "web-",
+                    "ownerReferences": [{{"kind": "ReplicaSet", "name": "web-1", "controller": true}}]}}}}}}}}"#
+            )
+        };
+        for (operation, resource, keyed) in [
+            ("CREATE", "pods", true),
+            ("UPDATE", "pods", false),
+            ("CREATE", "deployments", false),
+        ] {
+            let body = review(operation, resource);
+            let decoded = decode_keyed(body.as_bytes(), usize::MAX).unwrap();
+            assert_eq!(
+                decoded.kept_key().is_some(),
+                keyed,
+                "{operation} {resource}"
+            );
+            assert_eq!(decoded.object.get().is_none(), keyed, "read unless keyed");
+        }
+        // Named by a remembered plan, the object stays unread.
+        let body = review("CREATE", "pods");
+        let decoded = decode_keyed(body.as_bytes(), usize::MAX).unwrap();
+        decoded.name_by(Arc::new(ObjectNames {
+            name: "remembered-".into(),
+            owner: Some(("ReplicaSet".into(), "remembered-1".into())),
+        }));
+        assert_eq!(decoded.name_ref(), "remembered-");
+        assert_eq!(decoded.workload(), "ReplicaSet/remembered-1");
+        assert!(decoded.object.get().is_none());
+        // Unnamed, it is read for its names.
+        let decoded = decode_keyed(body.as_bytes(), usize::MAX).unwrap();
+        assert_eq!(
+            (decoded.name_ref(), decoded.workload().as_str()),
+            ("web-", "ReplicaSet/web-1")
+        );
+        assert!(decoded.object.get().is_some());
     }
 
     /// The text written by hand is byte for byte what serde_json writes for the same review.

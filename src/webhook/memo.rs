@@ -551,9 +551,15 @@ mod tests {
             by_key(&pod.to_string(), MAX_ENTRY_BYTES).recall,
             Recall::Miss
         );
-        // The tree of the first pod is not taken for its written key, nor the other way round.
+        // A written key and a tree's start apart: no tree key starts with `WRITTEN`.
         let tree = Reader::new(&text).read_kept(KEPT).unwrap();
-        assert_eq!(answer(&memo, &tree, "shop", &facts, &plans).1, Recall::Miss);
+        let (mut by_tree, mut by_read) = (Vec::new(), Vec::new());
+        write_key(&mut by_tree, "shop", Kept::Tree(&tree)).unwrap();
+        let mut written = KeptKey::new(MAX_ENTRY_BYTES);
+        Reader::new(&text).read_key(KEPT, &mut written).unwrap();
+        write_key(&mut by_read, "shop", Kept::Key(&written)).unwrap();
+        assert_eq!(by_read[5], WRITTEN);
+        assert!(by_tree[5] <= 5, "{}", by_tree[5]);
         // A key past its limit is planned every time, and never kept.
         let before = memo.size();
         for _ in 0..2 {
