@@ -120,7 +120,6 @@ impl Gate {
 }
 
 /// The state of the admission routes.
-#[derive(Clone)]
 struct Admission {
     reviewer: Reviewer,
     gate: Arc<Gate>,
@@ -144,7 +143,7 @@ pub fn admission_router(reviewer: Reviewer) -> Router {
             "/validate-pod-identity",
             post(|s, q, h, b| handle(Route::ValidatePodIdentity, s, q, h, b)),
         )
-        .with_state(Admission { reviewer, gate });
+        .with_state(Arc::new(Admission { reviewer, gate }));
     harden(router, metrics)
 }
 
@@ -281,11 +280,12 @@ impl HttpError {
 
 async fn handle(
     route: Route,
-    State(Admission { reviewer, gate }): State<Admission>,
+    State(admission): State<Arc<Admission>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let Admission { reviewer, gate } = &*admission;
     let started = Instant::now();
     let budget = Budget::for_timeout(started, webhook_timeout(query.as_deref()));
     let admitted = gate
@@ -294,7 +294,14 @@ async fn handle(
     let answered = match admitted {
         Ok(admitted) => {
             let _counted = reviewer.metrics().in_flight();
-            answer_http(route, &reviewer, &admitted.body, (started, budget)).await
+            // Boxed: the review's future is large, and this one is moved whole on its way in.
+            Box::pin(answer_http(
+                route,
+                reviewer,
+                &admitted.body,
+                (started, budget),
+            ))
+            .await
         }
         Err(error) => Err(error),
     };
@@ -312,7 +319,9 @@ async fn answer_http(
         Err(error) => return refused(route, state, body, error, started),
     };
     let answer = state.review(route, &decoded, budget).await?;
-    count(state, route, &decoded.request.kind.kind, &answer, started);
+    // One reading of the clock for the metric and the log line.
+    let took = started.elapsed();
+    count(state, route, &decoded.request.kind.kind, &answer, took);
     let workload = decoded.workload();
     tracing::info!(
         route = route.as_str(),
@@ -325,7 +334,7 @@ async fn answer_http(
         outcome = answer.outcome.as_str(),
         skipped = answer.skipped.map(|r| r.as_str()),
         dry_run = decoded.request.dry_run,
-        duration_us = started.elapsed().as_micros() as u64,
+        duration_us = took.as_micros() as u64,
         denial = answer.denial_message(),
         "admission"
     );
@@ -334,9 +343,9 @@ async fn answer_http(
 }
 
 /// Counts an answered review of `kind` in the metrics.
-fn count(state: &Reviewer, route: Route, kind: &str, answer: &Answer, started: Instant) {
+fn count(state: &Reviewer, route: Route, kind: &str, answer: &Answer, took: Duration) {
     let metrics = state.metrics();
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = took.as_secs_f64();
     metrics.admission(route.as_str(), kind, answer.outcome.as_str(), seconds);
     if let Some(reason) = answer.denial_reason {
         metrics.denial(route.as_str(), reason);
@@ -355,11 +364,12 @@ fn refused(
     let Some(answer) = admission::refusal(body, &error) else {
         return Err(error.into());
     };
-    count(state, route, "other", &answer, started);
+    let took = started.elapsed();
+    count(state, route, "other", &answer, took);
     tracing::warn!(
         route = route.as_str(),
         outcome = answer.outcome.as_str(),
-        duration_us = started.elapsed().as_micros() as u64,
+        duration_us = took.as_micros() as u64,
         denial = answer.denial_message(),
         "admission"
     );
