@@ -141,13 +141,16 @@ impl PlanMemo {
             recall,
             names: None,
         };
-        let mut key = Vec::with_capacity(KEY_CAPACITY);
-        if write_key(&mut key, namespace, pod).is_none() {
+        let mut key = Vec::with_capacity(match pod {
+            Kept::Tree(_) => KEY_CAPACITY,
+            Kept::Key(_) => namespace.len() + 16,
+        });
+        let Some(tail) = write_key(&mut key, namespace, pod) else {
             // Never remembered, so never found: planned, without copying the rest of the pod.
             return planned(plan(&RecordingFacts::new(facts)), Recall::Miss);
-        }
-        let hash = self.hasher.hash_one(&key);
-        let found = self.find(hash, &key);
+        };
+        let hash = self.hasher.hash_one((&key[..], tail));
+        let found = self.find(hash, &key, tail);
         if let Some(entry) = &found
             && entry.asked.iter().all(|asked| asked.holds(facts))
         {
@@ -165,11 +168,12 @@ impl PlanMemo {
             let names = names();
             Entry {
                 bytes: key.len()
+                    + tail.len()
                     + answer.weight()
                     + asked.iter().map(Asked::weight).sum::<usize>()
                     + names.weight(),
                 hash,
-                key: key.into_boxed_slice(),
+                key: [&key[..], tail].concat().into_boxed_slice(),
                 asked,
                 answer: answer.clone(),
                 names,
@@ -194,7 +198,7 @@ impl PlanMemo {
 
     /// The entry for `key`: those of its hash are picked under the lock, and compared in full
     /// after it, so that no request waits on another's comparison.
-    fn find(&self, hash: u64, key: &[u8]) -> Option<Arc<Entry>> {
+    fn find(&self, hash: u64, key: &[u8], tail: &[u8]) -> Option<Arc<Entry>> {
         let candidates: Vec<Arc<Entry>> = {
             let entries = self.entries.lock().ok()?;
             (entries.list.iter())
@@ -202,7 +206,10 @@ impl PlanMemo {
                 .map(|slot| slot.entry.clone())
                 .collect()
         };
-        candidates.into_iter().find(|entry| *entry.key == *key)
+        candidates.into_iter().find(|entry| {
+            (entry.key.split_at_checked(key.len()))
+                .is_some_and(|(head, rest)| head == key && rest == tail)
+        })
     }
 
     /// Marks `entry` as used now: the least recently used go first.
@@ -257,15 +264,26 @@ const KEY_CAPACITY: usize = 4096;
 /// read into equal trees) after a tag no tree starts with. Numbers in a tree are written by
 /// representation (`0`, `0.0` and `-0.0` differ, as they do in the text). `None` once the key
 /// would pass [`MAX_ENTRY_BYTES`]: an entry that large is never kept, and no string is copied
-/// into the key after that point.
-fn write_key(out: &mut Vec<u8>, namespace: &str, pod: Kept) -> Option<()> {
+/// into the key after that point. A key the read wrote is not copied: `out` gets the namespace and
+/// the tag, and the key is given back, to follow them.
+fn write_key<'k>(out: &mut Vec<u8>, namespace: &str, pod: Kept<'k, '_>) -> Option<&'k [u8]> {
     let mut key = Key { out, over: false };
     key.text(namespace);
-    match pod {
-        Kept::Tree(tree) => key.node(tree),
-        Kept::Key(written) => key.written(written),
-    }
-    (!key.over).then_some(())
+    let tail = match pod {
+        Kept::Tree(tree) => {
+            key.node(tree);
+            &[]
+        }
+        Kept::Key(written) => {
+            key.out.push(WRITTEN);
+            written.bytes().unwrap_or_else(|| {
+                key.over = true;
+                &[]
+            })
+        }
+    };
+    let within = !key.over && out.len() + tail.len() <= MAX_ENTRY_BYTES;
+    within.then_some(tail)
 }
 
 /// The tag before a key the read wrote (a tree's first tag is one of 0 to 5).
@@ -278,16 +296,6 @@ struct Key<'a> {
 }
 
 impl Key<'_> {
-    fn written(&mut self, written: &KeptKey) {
-        match written.bytes() {
-            Some(bytes) if self.out.len() + 1 + bytes.len() <= MAX_ENTRY_BYTES => {
-                self.out.push(WRITTEN);
-                self.out.extend_from_slice(bytes);
-            }
-            _ => self.over = true,
-        }
-    }
-
     fn node(&mut self, node: &Node) {
         match node {
             Node::Null => self.out.push(0),
