@@ -24,7 +24,8 @@ pub struct Reader<'a> {
     text: &'a str,
     bytes: &'a [u8],
     at: usize,
-    /// The closing brackets of the skipped containers open, innermost last.
+    /// What [`Self::skip`] keeps of the containers open past 64 levels: 1 for an object, 0
+    /// for an array, innermost last.
     open: Vec<u8>,
     /// What the value being read may still keep (see [`pruned::MAX_KEPT_VALUES`]).
     left: usize,
@@ -58,14 +59,7 @@ impl<'a> Reader<'a> {
     /// The next byte after whitespace, without taking it.
     #[inline]
     pub fn peek(&mut self) -> Option<u8> {
-        // The API server sends compact JSON: the next byte is seldom whitespace.
-        match self.bytes.get(self.at) {
-            Some(&byte) if byte > b' ' => Some(byte),
-            _ => {
-                self.whitespace();
-                self.bytes.get(self.at).copied()
-            }
-        }
+        next_token(self.bytes, &mut self.at)
     }
 
     /// Takes `byte`, after whitespace.
@@ -126,44 +120,9 @@ impl<'a> Reader<'a> {
     #[inline(always)]
     fn string(&mut self) -> Option<(usize, usize, bool)> {
         let from = self.at + 1;
-        let at = from + next_escaped(self.bytes.get(from..)?)?;
-        if self.bytes[at] == b'"' {
-            self.at = at + 1;
-            return Some((from, at, false));
-        }
-        self.escaped_string(from, at)
-    }
-
-    /// The rest of [`Self::string`] from `at`, the first byte JSON escapes, when that is not the
-    /// closing quote: kept out of line, as few strings of a pod hold an escape (mostly
-    /// `managedFields` keys such as `k:{\"name\":\"app\"}`). Each escape is checked, and the
-    /// run up to the next byte JSON escapes is passed over as [`Self::string`] passes it.
-    #[cold]
-    fn escaped_string(&mut self, from: usize, mut at: usize) -> Option<(usize, usize, bool)> {
-        loop {
-            match *self.bytes.get(at)? {
-                b'"' => {
-                    self.at = at + 1;
-                    return Some((from, at, true));
-                }
-                b'\\' => {
-                    at += match self.bytes.get(at + 1)? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
-                        b'u' => {
-                            let hex = self.bytes.get(at + 2..at + 6)?;
-                            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                                return None;
-                            }
-                            6
-                        }
-                        _ => return None,
-                    };
-                    at += next_escaped(self.bytes.get(at..)?)?;
-                }
-                // A control character.
-                _ => return None,
-            }
-        }
+        let (to, escaped) = string_end(self.bytes, from)?;
+        self.at = to + 1;
+        Some((from, to, escaped))
     }
 
     /// Takes a number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
@@ -226,60 +185,71 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Skips one value, checking it is JSON, without recursion.
+    /// Skips one value, checking it is JSON, without recursion. The position is kept in a
+    /// local and the open containers in the bits of a word (1 for an object, the innermost
+    /// lowest), so the loop works in registers; past 64 levels the outer ones wait in
+    /// [`Self::open`], one byte each.
     pub fn skip(&mut self) -> Option<()> {
-        let depth = self.open.len();
+        let bytes = self.bytes;
+        let mut at = self.at;
+        let mut objects = 0u64;
+        let mut depth = 0usize;
         loop {
             // A value starts here.
-            let first = self.peek()?;
+            let first = next_token(bytes, &mut at)?;
             match first {
                 b'{' | b'[' => {
-                    self.at += 1;
-                    let close = if first == b'{' { b'}' } else { b']' };
-                    if self.peek()? == close {
-                        self.at += 1;
+                    at += 1;
+                    // `}` and `]` are two past `{` and `[`.
+                    if next_token(bytes, &mut at)? == first + 2 {
+                        at += 1;
                     } else {
-                        self.open.push(close);
-                        if close == b'}' {
-                            self.plain_or_escaped_name()?;
+                        if depth >= 64 {
+                            self.open.push((objects >> 63) as u8);
+                        }
+                        let object = first == b'{';
+                        objects = objects << 1 | u64::from(object);
+                        depth += 1;
+                        if object {
+                            at = name_and_colon(bytes, at)?;
                         }
                         continue;
                     }
                 }
-                _ => self.scalar(first)?,
+                b'"' => at = string_end(bytes, at + 1)?.0 + 1,
+                _ => {
+                    self.at = at;
+                    self.scalar(first)?;
+                    at = self.at;
+                }
             }
             // A value ended: close what it ends, or go on to the next item or member.
             loop {
-                if self.open.len() == depth {
+                if depth == 0 {
+                    self.at = at;
                     return Some(());
                 }
-                let close = *self.open.last()?;
-                match self.peek()? {
-                    b',' => {
-                        self.at += 1;
-                        if close == b'}' {
-                            self.plain_or_escaped_name()?;
+                let object = objects & 1 == 1;
+                match (next_token(bytes, &mut at)?, object) {
+                    (b',', _) => {
+                        at += 1;
+                        if object {
+                            at = name_and_colon(bytes, at)?;
                         }
                         break;
                     }
-                    byte if byte == close => {
-                        self.at += 1;
-                        self.open.pop();
+                    (b'}', true) | (b']', false) => {
+                        at += 1;
+                        objects >>= 1;
+                        depth -= 1;
+                        if depth >= 64 {
+                            objects |= u64::from(self.open.pop()?) << 63;
+                        }
                     }
                     _ => return None,
                 }
             }
         }
-    }
-
-    /// A member name (any string) and its `:`, inside a skipped object.
-    #[inline(always)]
-    fn plain_or_escaped_name(&mut self) -> Option<()> {
-        if self.peek()? != b'"' {
-            return None;
-        }
-        self.string()?;
-        self.expect(b':')
     }
 
     /// Reads one value keeping what `rule` keeps, counted from [`pruned::MAX_KEPT_VALUES`] as
@@ -527,6 +497,73 @@ impl KeptKey {
 
 /// Room for the key of a typical pod, so that it is seldom grown.
 const KEY_CAPACITY: usize = 4096;
+
+/// The byte at `at` after whitespace, without taking it; `at` moves past the whitespace.
+#[inline(always)]
+fn next_token(bytes: &[u8], at: &mut usize) -> Option<u8> {
+    // The API server sends compact JSON: the next byte is seldom whitespace.
+    match bytes.get(*at) {
+        Some(&byte) if byte > b' ' => Some(byte),
+        _ => {
+            while let Some(b' ' | b'\n' | b'\t' | b'\r') = bytes.get(*at) {
+                *at += 1;
+            }
+            bytes.get(*at).copied()
+        }
+    }
+}
+
+/// After `{` or `,` in a skipped object: a member name (any string) and its `:`; the position
+/// after the colon.
+#[inline(always)]
+fn name_and_colon(bytes: &[u8], mut at: usize) -> Option<usize> {
+    if next_token(bytes, &mut at)? != b'"' {
+        return None;
+    }
+    at = string_end(bytes, at + 1)?.0 + 1;
+    (next_token(bytes, &mut at)? == b':').then_some(at + 1)
+}
+
+/// The closing quote of a string whose content starts at `from`, and whether the string holds
+/// an escape. Checks what `serde_json` checks of a string it skips: no control characters, and
+/// escapes among `\" \\ \/ \b \f \n \r \t \uXXXX`.
+#[inline(always)]
+fn string_end(bytes: &[u8], from: usize) -> Option<(usize, bool)> {
+    let at = from + next_escaped(bytes.get(from..)?)?;
+    if bytes[at] == b'"' {
+        return Some((at, false));
+    }
+    escaped_string_end(bytes, at).map(|to| (to, true))
+}
+
+/// The rest of [`string_end`] from `at`, the first byte JSON escapes, when that is not the
+/// closing quote: kept out of line, as few strings of a pod hold an escape (mostly
+/// `managedFields` keys such as `k:{\"name\":\"app\"}`). Each escape is checked, and the run up
+/// to the next byte JSON escapes is passed over as [`string_end`] passes it.
+#[cold]
+fn escaped_string_end(bytes: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        match *bytes.get(at)? {
+            b'"' => return Some(at),
+            b'\\' => {
+                at += match bytes.get(at + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
+                    b'u' => {
+                        let hex = bytes.get(at + 2..at + 6)?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return None;
+                        }
+                        6
+                    }
+                    _ => return None,
+                };
+                at += next_escaped(bytes.get(at..)?)?;
+            }
+            // A control character.
+            _ => return None,
+        }
+    }
+}
 
 /// Appends a length or a count, seven bits a byte, low bits first, the high bit set on every byte
 /// but the last (LEB128): one byte for most, and no two lengths written the same.
