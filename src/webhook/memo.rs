@@ -577,6 +577,44 @@ mod tests {
     }
 
     #[test]
+    fn a_written_key_is_found_only_with_its_own_namespace_and_every_byte_of_its_tail() {
+        use crate::core::pruned::KEPT;
+        use crate::core::reader::Reader;
+
+        let memo = PlanMemo::new(4).unwrap();
+        let facts = Vaults::new("kv-one");
+        let settings = Settings::new(None, None, "kvinject");
+        let text = injected_pod().to_value().to_string();
+        let pod = Reader::new(&text).read_kept(KEPT).unwrap();
+        let mut written = KeptKey::new(MAX_ENTRY_BYTES);
+        Reader::new(&text).read_key(KEPT, &mut written).unwrap();
+        let answer = |namespace: &str| {
+            let plan =
+                |recording: &RecordingFacts| plan_answer(&pod, namespace, recording, &settings);
+            let names = || Arc::new(ObjectNames::of(Some(&pod)));
+            memo.answer(Kept::Key(&written), namespace, &facts, plan, names)
+                .recall
+        };
+        assert_eq!(answer("shop"), Recall::Miss);
+        assert_eq!(answer("shop"), Recall::Hit);
+        // The namespace's length is written: "sho" and a tail cannot pass for "shop" and it.
+        assert_eq!(answer("sho"), Recall::Miss);
+        assert_eq!(answer("shop"), Recall::Hit);
+        // `find` compares the whole key, not only the hash: the stored entry's hash with a
+        // tail one byte different, shorter or longer, or a namespace part cut short, is none.
+        let mut head = Vec::new();
+        let tail = write_key(&mut head, "shop", Kept::Key(&written)).unwrap();
+        let hash = memo.hasher.hash_one((&head[..], tail));
+        assert!(memo.find(hash, &head, tail).is_some());
+        let mut changed = tail.to_vec();
+        *changed.last_mut().unwrap() ^= 1;
+        assert!(memo.find(hash, &head, &changed).is_none());
+        assert!(memo.find(hash, &head, &tail[..tail.len() - 1]).is_none());
+        assert!(memo.find(hash, &head, &[tail, b"x"].concat()).is_none());
+        assert!(memo.find(hash, &head[..head.len() - 1], tail).is_none());
+    }
+
+    #[test]
     fn keys_differ_wherever_the_trees_or_namespaces_differ() {
         let key = |namespace: &str, text: &str| {
             let mut key = Vec::new();
