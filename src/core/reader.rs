@@ -43,17 +43,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Skips JSON whitespace.
-    pub fn whitespace(&mut self) {
-        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.bytes.get(self.at) {
-            self.at += 1;
-        }
-    }
-
     /// Whether only whitespace is left.
     pub fn at_end(&mut self) -> bool {
-        self.whitespace();
-        self.at == self.bytes.len()
+        self.peek().is_none()
     }
 
     /// The next byte after whitespace, without taking it.
