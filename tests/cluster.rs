@@ -411,6 +411,47 @@ async fn a_remembered_answer_is_given_only_while_its_facts_hold() {
 }
 
 #[tokio::test]
+async fn the_caches_compare_a_held_fact_in_place_as_its_copy_would_be() {
+    use kvinject::core::facts::ClusterFacts;
+    let api = ApiServer::start().await;
+    seed(&api);
+    api.put(
+        json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+        "metadata": {"name": "hand", "namespace": "shop"},
+        "spec": {"provider": "azure", "parameters": {"clientID": CLIENT}}}),
+    );
+    let (cluster, _) = start(&api).await;
+    wait_for(|| cluster_has(&cluster, "hand"), "the SPC in the cache").await;
+
+    let namespace = cluster.namespace("shop");
+    let mut other_namespace = namespace.clone().unwrap();
+    other_namespace.vault = Some("another-kv".into());
+    assert!(cluster.namespace_is("shop", namespace.as_ref()));
+    assert!(!cluster.namespace_is("shop", Some(&other_namespace)));
+    assert!(!cluster.namespace_is("shop", None));
+    assert!(cluster.namespace_is("gone", None));
+    assert!(!cluster.namespace_is("gone", namespace.as_ref()));
+
+    let account = cluster.service_account("shop", "checkout");
+    let mut other_account = account.clone().unwrap();
+    other_account.client_id = None;
+    assert!(cluster.service_account_is("shop", "checkout", account.as_ref()));
+    assert!(!cluster.service_account_is("shop", "checkout", Some(&other_account)));
+    assert!(!cluster.service_account_is("shop", "checkout", None));
+    assert!(cluster.service_account_is("shop", "gone", None));
+    assert!(!cluster.service_account_is("shop", "gone", account.as_ref()));
+
+    let spc = cluster.secret_provider_class("shop", "hand");
+    let mut other_spc = spc.clone().unwrap();
+    other_spc.vault = Some("another-kv".into());
+    assert!(cluster.secret_provider_class_is("shop", "hand", spc.as_ref()));
+    assert!(!cluster.secret_provider_class_is("shop", "hand", Some(&other_spc)));
+    assert!(!cluster.secret_provider_class_is("shop", "hand", None));
+    assert!(cluster.secret_provider_class_is("other", "hand", None));
+    assert!(!cluster.secret_provider_class_is("other", "hand", spc.as_ref()));
+}
+
+#[tokio::test]
 async fn a_pod_of_two_vaults_has_both_spcs_applied_before_the_answer() {
     let api = ApiServer::start().await;
     seed(&api);

@@ -436,7 +436,7 @@ impl ClusterFacts for Cluster {
     }
 
     fn secret_provider_class(&self, namespace: &str, name: &str) -> Option<SpcFacts> {
-        Some(self.spcs.get(namespace, name)?.facts)
+        self.spcs.look(namespace, name, |spc| spc.facts.clone())
     }
 
     fn secret_syncs(&self, namespace: &str, secret: &str) -> Vec<SecretSync> {
@@ -454,6 +454,35 @@ impl ClusterFacts for Cluster {
             syncs.retain(|sync| !sync.managed_by_kvinject || referenced.contains(&sync.spc));
         }
         syncs
+    }
+
+    fn namespace_is(&self, name: &str, answer: Option<&NamespaceFacts>) -> bool {
+        let held = self
+            .namespaces
+            .look("", name, |facts| answer == Some(facts));
+        held.unwrap_or(answer.is_none())
+    }
+
+    fn service_account_is(
+        &self,
+        namespace: &str,
+        name: &str,
+        answer: Option<&ServiceAccountFacts>,
+    ) -> bool {
+        let held = (self.service_accounts).look(namespace, name, |facts| answer == Some(facts));
+        held.unwrap_or(answer.is_none())
+    }
+
+    fn secret_provider_class_is(
+        &self,
+        namespace: &str,
+        name: &str,
+        answer: Option<&SpcFacts>,
+    ) -> bool {
+        let held = self
+            .spcs
+            .look(namespace, name, |spc| answer == Some(&spc.facts));
+        held.unwrap_or(answer.is_none())
     }
 }
 

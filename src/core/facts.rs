@@ -247,15 +247,50 @@ pub trait ClusterFacts {
     /// use: every one not labelled as kvinject's, and kvinject's own unless the answer knows no
     /// pod's marker names it.
     fn secret_syncs(&self, namespace: &str, secret: &str) -> Vec<SecretSync>;
+
+    /// Whether [`Self::namespace`] answers `answer`. A source that holds its facts compares them
+    /// where they are, without the copy `namespace` makes: a remembered plan asks this of every
+    /// review it answers ([`Asked::holds`]).
+    fn namespace_is(&self, name: &str, answer: Option<&NamespaceFacts>) -> bool {
+        self.namespace(name).as_ref() == answer
+    }
+
+    /// Whether [`Self::service_account`] answers `answer` (see [`Self::namespace_is`]).
+    fn service_account_is(
+        &self,
+        namespace: &str,
+        name: &str,
+        answer: Option<&ServiceAccountFacts>,
+    ) -> bool {
+        self.service_account(namespace, name).as_ref() == answer
+    }
+
+    /// Whether [`Self::secret_provider_class`] answers `answer` (see [`Self::namespace_is`]).
+    fn secret_provider_class_is(
+        &self,
+        namespace: &str,
+        name: &str,
+        answer: Option<&SpcFacts>,
+    ) -> bool {
+        self.secret_provider_class(namespace, name).as_ref() == answer
+    }
+}
+
+/// Facts of namespaced objects by namespace, then name: found from borrowed names.
+type ByNamespace<V> = BTreeMap<String, BTreeMap<String, V>>;
+
+/// The facts of `name` in `namespace`.
+fn in_namespace<'m, V>(map: &'m ByNamespace<V>, namespace: &str, name: &str) -> Option<&'m V> {
+    map.get(namespace)?.get(name)
 }
 
 /// Facts read from Kubernetes manifests.
 #[derive(Debug, Clone, Default)]
 pub struct DocumentFacts {
     namespaces: BTreeMap<String, NamespaceFacts>,
-    service_accounts: BTreeMap<(String, String), ServiceAccountFacts>,
+    service_accounts: ByNamespace<ServiceAccountFacts>,
     identity_bindings: BTreeMap<String, Vec<IdentityBindingFacts>>,
-    spcs: BTreeMap<(String, String), SpcFacts>,
+    spcs: ByNamespace<SpcFacts>,
 }
 
 impl DocumentFacts {
@@ -300,7 +335,8 @@ impl DocumentFacts {
                     client_id: annotation(annotations::WORKLOAD_IDENTITY_CLIENT_ID)
                         .map(str::to_owned),
                 };
-                self.service_accounts.insert((namespace, name), facts);
+                let names = self.service_accounts.entry(namespace).or_default();
+                names.insert(name, facts);
             }
             (version, "AzureIdentityBinding")
                 if version.starts_with(annotations::AAD_POD_IDENTITY_GROUP) =>
@@ -314,7 +350,8 @@ impl DocumentFacts {
             (version, "SecretProviderClass")
                 if version.starts_with("secrets-store.csi.x-k8s.io/") =>
             {
-                self.spcs.insert((namespace, name), spc_facts(document));
+                let names = self.spcs.entry(namespace).or_default();
+                names.insert(name, spc_facts(document));
             }
             _ => {}
         }
@@ -327,9 +364,7 @@ impl ClusterFacts for DocumentFacts {
     }
 
     fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccountFacts> {
-        self.service_accounts
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
+        in_namespace(&self.service_accounts, namespace, name).cloned()
     }
 
     fn identity_bindings(
@@ -350,17 +385,38 @@ impl ClusterFacts for DocumentFacts {
     }
 
     fn secret_provider_class(&self, namespace: &str, name: &str) -> Option<SpcFacts> {
-        self.spcs
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
+        in_namespace(&self.spcs, namespace, name).cloned()
     }
 
     fn secret_syncs(&self, namespace: &str, secret: &str) -> Vec<SecretSync> {
         self.spcs
-            .iter()
-            .filter(|((spc_namespace, _), _)| spc_namespace == namespace)
-            .filter_map(|((_, name), spc)| spc.sync_of(name, secret))
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, spc)| spc.sync_of(name, secret))
             .collect()
+    }
+
+    fn namespace_is(&self, name: &str, answer: Option<&NamespaceFacts>) -> bool {
+        self.namespaces.get(name) == answer
+    }
+
+    fn service_account_is(
+        &self,
+        namespace: &str,
+        name: &str,
+        answer: Option<&ServiceAccountFacts>,
+    ) -> bool {
+        in_namespace(&self.service_accounts, namespace, name) == answer
+    }
+
+    fn secret_provider_class_is(
+        &self,
+        namespace: &str,
+        name: &str,
+        answer: Option<&SpcFacts>,
+    ) -> bool {
+        in_namespace(&self.spcs, namespace, name) == answer
     }
 }
 
@@ -398,9 +454,9 @@ impl Asked {
     /// Whether `facts` gives the same answer now.
     pub fn holds(&self, facts: &dyn ClusterFacts) -> bool {
         match self {
-            Self::Namespace(name, answer) => facts.namespace(name) == *answer,
+            Self::Namespace(name, answer) => facts.namespace_is(name, answer.as_ref()),
             Self::ServiceAccount(namespace, name, answer) => {
-                facts.service_account(namespace, name) == *answer
+                facts.service_account_is(namespace, name, answer.as_ref())
             }
             Self::IdentityBindings(namespace, selector, answer) => {
                 facts.identity_bindings(namespace.as_deref(), selector) == *answer
@@ -409,7 +465,7 @@ impl Asked {
                 facts.identity_bindings_available() == *answer
             }
             Self::SecretProviderClass(namespace, name, answer) => {
-                facts.secret_provider_class(namespace, name) == *answer
+                facts.secret_provider_class_is(namespace, name, answer.as_ref())
             }
             Self::SecretSyncs(namespace, secret, answer) => {
                 facts.secret_syncs(namespace, secret) == *answer
@@ -807,5 +863,68 @@ mod tests {
                 key: "k".into()
             }]
         );
+    }
+
+    /// What each `*_is` question says of `facts`, for the held answer, a changed one and none,
+    /// asked of a known and of an unknown object.
+    fn compared(facts: &dyn ClusterFacts) -> Vec<bool> {
+        let namespace = facts.namespace("shop");
+        let mut other_namespace = namespace.clone().unwrap();
+        other_namespace.tenant_id = Some("another".into());
+        let account = facts.service_account("apps", "api");
+        let other_account = ServiceAccountFacts { client_id: None };
+        let spc = facts.secret_provider_class("shop", "hand");
+        let mut other_spc = spc.clone().unwrap();
+        other_spc.env_objects.push("secret/more".into());
+        vec![
+            facts.namespace_is("shop", namespace.as_ref()),
+            facts.namespace_is("shop", Some(&other_namespace)),
+            facts.namespace_is("shop", None),
+            facts.namespace_is("gone", None),
+            facts.namespace_is("gone", namespace.as_ref()),
+            facts.service_account_is("apps", "api", account.as_ref()),
+            facts.service_account_is("apps", "api", Some(&other_account)),
+            facts.service_account_is("apps", "api", None),
+            facts.service_account_is("shop", "api", None),
+            facts.service_account_is("shop", "api", account.as_ref()),
+            facts.secret_provider_class_is("shop", "hand", spc.as_ref()),
+            facts.secret_provider_class_is("shop", "hand", Some(&other_spc)),
+            facts.secret_provider_class_is("shop", "hand", None),
+            facts.secret_provider_class_is("apps", "hand", None),
+            facts.secret_provider_class_is("apps", "hand", spc.as_ref()),
+        ]
+    }
+
+    #[test]
+    fn a_held_fact_is_compared_in_place_as_its_copy_would_be() {
+        let documents = [
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop",
+                "annotations": {"kvinject.io/vault": "shop-kv", "kvinject.io/tenant-id": "t"}}}),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "api",
+                "annotations": {"azure.workload.identity/client-id": "c"}}}),
+            json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+                "metadata": {"name": "hand", "namespace": "shop"},
+                "spec": {"provider": "azure", "parameters": {"clientID": "c"}}}),
+        ];
+        let facts = DocumentFacts::from_documents(&documents, "apps");
+        let expected = [
+            true, false, false, true, false, // the Namespace
+            true, false, false, true, false, // the ServiceAccount
+            true, false, false, true, false, // the SPC
+        ];
+        assert_eq!(compared(&facts), expected, "in place");
+        // The trait's own answers, which copy: a source that only overlays another uses them.
+        let empty = DocumentFacts::default();
+        let layered = LayeredFacts {
+            overlay: &empty,
+            base: &facts,
+        };
+        assert_eq!(compared(&layered), expected, "copied");
+        // A remembered question holds by them.
+        let asked = Asked::Namespace("shop".into(), facts.namespace("shop"));
+        assert!(asked.holds(&facts));
+        assert!(!Asked::Namespace("shop".into(), None).holds(&facts));
+        let asked = Asked::SecretProviderClass("apps".into(), "hand".into(), None);
+        assert!(asked.holds(&facts));
     }
 }
