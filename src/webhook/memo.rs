@@ -80,6 +80,8 @@ struct Entries {
 struct Slot {
     /// The clock when last found or stored.
     used: u64,
+    /// The entry's hash, held here so that a look-up scans the list alone.
+    hash: u64,
     entry: Arc<Entry>,
 }
 
@@ -196,20 +198,25 @@ impl PlanMemo {
             .map_or((0, 0), |entries| (entries.list.len(), entries.bytes))
     }
 
-    /// The entry for `key`: those of its hash are picked under the lock, and compared in full
-    /// after it, so that no request waits on another's comparison.
+    /// The entry for `key`: one of its hash is picked under the lock and compared in full after
+    /// it, so that no request waits on another's comparison; on a collision, the next one of its
+    /// hash after it. (An entry that moves meanwhile may be passed over: a miss, never a wrong
+    /// entry.)
     fn find(&self, hash: u64, key: &[u8], tail: &[u8]) -> Option<Arc<Entry>> {
-        let candidates: Vec<Arc<Entry>> = {
-            let entries = self.entries.lock().ok()?;
-            (entries.list.iter())
-                .filter(|slot| slot.entry.hash == hash)
-                .map(|slot| slot.entry.clone())
-                .collect()
-        };
-        candidates.into_iter().find(|entry| {
-            (entry.key.split_at_checked(key.len()))
-                .is_some_and(|(head, rest)| head == key && rest == tail)
-        })
+        let mut from = 0;
+        loop {
+            let (at, entry) = {
+                let entries = self.entries.lock().ok()?;
+                let list = entries.list.get(from..)?;
+                let at = list.iter().position(|slot| slot.hash == hash)?;
+                (from + at, list[at].entry.clone())
+            };
+            let split = entry.key.split_at_checked(key.len());
+            if split.is_some_and(|(head, rest)| head == key && rest == tail) {
+                return Some(entry);
+            }
+            from = at + 1;
+        }
     }
 
     /// Marks `entry` as used now: the least recently used go first.
@@ -250,6 +257,7 @@ impl PlanMemo {
         entries.bytes += entry.bytes;
         entries.list.push(Slot {
             used: entries.clock,
+            hash: entry.hash,
             entry: Arc::new(entry),
         });
     }
@@ -612,6 +620,37 @@ mod tests {
         assert!(memo.find(hash, &head, &tail[..tail.len() - 1]).is_none());
         assert!(memo.find(hash, &head, &[tail, b"x"].concat()).is_none());
         assert!(memo.find(hash, &head[..head.len() - 1], tail).is_none());
+    }
+
+    #[test]
+    fn entries_of_one_hash_are_each_compared_in_full() {
+        let memo = PlanMemo::new(4).unwrap();
+        let facts = Vaults::new("kv-one");
+        let settings = Settings::new(None, None, "kvinject");
+        let pod = injected_pod();
+        let planned = plan_answer(&pod, "shop", &RecordingFacts::new(&facts), &settings);
+        let entry = |key: &[u8]| Entry {
+            hash: 7,
+            key: key.into(),
+            asked: Vec::new(),
+            answer: planned.clone(),
+            names: Arc::default(),
+            bytes: 1,
+        };
+        for key in [&b"first"[..], b"second", b"third"] {
+            memo.store(None, Some(entry(key)));
+        }
+        // Each is found past the others of its hash, whichever it is compared with first.
+        for key in [&b"first"[..], b"second", b"third"] {
+            let found = memo.find(7, key, &[]).map(|entry| entry.key.clone());
+            assert_eq!(found.as_deref(), Some(key));
+        }
+        let found = memo.find(7, b"sec", b"ond").map(|entry| entry.key.clone());
+        assert_eq!(found.as_deref(), Some(&b"second"[..]), "a key and its tail");
+        assert!(memo.find(7, b"fourth", &[]).is_none());
+        assert!(memo.find(7, b"secondary", &[]).is_none(), "a longer key");
+        assert!(memo.find(7, b"third", b"x").is_none(), "a longer tail");
+        assert!(memo.find(8, b"first", &[]).is_none(), "another hash");
     }
 
     #[test]
