@@ -449,6 +449,8 @@ async fn the_caches_compare_a_held_fact_in_place_as_its_copy_would_be() {
     assert!(!cluster.secret_provider_class_is("shop", "hand", None));
     assert!(cluster.secret_provider_class_is("other", "hand", None));
     assert!(!cluster.secret_provider_class_is("other", "hand", spc.as_ref()));
+    assert!(cluster.secret_provider_class_is("shop", "gone", None));
+    assert!(!cluster.secret_provider_class_is("shop", "gone", spc.as_ref()));
 }
 
 #[tokio::test]

@@ -866,7 +866,8 @@ mod tests {
     }
 
     /// What each `*_is` question says of `facts`, for the held answer, a changed one and none,
-    /// asked of a known and of an unknown object.
+    /// asked of a known object, of one in an unknown namespace and (namespaced objects) of an
+    /// unknown name in a known namespace.
     fn compared(facts: &dyn ClusterFacts) -> Vec<bool> {
         let namespace = facts.namespace("shop");
         let mut other_namespace = namespace.clone().unwrap();
@@ -887,11 +888,15 @@ mod tests {
             facts.service_account_is("apps", "api", None),
             facts.service_account_is("shop", "api", None),
             facts.service_account_is("shop", "api", account.as_ref()),
+            facts.service_account_is("apps", "gone", None),
+            facts.service_account_is("apps", "gone", account.as_ref()),
             facts.secret_provider_class_is("shop", "hand", spc.as_ref()),
             facts.secret_provider_class_is("shop", "hand", Some(&other_spc)),
             facts.secret_provider_class_is("shop", "hand", None),
             facts.secret_provider_class_is("apps", "hand", None),
             facts.secret_provider_class_is("apps", "hand", spc.as_ref()),
+            facts.secret_provider_class_is("shop", "gone", None),
+            facts.secret_provider_class_is("shop", "gone", spc.as_ref()),
         ]
     }
 
@@ -909,8 +914,8 @@ mod tests {
         let facts = DocumentFacts::from_documents(&documents, "apps");
         let expected = [
             true, false, false, true, false, // the Namespace
-            true, false, false, true, false, // the ServiceAccount
-            true, false, false, true, false, // the SPC
+            true, false, false, true, false, true, false, // the ServiceAccount
+            true, false, false, true, false, true, false, // the SPC
         ];
         assert_eq!(compared(&facts), expected, "in place");
         // The trait's own answers, which copy: a source that only overlays another uses them.
