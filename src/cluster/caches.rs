@@ -457,10 +457,7 @@ impl ClusterFacts for Cluster {
     }
 
     fn namespace_is(&self, name: &str, answer: Option<&NamespaceFacts>) -> bool {
-        let held = self
-            .namespaces
-            .look("", name, |facts| answer == Some(facts));
-        held.unwrap_or(answer.is_none())
+        self.namespaces.entry_is("", name, answer, |facts| facts)
     }
 
     fn service_account_is(
@@ -469,8 +466,8 @@ impl ClusterFacts for Cluster {
         name: &str,
         answer: Option<&ServiceAccountFacts>,
     ) -> bool {
-        let held = (self.service_accounts).look(namespace, name, |facts| answer == Some(facts));
-        held.unwrap_or(answer.is_none())
+        self.service_accounts
+            .entry_is(namespace, name, answer, |facts| facts)
     }
 
     fn secret_provider_class_is(
@@ -479,10 +476,8 @@ impl ClusterFacts for Cluster {
         name: &str,
         answer: Option<&SpcFacts>,
     ) -> bool {
-        let held = self
-            .spcs
-            .look(namespace, name, |spc| answer == Some(&spc.facts));
-        held.unwrap_or(answer.is_none())
+        self.spcs
+            .entry_is(namespace, name, answer, |spc| &spc.facts)
     }
 }
 

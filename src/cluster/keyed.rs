@@ -43,6 +43,19 @@ impl<V: Clone> KeyedCache<V> {
         self.read().get(namespace)?.get(name).map(look)
     }
 
+    /// Whether the entry of `name` in `namespace`, as `fact` reads it, is `answer` (`None` when
+    /// none is held), compared where it is held.
+    pub fn entry_is<F: PartialEq + ?Sized>(
+        &self,
+        namespace: &str,
+        name: &str,
+        answer: Option<&F>,
+        fact: impl FnOnce(&V) -> &F,
+    ) -> bool {
+        let held = self.look(namespace, name, |entry| answer == Some(fact(entry)));
+        held.unwrap_or(answer.is_none())
+    }
+
     /// Whether an entry of `name` in `namespace` is held (without copying it).
     pub fn contains(&self, namespace: &str, name: &str) -> bool {
         self.look(namespace, name, |_| ()).is_some()
