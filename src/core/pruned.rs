@@ -345,24 +345,37 @@ impl<'a> KeptObject<'a> {
     #[inline(always)]
     pub fn member(&mut self, key: Name<'a>) -> Option<Member<'a>> {
         let kept = self.rule.member(&key)?;
+        Some(self.member_as(kept, || key))
+    }
+
+    /// [`Self::member`] for a name that does not live as long as the object: copied only when
+    /// the member is kept under it (a label's or an annotation's key).
+    pub fn member_copied(&mut self, key: &str) -> Option<Member<'a>> {
+        let kept = self.rule.member(key)?;
+        Some(self.member_as(kept, || Name::Owned(key.to_owned())))
+    }
+
+    /// The member `kept`, named by `name()` when it is not a field of the schema.
+    #[inline(always)]
+    fn member_as(&mut self, kept: KeptMember, name: impl FnOnce() -> Name<'a>) -> Member<'a> {
         let Some((at, field)) = kept.field else {
-            return Some(Member {
-                name: key,
+            return Member {
+                name: name(),
                 rule: kept.rule,
                 new: false,
                 extra: kept.extra,
-            });
+            };
         };
         let bit = 1u64.checked_shl(at as u32).unwrap_or(0);
         let new = bit != 0 && self.seen & bit == 0;
         self.seen |= bit;
         // A field of the schema is named by the schema's own string: no allocation.
-        Some(Member {
+        Member {
             name: Name::Borrowed(field),
             rule: kept.rule,
             new,
             extra: kept.extra,
-        })
+        }
     }
 
     /// Keeps `member` with its value.

@@ -485,6 +485,87 @@ impl KeptKey {
             self.bytes.extend_from_slice(text.as_bytes());
         }
     }
+
+    /// The tree the key stands for, read by `rule` (the rule it was written by) as
+    /// [`Reader::read_kept`] reads the text it was written from, but without walking that text
+    /// again: only what was kept is read, and its strings are copied out of the key. `None`
+    /// past the key's limit.
+    pub fn tree(&self, rule: Keep) -> Option<Node<'static>> {
+        let mut read = KeyReader {
+            bytes: self.bytes()?,
+            at: 0,
+        };
+        let tree = read.value(rule)?;
+        (read.at == read.bytes.len()).then_some(tree)
+    }
+}
+
+/// A [`KeptKey`]'s bytes read back in the order they were written. Only keys this module wrote
+/// are read, but anything else gives `None`, never a panic.
+struct KeyReader<'k> {
+    bytes: &'k [u8],
+    at: usize,
+}
+
+impl<'k> KeyReader<'k> {
+    fn byte(&mut self) -> Option<u8> {
+        let byte = *self.bytes.get(self.at)?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    /// A length as [`write_length`] writes it, then that many bytes of text.
+    fn text(&mut self) -> Option<&'k str> {
+        let mut length = 0usize;
+        for shift in (0..usize::BITS).step_by(7) {
+            let byte = self.byte()?;
+            length |= usize::from(byte & 0x7f).checked_shl(shift)?;
+            if byte < 0x80 {
+                let text = self.bytes.get(self.at..self.at.checked_add(length)?)?;
+                self.at += length;
+                return std::str::from_utf8(text).ok();
+            }
+        }
+        None
+    }
+
+    /// One value kept by `rule`, as [`Reader::kept`] gives it.
+    fn value(&mut self, rule: Keep) -> Option<Node<'static>> {
+        Some(match self.byte()? {
+            tag::NULL => Node::Null,
+            tag::TRUE => Node::Bool(true),
+            tag::FALSE => Node::Bool(false),
+            // Read by serde_json, as `kept` reads them.
+            tag::NUMBER | tag::ESCAPED => pruned::from_str(self.text()?, rule).ok()?.into_owned(),
+            tag::TEXT => Node::String(Cow::Owned(self.text()?.to_owned())),
+            tag::SHAPE => Node::String(Cow::Borrowed("")),
+            tag::OBJECT => {
+                let mut kept = KeptObject::new(rule);
+                while self.bytes.get(self.at) != Some(&tag::END) {
+                    if self.byte()? != tag::MEMBER {
+                        return None;
+                    }
+                    let member = kept.member_copied(self.text()?)?;
+                    let value = self.value(member.rule)?;
+                    kept.keep(member, value);
+                }
+                self.at += 1;
+                kept.into_node()
+            }
+            tag::ARRAY => {
+                let mut items = Vec::new();
+                while self.bytes.get(self.at) != Some(&tag::END) {
+                    let Keep::Items(item) = rule else {
+                        return None;
+                    };
+                    items.push(self.value(*item)?);
+                }
+                self.at += 1;
+                Node::Array(items)
+            }
+            _ => return None,
+        })
+    }
 }
 
 /// Room for the key of a typical pod, so that it is seldom grown.
@@ -650,64 +731,9 @@ mod tests {
         let mut key = KeptKey::new(usize::MAX);
         let read = reader.read_key(rule, &mut key)?;
         assert_eq!(read, text[..reader.at].trim_start(), "the value's text");
-        let bytes = key.bytes().unwrap().to_vec();
-        let mut at = 0;
-        let tree = tree_of_key(&bytes, &mut at, rule);
-        assert_eq!(at, bytes.len(), "{text}");
+        let tree = key.tree(rule).expect("a key within its limit reads back");
         assert_eq!(Some(tree), Reader::new(text).read_kept(rule), "{text}");
-        reader.at_end().then_some(bytes)
-    }
-
-    /// The tree a key stands for, read by `rule` as [`Reader::read_kept`] builds it.
-    fn tree_of_key<'k>(key: &'k [u8], at: &mut usize, rule: Keep) -> Node<'k> {
-        let text = |at: &mut usize| {
-            let (mut length, mut shift) = (0, 0);
-            loop {
-                let byte = key[*at];
-                *at += 1;
-                length |= usize::from(byte & 0x7f) << shift;
-                shift += 7;
-                if byte < 0x80 {
-                    break;
-                }
-            }
-            *at += length;
-            std::str::from_utf8(&key[*at - length..*at]).unwrap()
-        };
-        let tag = key[*at];
-        *at += 1;
-        match tag {
-            tag::NULL => Node::Null,
-            tag::TRUE => Node::Bool(true),
-            tag::FALSE => Node::Bool(false),
-            tag::NUMBER | tag::ESCAPED => pruned::from_str(text(at), rule).unwrap(),
-            tag::TEXT => Node::String(Cow::Borrowed(text(at))),
-            tag::SHAPE => Node::String(Cow::Borrowed("")),
-            tag::OBJECT => {
-                let mut kept = KeptObject::new(rule);
-                while key[*at] != tag::END {
-                    assert_eq!(key[*at], tag::MEMBER);
-                    *at += 1;
-                    let member = kept.member(Cow::Borrowed(text(at))).unwrap();
-                    let value = tree_of_key(key, at, member.rule);
-                    kept.keep(member, value);
-                }
-                *at += 1;
-                kept.into_node()
-            }
-            tag::ARRAY => {
-                let mut items = Vec::new();
-                while key[*at] != tag::END {
-                    let Keep::Items(item) = rule else {
-                        panic!("an item kept by another rule")
-                    };
-                    items.push(tree_of_key(key, at, *item));
-                }
-                *at += 1;
-                Node::Array(items)
-            }
-            other => panic!("tag {other}"),
-        }
+        reader.at_end().then(|| key.bytes().unwrap().to_vec())
     }
 
     #[test]

@@ -166,7 +166,7 @@ pub struct Decoded<'a> {
     /// `request`, without the object.
     pub request: RequestHead,
     /// `request.object`, pruned (never through typed structs): read by [`decode`], or on first
-    /// use after [`decode_keyed`].
+    /// use after [`decode_keyed`] (from its key).
     object: OnceLock<Option<Node<'a>>>,
     /// The object's text and the key of its kept fields, when [`decode_keyed`] wrote the key
     /// instead of reading the object.
@@ -247,12 +247,19 @@ impl<'a> Decoded<'a> {
         }
     }
 
-    /// `request.object`, pruned; read now when [`decode_keyed`] only wrote its key (the same
-    /// bytes, checked by the same walk, so read as they were checked: the tests and the
-    /// `admission_review` fuzz target compare both decodes).
+    /// `request.object`, pruned; read now when [`decode_keyed`] only wrote its key: from the
+    /// key, which holds every kept value, so the text is not walked a second time (read again
+    /// only when the key passed its limit). The tests and the `admission_review` fuzz target
+    /// compare both decodes.
     pub fn object(&self) -> Option<&Node<'a>> {
         self.object
-            .get_or_init(|| Reader::new(self.keyed.as_ref()?.text).read_kept(pruned::KEPT))
+            .get_or_init(|| {
+                let keyed = self.keyed.as_ref()?;
+                keyed
+                    .key
+                    .tree(pruned::KEPT)
+                    .or_else(|| Reader::new(keyed.text).read_kept(pruned::KEPT))
+            })
             .as_ref()
     }
 
@@ -1213,6 +1220,29 @@ mod tests {
             ("web-", "ReplicaSet/web-1")
         );
         assert!(decoded.object.get().is_some());
+    }
+
+    /// A keyed object is read back from its key, and from its text once the key passed its
+    /// limit: either way as [`decode`] reads it, every kind of kept value included.
+    #[test]
+    fn a_keyed_object_is_read_from_its_key_or_past_its_limit_from_its_text() {
+        let body = r#"{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": {
+          "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+          "resource": {"group": "", "version": "v1", "resource": "pods"},
+          "operation": "CREATE", "userInfo": {},
+          "object": {"metadata": {"generateName": "w\u00e9b-", "labels": {"app": "web"},
+            "annotations": {"kvinject.io/env.A": "a", "kvinject.io/env.B": 5, "kvinject.io/x": true,
+              "kvinject.io/y": null, "kvinject.io/z": {"nested": [1]}, "other": "skipped"},
+            "managedFields": [{"manager": "m", "fieldsV1": {"f:metadata": {}}}]},
+           "spec": {"containers": [{"name": "app", "env": [{"name": "A", "value": "1"}]}, {}],
+             "volumes": []}}}}"#;
+        let read = format!("{:?}", decode(body.as_bytes()).unwrap());
+        for (limit, within) in [(usize::MAX, true), (16, false)] {
+            let keyed = decode_keyed(body.as_bytes(), limit).unwrap();
+            let key = keyed.kept_key().expect("a Pod CREATE is keyed");
+            assert_eq!(key.bytes().is_some(), within, "limit {limit}");
+            assert_eq!(format!("{keyed:?}"), read, "limit {limit}");
+        }
     }
 
     /// The text written by hand is byte for byte what serde_json writes for the same review.
