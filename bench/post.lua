@@ -6,6 +6,20 @@ wrk.body = file:read("*a")
 file:close()
 wrk.headers["Content-Type"] = "application/json"
 
+-- With BODY_VARY set and not empty, each request's pod gets a generateName of its own (a number
+-- put before the body's), so that no two reviews are the same pod and none is answered from a
+-- remembered plan.
+if (os.getenv("BODY_VARY") or "") ~= "" then
+  local _, found = wrk.body:gsub('"generateName":"', "", 1)
+  assert(found == 1, "BODY_VARY: the body has no generateName to number")
+  local sent = 0
+  function request()
+    sent = sent + 1
+    local body = wrk.body:gsub('"generateName":"', '"generateName":"' .. sent .. "-", 1)
+    return wrk.format(nil, nil, nil, body)
+  end
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
