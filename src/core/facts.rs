@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::core::annotations;
+use crate::core::held::Held;
 
 /// What kvinject reads from a Namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -492,9 +493,83 @@ impl Asked {
 
     /// About what the question and its answer hold in memory, in bytes.
     pub fn weight(&self) -> usize {
-        // Every fact is a few short strings: its Debug text is a fair measure, and this runs
-        // only when a plan is remembered.
-        format!("{self:?}").len()
+        let heap = match self {
+            Self::Namespace(name, answer) => name.heap() + answer.heap(),
+            Self::ServiceAccount(namespace, name, answer) => {
+                namespace.heap() + name.heap() + answer.heap()
+            }
+            Self::IdentityBindings(namespace, selector, answer) => {
+                namespace.heap() + selector.heap() + answer.heap()
+            }
+            Self::IdentityBindingsAvailable(_) => 0,
+            Self::SecretProviderClass(namespace, name, answer) => {
+                namespace.heap() + name.heap() + answer.heap()
+            }
+            Self::SecretSyncs(namespace, secret, answer) => {
+                namespace.heap() + secret.heap() + answer.heap()
+            }
+        };
+        size_of::<Self>() + heap
+    }
+}
+
+impl Held for NamespaceFacts {
+    fn heap(&self) -> usize {
+        self.vault.heap() + self.tenant_id.heap() + self.allowed_vaults.heap()
+    }
+}
+
+impl Held for ServiceAccountFacts {
+    fn heap(&self) -> usize {
+        self.client_id.heap()
+    }
+}
+
+impl Held for IdentityBindingFacts {
+    fn heap(&self) -> usize {
+        self.namespace.heap()
+            + self.name.heap()
+            + self.selector.heap()
+            + self.allowed_service_accounts.heap()
+    }
+}
+
+impl Held for SpcIdentity {
+    fn heap(&self) -> usize {
+        match self {
+            Self::ClientId(id) => id.heap(),
+            Self::Several(named) => named.len() * size_of::<&str>(),
+            Self::Unreadable { value, .. } => value.heap(),
+            Self::PodIdentity | Self::VmManagedIdentity | Self::Unspecified => 0,
+        }
+    }
+}
+
+impl Held for SyncedKey {
+    fn heap(&self) -> usize {
+        self.secret_name.heap() + self.key.heap()
+    }
+}
+
+impl Held for TlsSecretFacts {
+    fn heap(&self) -> usize {
+        self.secret_name.heap() + self.object.heap() + self.certificate.heap()
+    }
+}
+
+impl Held for SpcFacts {
+    fn heap(&self) -> usize {
+        self.identity.heap()
+            + self.vault.heap()
+            + self.synced_keys.heap()
+            + self.tls_secrets.heap()
+            + self.env_objects.heap()
+    }
+}
+
+impl Held for SecretSync {
+    fn heap(&self) -> usize {
+        self.spc.heap() + self.tls_certificate.heap()
     }
 }
 
@@ -817,6 +892,78 @@ pub fn str_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Each question and answer built twice, every string one byte long and then 101: their
+    /// weights differ by 100 for each string they hold, so none goes uncounted.
+    #[test]
+    fn a_remembered_answer_counts_every_string_it_holds() {
+        let asked = |text: &str| {
+            let s = || text.to_owned();
+            let spc = |identity| SpcFacts {
+                managed_by_kvinject: true,
+                identity,
+                vault: Some(s()),
+                synced_keys: vec![SyncedKey {
+                    secret_name: s(),
+                    key: s(),
+                }],
+                tls_secrets: vec![TlsSecretFacts {
+                    secret_name: s(),
+                    object: Some(s()),
+                    certificate: Some(s()),
+                }],
+                env_objects: vec![s()],
+            };
+            let unreadable = SpcIdentity::Unreadable {
+                parameter: "usePodIdentity",
+                value: s(),
+            };
+            [
+                Asked::Namespace(
+                    s(),
+                    Some(NamespaceFacts {
+                        injection_enabled: true,
+                        vault: Some(s()),
+                        tenant_id: Some(s()),
+                        allowed_vaults: Some(vec![s(), s()]),
+                    }),
+                ),
+                Asked::ServiceAccount(
+                    s(),
+                    s(),
+                    Some(ServiceAccountFacts {
+                        client_id: Some(s()),
+                    }),
+                ),
+                Asked::IdentityBindings(
+                    Some(s()),
+                    s(),
+                    vec![IdentityBindingFacts {
+                        namespace: s(),
+                        name: s(),
+                        selector: s(),
+                        allowed_service_accounts: Some(vec![s()]),
+                    }],
+                ),
+                Asked::SecretProviderClass(s(), s(), Some(spc(SpcIdentity::ClientId(s())))),
+                Asked::SecretProviderClass(s(), s(), Some(spc(unreadable))),
+                Asked::SecretSyncs(
+                    s(),
+                    s(),
+                    vec![SecretSync {
+                        spc: s(),
+                        managed_by_kvinject: true,
+                        tls_certificate: Some(s()),
+                    }],
+                ),
+            ]
+        };
+        let strings = [5, 3, 6, 10, 10, 4];
+        let long = "a".repeat(101);
+        for ((short, long), count) in asked("a").iter().zip(&asked(&long)).zip(strings) {
+            assert_eq!(long.weight() - short.weight(), 100 * count, "{short:?}");
+        }
+    }
 
     #[test]
     fn reads_every_kind_of_fact_and_list_items() {

@@ -9,6 +9,7 @@ pub mod annotations;
 pub mod denial;
 pub mod facts;
 pub mod generate;
+pub mod held;
 pub mod identity;
 pub mod json;
 pub mod node;

@@ -13,6 +13,7 @@ use crate::core::annotations::{
 use crate::core::denial::{Denial, DenialReason, warning};
 use crate::core::facts::{ClusterFacts, SpcFacts, SpcIdentity, SyncedKey};
 use crate::core::generate::{self, Asked};
+use crate::core::held::Held;
 use crate::core::identity::{self, AAD_POD_IDENTITY_DEPRECATED, BindingScope, PodIdentity};
 use crate::core::node::Node;
 use crate::core::patch::{self, EnvWire, JsonPatch, VolumeWire, Wiring};
@@ -103,6 +104,12 @@ pub struct PodObjects {
     pub references: Vec<(String, ObjectRef)>,
     /// (annotation key, the file its object is mounted as in this vault's volume).
     pub files: Vec<(String, String)>,
+}
+
+impl Held for PodObjects {
+    fn heap(&self) -> usize {
+        self.vault.heap() + self.references.heap() + self.files.heap()
+    }
 }
 
 /// Why a pod was left as it is.

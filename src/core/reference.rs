@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::core::held::Held;
+
 /// Key Vault object type, the Azure provider's `objectType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ObjectType {
@@ -86,6 +88,13 @@ pub struct ObjectRef {
     /// `vault=` option, lowercased (Key Vault names are DNS labels): the object lives in this
     /// vault instead of the pod's.
     pub vault: Option<String>,
+}
+
+impl Held for ObjectRef {
+    fn heap(&self) -> usize {
+        // The type, format and encoding are plain enums, held in place.
+        self.name.heap() + self.version.heap() + self.mode.heap() + self.vault.heap()
+    }
 }
 
 /// Why a reference does not parse; the text completes "reference `…` …".
@@ -278,6 +287,22 @@ pub fn check_vault_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every string of a reference counts towards what a remembered answer holds.
+    #[test]
+    fn a_reference_counts_every_string_it_holds() {
+        let reference = |text: &str| ObjectRef {
+            object_type: ObjectType::Secret,
+            name: text.to_owned(),
+            version: Some(text.to_owned()),
+            format: None,
+            encoding: None,
+            mode: Some(text.to_owned()),
+            vault: Some(text.to_owned()),
+        };
+        let long = "a".repeat(101);
+        assert_eq!(reference(&long).heap() - reference("a").heap(), 4 * 100);
+    }
 
     #[test]
     fn parses_every_part_of_the_grammar() {

@@ -18,6 +18,7 @@ use serde_json::error::Category;
 
 use crate::core::denial::{Denial, DenialReason};
 use crate::core::facts::ClusterFacts;
+use crate::core::held::Held;
 use crate::core::identity;
 use crate::core::json;
 use crate::core::node::Node;
@@ -435,17 +436,13 @@ impl Answer {
 
     /// About what the answer holds in memory, in bytes (what [`crate::webhook::memo`] counts).
     pub fn weight(&self) -> usize {
-        let strings = |list: &[String]| list.iter().map(|s| s.len() + 24).sum::<usize>();
-        // Every reference and file is a few strings taken from the pod's annotations: their
-        // Debug text counts each of them, and this runs only when an answer is remembered.
-        let objects = format!("{:?}", self.objects).len();
         let spcs: usize = self.generated_spcs.iter().map(GeneratedSpc::weight).sum();
         size_of::<Self>()
-            + self.uid.len()
-            + self.message.as_ref().map_or(0, String::len)
+            + self.uid.heap()
+            + self.message.heap()
             + self.patch.as_ref().map_or(0, |p| p.len())
-            + strings(&self.warnings)
-            + objects
+            + self.warnings.heap()
+            + self.objects.heap()
             + spcs
     }
 
