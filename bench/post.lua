@@ -8,7 +8,7 @@ wrk.headers["Content-Type"] = "application/json"
 
 -- With BODY_VARY set and not empty, each request's pod gets a generateName of its own (a number
 -- put before the body's), so that no two reviews are the same pod and none is answered from a
--- remembered plan.
+-- remembered plan (numbered per wrk thread: bench/load runs one).
 if (os.getenv("BODY_VARY") or "") ~= "" then
   local _, found = wrk.body:gsub('"generateName":"', "", 1)
   assert(found == 1, "BODY_VARY: the body has no generateName to number")

@@ -30,6 +30,14 @@ fuzz_target!(|body: &[u8]| {
     // The read that writes the object's key accepts and refuses the same bodies, and reads the
     // same object from the text it checked.
     let keyed = admission::decode_keyed(body, kvinject::webhook::memo::MAX_ENTRY_BYTES);
+    // From its key, not from the text again, whenever the key is within its limit.
+    if let Some(key) = keyed.as_ref().ok().and_then(|decoded| decoded.kept_key()) {
+        assert_eq!(
+            key.tree(kvinject::core::pruned::KEPT).is_some(),
+            key.bytes().is_some(),
+            "a key within its limit does not read back"
+        );
+    }
     assert_eq!(
         format!("{keyed:?}"),
         format!("{decoded:?}"),

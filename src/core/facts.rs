@@ -538,7 +538,7 @@ impl Held for SpcIdentity {
     fn heap(&self) -> usize {
         match self {
             Self::ClientId(id) => id.heap(),
-            Self::Several(named) => named.len() * size_of::<&str>(),
+            Self::Several(named) => named.heap(),
             Self::Unreadable { value, .. } => value.heap(),
             Self::PodIdentity | Self::VmManagedIdentity | Self::Unspecified => 0,
         }

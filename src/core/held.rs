@@ -15,6 +15,20 @@ impl Held for String {
     }
 }
 
+impl Held for &'static str {
+    /// A name of kvinject's own, held in the binary.
+    fn heap(&self) -> usize {
+        0
+    }
+}
+
+impl Held for std::sync::Arc<str> {
+    /// The text and the two counts the `Arc` keeps with it.
+    fn heap(&self) -> usize {
+        self.len() + 2 * size_of::<usize>()
+    }
+}
+
 impl<T: Held> Held for Option<T> {
     fn heap(&self) -> usize {
         self.as_ref().map_or(0, Held::heap)
@@ -48,6 +62,9 @@ mod tests {
         assert_eq!("abc".to_owned().heap(), 3);
         assert_eq!(None::<String>.heap(), 0);
         assert_eq!(Some("abcd".to_owned()).heap(), 4);
+        assert_eq!(vec!["static"].heap(), size_of::<&str>());
+        let shared: std::sync::Arc<str> = "abc".into();
+        assert_eq!(shared.heap(), 3 + 2 * size_of::<usize>());
         let list = vec!["a".to_owned(), "bc".to_owned()];
         assert_eq!(list.heap(), 2 * size_of::<String>() + 3);
         let pairs = vec![("a".to_owned(), "bc".to_owned())];

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::core::annotations::{
     GENERATED_NAME_PREFIX, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPC_API_VERSION, TLS_SECRET_TYPE,
 };
+use crate::core::held::Held;
 use crate::core::identity::PodIdentity;
 use crate::core::json;
 use crate::core::reference::ObjectRef;
@@ -93,7 +94,7 @@ impl GeneratedSpc {
 
     /// About what it holds in memory, in bytes.
     pub fn weight(&self) -> usize {
-        size_of::<Self>() + self.name.len() + self.namespace.len() + self.canonical.len()
+        size_of::<Self>() + self.name.heap() + self.namespace.heap() + self.canonical.heap()
     }
 }
 

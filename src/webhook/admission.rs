@@ -196,11 +196,7 @@ pub struct ObjectNames {
 impl ObjectNames {
     /// About the bytes held, for a memo's bound.
     pub fn weight(&self) -> usize {
-        let owner = self
-            .owner
-            .as_ref()
-            .map_or(0, |(kind, name)| kind.len() + name.len());
-        size_of::<Self>() + self.name.len() + owner
+        size_of::<Self>() + self.name.heap() + self.owner.heap()
     }
 
     /// The names of `object`.
@@ -440,7 +436,7 @@ impl Answer {
         size_of::<Self>()
             + self.uid.heap()
             + self.message.heap()
-            + self.patch.as_ref().map_or(0, |p| p.len())
+            + self.patch.heap()
             + self.warnings.heap()
             + self.objects.heap()
             + spcs
@@ -1238,6 +1234,8 @@ mod tests {
             let keyed = decode_keyed(body.as_bytes(), limit).unwrap();
             let key = keyed.kept_key().expect("a Pod CREATE is keyed");
             assert_eq!(key.bytes().is_some(), within, "limit {limit}");
+            // Within its limit, the object comes from the key, not from the text again.
+            assert_eq!(key.tree(pruned::KEPT).is_some(), within, "limit {limit}");
             assert_eq!(format!("{keyed:?}"), read, "limit {limit}");
         }
     }

@@ -77,6 +77,10 @@ struct Entries {
     clock: u64,
 }
 
+/// What an entry holds besides its key and what it remembers: its slot in the list, the entry
+/// itself, and the counts of the two `Arc`s it is shared through (the entry's and its names').
+const ENTRY_OVERHEAD: usize = size_of::<Slot>() + size_of::<Entry>() + 4 * size_of::<usize>();
+
 struct Slot {
     /// The clock when last found or stored.
     used: u64,
@@ -169,7 +173,8 @@ impl PlanMemo {
         let entry = kept.map(|asked| {
             let names = names();
             Entry {
-                bytes: key.len()
+                bytes: ENTRY_OVERHEAD
+                    + key.len()
                     + tail.len()
                     + answer.weight()
                     + asked.iter().map(Asked::weight).sum::<usize>()
