@@ -91,10 +91,11 @@ impl GeneratedSpc {
             "spec": spec,
         })
     }
+}
 
-    /// About what it holds in memory, in bytes.
-    pub fn weight(&self) -> usize {
-        size_of::<Self>() + self.name.heap() + self.namespace.heap() + self.canonical.heap()
+impl Held for GeneratedSpc {
+    fn heap(&self) -> usize {
+        self.name.heap() + self.namespace.heap() + self.canonical.heap()
     }
 }
 

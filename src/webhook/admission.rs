@@ -432,14 +432,13 @@ impl Answer {
 
     /// About what the answer holds in memory, in bytes (what [`crate::webhook::memo`] counts).
     pub fn weight(&self) -> usize {
-        let spcs: usize = self.generated_spcs.iter().map(GeneratedSpc::weight).sum();
         size_of::<Self>()
             + self.uid.heap()
             + self.message.heap()
             + self.patch.heap()
             + self.warnings.heap()
             + self.objects.heap()
-            + spcs
+            + self.generated_spcs.heap()
     }
 
     fn with_warnings(mut self, warnings: &[String]) -> Self {

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Number;
 
 use crate::core::facts::{Asked, ClusterFacts, RecordingFacts};
+use crate::core::held::Held;
 use crate::core::node::Node;
 use crate::core::reader::{KeptKey, write_length};
 use crate::webhook::admission::{Answer, ObjectNames};
@@ -90,7 +91,6 @@ struct Slot {
 }
 
 struct Entry {
-    hash: u64,
     /// The namespace and the pod's kept fields, as [`write_key`] writes them.
     key: Box<[u8]>,
     asked: Vec<Asked>,
@@ -177,9 +177,8 @@ impl PlanMemo {
                     + key.len()
                     + tail.len()
                     + answer.weight()
-                    + asked.iter().map(Asked::weight).sum::<usize>()
+                    + asked.heap()
                     + names.weight(),
-                hash,
                 key: [&key[..], tail].concat().into_boxed_slice(),
                 asked,
                 answer: answer.clone(),
@@ -187,7 +186,8 @@ impl PlanMemo {
             }
         });
         // A stale entry goes whether or not the new answer takes its place.
-        self.store(found.as_ref(), entry.filter(|e| e.bytes <= MAX_ENTRY_BYTES));
+        let entry = entry.filter(|e| e.bytes <= MAX_ENTRY_BYTES);
+        self.store(found.as_ref(), entry.map(|entry| (hash, entry)));
         let recall = if found.is_some() {
             Recall::Stale
         } else {
@@ -235,8 +235,9 @@ impl PlanMemo {
         }
     }
 
-    /// Removes `stale` (if still there) and keeps `entry` (if any), making room for it.
-    fn store(&self, stale: Option<&Arc<Entry>>, entry: Option<Entry>) {
+    /// Removes `stale` (if still there) and keeps `entry` (if any) under its hash, making room
+    /// for it.
+    fn store(&self, stale: Option<&Arc<Entry>>, entry: Option<(u64, Entry)>) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
@@ -246,7 +247,7 @@ impl PlanMemo {
         }) {
             entries.bytes -= entries.list.swap_remove(at).entry.bytes;
         }
-        let Some(entry) = entry else {
+        let Some((hash, entry)) = entry else {
             return;
         };
         while entries.list.len() >= self.capacity || entries.bytes + entry.bytes > MAX_BYTES {
@@ -262,7 +263,7 @@ impl PlanMemo {
         entries.bytes += entry.bytes;
         entries.list.push(Slot {
             used: entries.clock,
-            hash: entry.hash,
+            hash,
             entry: Arc::new(entry),
         });
     }
@@ -635,7 +636,6 @@ mod tests {
         let pod = injected_pod();
         let planned = plan_answer(&pod, "shop", &RecordingFacts::new(&facts), &settings);
         let entry = |key: &[u8]| Entry {
-            hash: 7,
             key: key.into(),
             asked: Vec::new(),
             answer: planned.clone(),
@@ -643,7 +643,7 @@ mod tests {
             bytes: 1,
         };
         for key in [&b"first"[..], b"second", b"third"] {
-            memo.store(None, Some(entry(key)));
+            memo.store(None, Some((7, entry(key))));
         }
         // Each is found past the others of its hash, whichever it is compared with first.
         for key in [&b"first"[..], b"second", b"third"] {
