@@ -82,7 +82,7 @@ fuzz_target!(|body: &[u8]| {
             let response = &response["response"];
             assert_eq!(
                 response["uid"].as_str(),
-                Some(decoded.request.uid.as_str()),
+                Some(decoded.request.uid.as_ref()),
                 "the answer's uid is the request's"
             );
             assert_eq!(

@@ -10,7 +10,6 @@ use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -110,24 +109,29 @@ impl Outcome {
 
 /// The envelope fields kvinject reads of `request` (`oldObject`, `options` and `userInfo` are
 /// read past without being kept). A field added here is read by [`read_request_fast`] too.
+/// Strings are borrowed from the body where it holds them unescaped (the fast read, and serde's
+/// for the fields marked `borrow`), so reading the envelope allocates nothing.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RequestHead {
+pub struct RequestHead<'a> {
     /// Echoed in the response.
-    pub uid: String,
+    #[serde(borrow)]
+    pub uid: Cow<'a, str>,
     /// The object's kind.
-    pub kind: GroupVersionKind,
+    #[serde(borrow)]
+    pub kind: Kind<'a>,
     /// The resource it was sent to.
-    pub resource: Resource,
+    #[serde(borrow)]
+    pub resource: Resource<'a>,
     /// `status`, `binding`, ... when sent to a subresource.
     #[serde(default)]
-    pub sub_resource: Option<String>,
+    pub sub_resource: Option<Cow<'a, str>>,
     /// The object's name (empty for controller-made pods).
-    #[serde(default)]
-    pub name: String,
+    #[serde(default, borrow)]
+    pub name: Cow<'a, str>,
     /// The request's namespace.
     #[serde(default)]
-    pub namespace: Option<String>,
+    pub namespace: Option<Cow<'a, str>>,
     /// CREATE, UPDATE, ...
     pub operation: Operation,
     /// Whether the request is a dry run.
@@ -141,19 +145,37 @@ pub struct RequestHead {
     object: Option<Node<'static>>,
 }
 
+/// The kind of a request's object, as `request.kind` names it (kube's `GroupVersionKind`, with
+/// its strings borrowed).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Kind<'a> {
+    /// API group (`""` for the core group).
+    #[serde(borrow)]
+    pub group: Cow<'a, str>,
+    /// Version.
+    #[serde(borrow)]
+    pub version: Cow<'a, str>,
+    /// The kind (`Pod`).
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
+}
+
 /// The resource a request was sent to (kube's `GroupVersionResource` also reads a private
 /// `api_version` that the fast read could not set as serde sets it).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Resource {
+pub struct Resource<'a> {
     /// API group (`""` for the core group).
-    pub group: String,
+    #[serde(borrow)]
+    pub group: Cow<'a, str>,
     /// Version.
-    pub version: String,
+    #[serde(borrow)]
+    pub version: Cow<'a, str>,
     /// The plural name (`pods`).
-    pub resource: String,
+    #[serde(borrow)]
+    pub resource: Cow<'a, str>,
 }
 
-impl Resource {
+impl Resource<'_> {
     /// Whether this is the core group's `pods`.
     fn is_pods(&self) -> bool {
         self.group.is_empty() && self.resource == "pods"
@@ -165,7 +187,7 @@ impl Resource {
 #[derive(Clone)]
 pub struct Decoded<'a> {
     /// `request`, without the object.
-    pub request: RequestHead,
+    pub request: RequestHead<'a>,
     /// `request.object`, pruned (never through typed structs): read by [`decode`], or on first
     /// use after [`decode_keyed`] (from its key).
     object: OnceLock<Option<Node<'a>>>,
@@ -235,7 +257,7 @@ impl fmt::Debug for Decoded<'_> {
 
 impl<'a> Decoded<'a> {
     /// A request and its object, read.
-    pub fn new(request: RequestHead, object: Option<Node<'a>>) -> Self {
+    pub fn new(request: RequestHead<'a>, object: Option<Node<'a>>) -> Self {
         Self {
             request,
             object: OnceLock::from(object),
@@ -305,10 +327,9 @@ impl<'a> Decoded<'a> {
     /// logs: never the object's content.
     pub fn workload(&self) -> String {
         let owner = self.names().owner.as_ref();
-        let (kind, name) = owner.map_or(
-            (self.request.kind.kind.as_str(), self.name_ref()),
-            |(k, n)| (k.as_str(), n.as_str()),
-        );
+        let (kind, name) = owner.map_or((&*self.request.kind.kind, self.name_ref()), |(k, n)| {
+            (k.as_str(), n.as_str())
+        });
         // Once per admission, for its log line: joined without the formatting machinery.
         [kind, "/", name].concat()
     }
@@ -365,7 +386,7 @@ pub struct Answer {
 
 impl Answer {
     fn allow(decoded: &Decoded) -> Self {
-        Self::allowed(decoded.request.uid.clone())
+        Self::allowed(decoded.request.uid.as_ref().to_owned())
     }
 
     fn allowed(uid: String) -> Self {
@@ -483,16 +504,16 @@ impl Answer {
 /// The envelope of a request review: only what kvinject reads is kept.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct WireRequestReview {
+struct WireRequestReview<'a> {
     #[serde(default, deserialize_with = "text")]
-    api_version: Node<'static>,
+    api_version: Node<'a>,
     #[serde(default, deserialize_with = "text")]
-    kind: Node<'static>,
-    #[serde(default)]
-    request: Option<RequestHead>,
+    kind: Node<'a>,
+    #[serde(default, borrow)]
+    request: Option<RequestHead<'a>>,
 }
 
-fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Node<'static>, D::Error> {
+fn text<'de, 'a, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Node<'a>, D::Error> {
     Ok(pruned::read(deserializer, Keep::Text)?.into_owned())
 }
 
@@ -558,7 +579,7 @@ pub fn refusal(body: &[u8], error: &ReviewError) -> Option<Answer> {
 }
 
 /// [`decode`] with `serde_json` alone: the reference the fast read is tested against.
-pub fn decode_by_serde(body: &[u8]) -> Result<Decoded<'static>, ReviewError> {
+pub fn decode_by_serde(body: &[u8]) -> Result<Decoded<'_>, ReviewError> {
     checked(read_by_serde(utf8(body)?)?, None)
 }
 
@@ -570,7 +591,7 @@ fn utf8(body: &[u8]) -> Result<&str, ReviewError> {
     })
 }
 
-fn read_by_serde(body: &str) -> Result<WireRequestReview, ReviewError> {
+fn read_by_serde(body: &str) -> Result<WireRequestReview<'_>, ReviewError> {
     // A typed envelope would also take a JSON array as a struct: only an object is a review.
     let first = body.bytes().find(|b| !b.is_ascii_whitespace());
     if first.is_some_and(|b| b != b'{') {
@@ -591,7 +612,10 @@ fn read_by_serde(body: &str) -> Result<WireRequestReview, ReviewError> {
 /// The envelope and the pruned object (borrowing from `body`) read without serde's machinery;
 /// `None` for anything unusual (a field twice, no request, JSON serde_json would refuse), which
 /// `read_by_serde` then reads or refuses.
-fn read_fast(body: &str, key_limit: Option<usize>) -> Option<(WireRequestReview, FastObject<'_>)> {
+fn read_fast(
+    body: &str,
+    key_limit: Option<usize>,
+) -> Option<(WireRequestReview<'_>, FastObject<'_>)> {
     let mut reader = Reader::new(body);
     let (mut api_version, mut kind, mut request) = (None, None, None);
     let mut first = true;
@@ -613,7 +637,7 @@ fn read_fast(body: &str, key_limit: Option<usize>) -> Option<(WireRequestReview,
         if slot.is_some() {
             return None;
         }
-        *slot = Some(reader.read_kept(Keep::Text)?.into_owned());
+        *slot = Some(reader.read_kept(Keep::Text)?);
     }
     if !reader.at_end() {
         return None;
@@ -636,7 +660,7 @@ fn read_fast(body: &str, key_limit: Option<usize>) -> Option<(WireRequestReview,
 fn read_request_fast<'a>(
     reader: &mut Reader<'a>,
     key_limit: Option<usize>,
-) -> Option<(RequestHead, FastObject<'a>)> {
+) -> Option<(RequestHead<'a>, FastObject<'a>)> {
     let (mut uid, mut kind, mut resource, mut sub_resource) = (None, None, None, None);
     let (mut name, mut namespace, mut operation, mut dry_run) = (None, None, None, None);
     let (mut user_info, mut object) = (None, None);
@@ -652,10 +676,10 @@ fn read_request_fast<'a>(
                 let key_limit = key_limit.filter(|_| pod_create);
                 once(&mut object, read_object(reader, key_limit)?)?
             }
-            "uid" => once(&mut uid, string(reader)?.into_owned())?,
+            "uid" => once(&mut uid, string(reader)?)?,
             "kind" => {
                 let [group, version, kind_] = three_strings(reader, ["group", "version", "kind"])?;
-                let gvk = GroupVersionKind {
+                let gvk = Kind {
                     group,
                     version,
                     kind: kind_,
@@ -673,7 +697,7 @@ fn read_request_fast<'a>(
                 once(&mut resource, sent_to)?
             }
             "subResource" => once(&mut sub_resource, optional_string(reader)?)?,
-            "name" => once(&mut name, string(reader)?.into_owned())?,
+            "name" => once(&mut name, string(reader)?)?,
             "namespace" => once(&mut namespace, optional_string(reader)?)?,
             "operation" => {
                 let read = match string(reader)?.as_ref() {
@@ -746,9 +770,9 @@ fn string<'a>(reader: &mut Reader<'a>) -> Option<Cow<'a, str>> {
 }
 
 /// A string value, or `null` (`None`), for an optional field.
-fn optional_string(reader: &mut Reader) -> Option<Option<String>> {
+fn optional_string<'a>(reader: &mut Reader<'a>) -> Option<Option<Cow<'a, str>>> {
     match reader.read_kept(Keep::Text)? {
-        Node::String(text) => Some(Some(text.into_owned())),
+        Node::String(text) => Some(Some(text)),
         Node::Null => Some(None),
         _ => None,
     }
@@ -756,13 +780,13 @@ fn optional_string(reader: &mut Reader) -> Option<Option<String>> {
 
 /// An object with these three string members, each once, other members skipped (a
 /// `GroupVersionKind` or a [`Resource`] as serde reads one from an object).
-fn three_strings(reader: &mut Reader, names: [&str; 3]) -> Option<[String; 3]> {
-    let mut values: [Option<String>; 3] = Default::default();
+fn three_strings<'a>(reader: &mut Reader<'a>, names: [&str; 3]) -> Option<[Cow<'a, str>; 3]> {
+    let mut values: [Option<Cow<'a, str>>; 3] = Default::default();
     let mut first = true;
     while let Some(member) = reader.member(first)? {
         first = false;
         match names.iter().position(|name| *name == member) {
-            Some(at) => once(&mut values[at], string(reader)?.into_owned())?,
+            Some(at) => once(&mut values[at], string(reader)?)?,
             None => reader.skip()?,
         }
     }
@@ -772,10 +796,10 @@ fn three_strings(reader: &mut Reader, names: [&str; 3]) -> Option<[String; 3]> {
 
 /// What a decoded envelope must be, whichever read it came from: the object is the fast read's
 /// (`object`) or the one `serde_json` read into the envelope.
-fn checked(
-    review: WireRequestReview,
-    object: Option<FastObject<'_>>,
-) -> Result<Decoded<'_>, ReviewError> {
+fn checked<'a>(
+    review: WireRequestReview<'a>,
+    object: Option<FastObject<'a>>,
+) -> Result<Decoded<'a>, ReviewError> {
     if review.kind != "AdmissionReview" {
         return Err(ReviewError::NotAdmissionReview(format!(
             "kind is {}, not AdmissionReview",
@@ -929,7 +953,7 @@ fn answer_workload(
     let request = &decoded.request;
     let kind = &request.kind;
     let api_version = if kind.group.is_empty() {
-        kind.version.clone()
+        kind.version.to_string()
     } else {
         format!("{}/{}", kind.group, kind.version)
     };
@@ -1089,6 +1113,38 @@ mod tests {
             let fast = format!("{:?}", decode(body.as_bytes()));
             let serde = format!("{:?}", decode_by_serde(body.as_bytes()));
             assert_eq!(fast, serde, "{body}");
+        }
+    }
+
+    /// Reading the envelope allocates no string the body holds unescaped: each is borrowed
+    /// from the body, and only an escaped one is unescaped into a string of its own.
+    #[test]
+    fn the_envelope_borrows_its_strings_from_the_body() {
+        let body = r#"{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": {
+          "uid": "u\"1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+          "resource": {"group": "", "version": "v1", "resource": "pods"}, "subResource": "status",
+          "name": "web", "namespace": "shop", "operation": "CREATE", "userInfo": {}, "object": null}}"#;
+        for decoded in [decode(body.as_bytes()), decode_keyed(body.as_bytes(), 4096)] {
+            let request = decoded.unwrap().request;
+            assert!(matches!(request.uid, Cow::Owned(_)));
+            assert_eq!(request.uid, "u\"1");
+            let (kind, resource) = (&request.kind, &request.resource);
+            let (namespace, sub_resource) =
+                (request.namespace.as_ref(), request.sub_resource.as_ref());
+            for text in [
+                &kind.group,
+                &kind.version,
+                &kind.kind,
+                &resource.group,
+                &resource.version,
+            ]
+            .into_iter()
+            .chain([&resource.resource, &request.name])
+            .chain(namespace)
+            .chain(sub_resource)
+            {
+                assert!(matches!(text, Cow::Borrowed(_)), "{text}");
+            }
         }
     }
 

@@ -325,7 +325,7 @@ async fn answer_http(
     let workload = decoded.workload();
     tracing::info!(
         route = route.as_str(),
-        kind = decoded.request.kind.kind.as_str(),
+        kind = decoded.request.kind.kind.as_ref(),
         operation = admission::operation_name(&decoded.request.operation),
         namespace = decoded.namespace_ref(),
         name = decoded.name_ref(),

@@ -275,17 +275,17 @@ impl Reviewer {
         if route != Route::Mutate || !mutates {
             return answer;
         }
-        let namespace = decoded.namespace();
+        let namespace = decoded.namespace_ref();
         let opted_in = |facts: &dyn ClusterFacts| {
             facts
-                .namespace(&namespace)
+                .namespace(namespace)
                 .is_some_and(|ns| ns.injection_enabled)
         };
         if opted_in(self.facts.as_ref()) {
             return answer;
         }
-        if !self.refused_recently(&namespace) {
-            let miss = [Miss::Namespace(namespace.clone())];
+        if !self.refused_recently(namespace) {
+            let miss = [Miss::Namespace(namespace.to_owned())];
             let read = cluster.fetch(&miss);
             if budget
                 .run(budget.left(), read)
@@ -294,7 +294,7 @@ impl Reviewer {
             {
                 return answer;
             }
-            self.remember_refused(&namespace);
+            self.remember_refused(namespace);
         }
         answer.deny(
             &Denial::new(format!(
@@ -375,16 +375,16 @@ impl Reviewer {
             return answer;
         }
         let spcs = answer.generated_spcs.clone();
-        let namespace = decoded.namespace();
+        let namespace = decoded.namespace_ref();
         match &self.cluster {
             Some(_) if decoded.request.dry_run => {}
             Some(cluster) => {
-                if let Some(denial) = self.over_spc_cap(cluster, &spcs, &namespace) {
+                if let Some(denial) = self.over_spc_cap(cluster, &spcs, namespace) {
                     return answer.deny(&denial);
                 }
                 let writes = spcs
                     .iter()
-                    .map(|spc| self.apply_spc(cluster, spc, &namespace, budget));
+                    .map(|spc| self.apply_spc(cluster, spc, namespace, budget));
                 let results = futures_util::future::join_all(writes).await;
                 if let Some((spc, reason)) = spcs
                     .iter()
@@ -405,7 +405,7 @@ impl Reviewer {
                 for spc in spcs.iter() {
                     if self
                         .facts
-                        .secret_provider_class(&namespace, &spc.name)
+                        .secret_provider_class(namespace, &spc.name)
                         .is_none()
                     {
                         answer.push_warning(warning(format_args!(
