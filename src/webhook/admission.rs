@@ -109,8 +109,8 @@ impl Outcome {
 
 /// The envelope fields kvinject reads of `request` (`oldObject`, `options` and `userInfo` are
 /// read past without being kept). A field added here is read by [`read_request_fast`] too.
-/// Strings are borrowed from the body where it holds them unescaped (the fast read, and serde's
-/// for the fields marked `borrow`), so reading the envelope allocates nothing.
+/// Strings are borrowed from the body where it holds them unescaped: by the fast read, every one,
+/// so the common read of the envelope allocates nothing; by serde's, those marked `borrow`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestHead<'a> {
@@ -119,7 +119,7 @@ pub struct RequestHead<'a> {
     pub uid: Cow<'a, str>,
     /// The object's kind.
     #[serde(borrow)]
-    pub kind: Kind<'a>,
+    pub kind: GroupVersionKind<'a>,
     /// The resource it was sent to.
     #[serde(borrow)]
     pub resource: Resource<'a>,
@@ -145,10 +145,10 @@ pub struct RequestHead<'a> {
     object: Option<Node<'static>>,
 }
 
-/// The kind of a request's object, as `request.kind` names it (kube's `GroupVersionKind`, with
-/// its strings borrowed).
+/// The kind of a request's object, as `request.kind` names it: kube's `GroupVersionKind` with its
+/// strings borrowed, under the same name, which serde's errors give (a 400's message).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Kind<'a> {
+pub struct GroupVersionKind<'a> {
     /// API group (`""` for the core group).
     #[serde(borrow)]
     pub group: Cow<'a, str>,
@@ -679,7 +679,7 @@ fn read_request_fast<'a>(
             "uid" => once(&mut uid, string(reader)?)?,
             "kind" => {
                 let [group, version, kind_] = three_strings(reader, ["group", "version", "kind"])?;
-                let gvk = Kind {
+                let gvk = GroupVersionKind {
                     group,
                     version,
                     kind: kind_,
@@ -1116,35 +1116,82 @@ mod tests {
         }
     }
 
-    /// Reading the envelope allocates no string the body holds unescaped: each is borrowed
-    /// from the body, and only an escaped one is unescaped into a string of its own.
+    /// Reading the envelope allocates no string the body holds unescaped: the fast read borrows
+    /// each from the body, and unescapes only an escaped one into a string of its own; serde's
+    /// read borrows those marked `borrow`.
     #[test]
     fn the_envelope_borrows_its_strings_from_the_body() {
-        let body = r#"{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": {
-          "uid": "u\"1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
-          "resource": {"group": "", "version": "v1", "resource": "pods"}, "subResource": "status",
-          "name": "web", "namespace": "shop", "operation": "CREATE", "userInfo": {}, "object": null}}"#;
-        for decoded in [decode(body.as_bytes()), decode_keyed(body.as_bytes(), 4096)] {
-            let request = decoded.unwrap().request;
-            assert!(matches!(request.uid, Cow::Owned(_)));
-            assert_eq!(request.uid, "u\"1");
-            let (kind, resource) = (&request.kind, &request.resource);
-            let (namespace, sub_resource) =
-                (request.namespace.as_ref(), request.sub_resource.as_ref());
-            for text in [
-                &kind.group,
-                &kind.version,
-                &kind.kind,
-                &resource.group,
-                &resource.version,
-            ]
-            .into_iter()
-            .chain([&resource.resource, &request.name])
-            .chain(namespace)
-            .chain(sub_resource)
-            {
-                assert!(matches!(text, Cow::Borrowed(_)), "{text}");
+        let body = |uid: &str| {
+            format!(
+                r#"{{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": {{
+                  "uid": "{uid}", "kind": {{"group": "", "version": "v1", "kind": "Pod"}},
+                  "resource": {{"group": "", "version": "v1", "resource": "pods"}},
+                  "subResource": "status", "name": "web", "namespace": "shop",
+                  "operation": "CREATE", "userInfo": {{}}, "object": null}}}}"#
+            )
+        };
+        let borrowed = |text: &Cow<str>| matches!(text, Cow::Borrowed(_));
+        for (uid, escaped) in [("u1", false), (r#"u\"1"#, true)] {
+            let body = body(uid);
+            for key_limit in [None, Some(4096)] {
+                let (review, _) = read_fast(&body, key_limit).unwrap();
+                for envelope in [&review.api_version, &review.kind] {
+                    assert!(matches!(envelope, Node::String(text) if borrowed(text)));
+                }
+                let request = review.request.unwrap();
+                assert_eq!(borrowed(&request.uid), !escaped, "{uid}");
+                let (kind, resource) = (&request.kind, &request.resource);
+                let namespace = request.namespace.as_ref().unwrap();
+                let sub_resource = request.sub_resource.as_ref().unwrap();
+                for text in [&kind.group, &kind.version, &kind.kind, &resource.group] {
+                    assert!(borrowed(text), "{text}");
+                }
+                for text in [&resource.version, &resource.resource, &request.name] {
+                    assert!(borrowed(text), "{text}");
+                }
+                assert!(borrowed(namespace) && borrowed(sub_resource));
             }
+        }
+        let body = body("u1");
+        let request = read_by_serde(&body).unwrap().request.unwrap();
+        let (kind, resource) = (&request.kind, &request.resource);
+        for text in [
+            &request.uid,
+            &kind.group,
+            &kind.version,
+            &kind.kind,
+            &resource.group,
+        ] {
+            assert!(borrowed(text), "{text}");
+        }
+        for text in [&resource.version, &resource.resource, &request.name] {
+            assert!(borrowed(text), "{text}");
+        }
+    }
+
+    /// A malformed `request.kind` is refused naming what was expected, as kube's type named it.
+    #[test]
+    fn a_malformed_kind_is_refused_naming_a_group_version_kind() {
+        for (kind, expected) in [
+            (
+                r#""Pod""#,
+                r#"invalid type: string "Pod", expected struct GroupVersionKind"#,
+            ),
+            (
+                "7",
+                "invalid type: integer `7`, expected struct GroupVersionKind",
+            ),
+            (
+                r#"["", "v1"]"#,
+                "invalid length 2, expected struct GroupVersionKind with 3 elements",
+            ),
+        ] {
+            let body = format!(
+                r#"{{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
+                  "request": {{"uid": "u", "kind": {kind}}}}}"#
+            );
+            let refused = decode(body.as_bytes()).unwrap_err().to_string();
+            assert!(refused.contains(expected), "{refused}");
         }
     }
 
