@@ -306,12 +306,7 @@ impl<'a> Decoded<'a> {
 
     /// The object's namespace: `request.namespace`, else the object's own (controller-made pods
     /// have it only in the request).
-    pub fn namespace(&self) -> String {
-        self.namespace_ref().to_owned()
-    }
-
-    /// [`Decoded::namespace`], borrowed.
-    pub fn namespace_ref(&self) -> &str {
+    pub fn namespace(&self) -> &str {
         self.request
             .namespace
             .as_deref()
@@ -327,7 +322,7 @@ impl<'a> Decoded<'a> {
     /// logs: never the object's content.
     pub fn workload(&self) -> String {
         let owner = self.names().owner.as_ref();
-        let (kind, name) = owner.map_or((&*self.request.kind.kind, self.name_ref()), |(k, n)| {
+        let (kind, name) = owner.map_or((&*self.request.kind.kind, self.name()), |(k, n)| {
             (k.as_str(), n.as_str())
         });
         // Once per admission, for its log line: joined without the formatting machinery.
@@ -335,12 +330,7 @@ impl<'a> Decoded<'a> {
     }
 
     /// The object's name, else its `generateName`.
-    pub fn name(&self) -> String {
-        self.name_ref().to_owned()
-    }
-
-    /// [`Decoded::name`], borrowed.
-    pub fn name_ref(&self) -> &str {
+    pub fn name(&self) -> &str {
         if !self.request.name.is_empty() {
             return &self.request.name;
         }
@@ -865,8 +855,9 @@ fn answer_pod_create(
     settings: &Settings,
 ) -> Result<Answer, ReviewError> {
     match pod_to_plan(Route::Mutate, decoded)? {
-        Some(pod) => Ok(plan_answer(pod, decoded.namespace_ref(), facts, settings)
-            .for_uid(&decoded.request.uid)),
+        Some(pod) => Ok(
+            plan_answer(pod, decoded.namespace(), facts, settings).for_uid(&decoded.request.uid)
+        ),
         None => Ok(Answer::allow(decoded)),
     }
 }
@@ -976,7 +967,7 @@ fn answer_workload(
     let Some(template) = path.iter().try_fold(workload, |node, key| node.get(key)) else {
         return Ok(answer);
     };
-    match plan::plan_pod(template, &decoded.namespace(), facts, settings) {
+    match plan::plan_pod(template, decoded.namespace(), facts, settings) {
         Err(denial) => {
             let denial = denial.within(format!("{template_name} {}", decoded.name()));
             Ok(answer.deny(&denial))
@@ -997,13 +988,13 @@ fn answer_pod_identity(
             decoded.request.operation,
             Operation::Create | Operation::Update
         )
-        || settings.ignored_namespaces.contains(&namespace)
+        || settings.ignored_namespaces.contains(namespace)
     {
         return Ok(answer);
     }
     let pod = decoded.object().ok_or(ReviewError::MissingObject("Pod"))?;
     let checked = PodView::new(pod).and_then(|view| {
-        identity::check_pod_identity_policy(&view, &namespace, facts, settings.binding_scope)
+        identity::check_pod_identity_policy(&view, namespace, facts, settings.binding_scope)
     });
     Ok(match checked {
         Ok(()) => answer,
@@ -1305,13 +1296,13 @@ mod tests {
             name: "remembered-".into(),
             owner: Some(("ReplicaSet".into(), "remembered-1".into())),
         }));
-        assert_eq!(decoded.name_ref(), "remembered-");
+        assert_eq!(decoded.name(), "remembered-");
         assert_eq!(decoded.workload(), "ReplicaSet/remembered-1");
         assert!(decoded.object.get().is_none());
         // Unnamed, it is read for its names.
         let decoded = decode_keyed(body.as_bytes(), usize::MAX).unwrap();
         assert_eq!(
-            (decoded.name_ref(), decoded.workload().as_str()),
+            (decoded.name(), decoded.workload().as_str()),
             ("web-", "ReplicaSet/web-1")
         );
         assert!(decoded.object.get().is_some());

@@ -327,8 +327,8 @@ async fn answer_http(
         route = route.as_str(),
         kind = decoded.request.kind.kind.as_ref(),
         operation = admission::operation_name(&decoded.request.operation),
-        namespace = decoded.namespace_ref(),
-        name = decoded.name_ref(),
+        namespace = decoded.namespace(),
+        name = decoded.name(),
         // Strings, which both log formats escape: names come from the request, unvalidated.
         workload = workload.as_str(),
         outcome = answer.outcome.as_str(),

@@ -194,7 +194,7 @@ impl Reviewer {
         }
         let namespace = decoded.namespace();
         let metadata = decoded.object().map(|object| object["metadata"].to_value());
-        if let Some(controller) = metadata.and_then(|m| controller_of(&namespace, &m)) {
+        if let Some(controller) = metadata.and_then(|m| controller_of(namespace, &m)) {
             events.denied(Denied {
                 controller,
                 message: message.to_owned(),
@@ -214,7 +214,7 @@ impl Reviewer {
         // The recorder is dropped before any await: it borrows facts that need not be Sync.
         let (answer, misses) = match (admission::plans_pod(route, decoded)?, &self.memo) {
             (true, Some(memo)) => {
-                let namespace = decoded.namespace_ref();
+                let namespace = decoded.namespace();
                 let kept = match decoded.kept_key() {
                     Some(key) => Kept::Key(key),
                     None => Kept::Tree(
@@ -275,7 +275,7 @@ impl Reviewer {
         if route != Route::Mutate || !mutates {
             return answer;
         }
-        let namespace = decoded.namespace_ref();
+        let namespace = decoded.namespace();
         let opted_in = |facts: &dyn ClusterFacts| {
             facts
                 .namespace(namespace)
@@ -375,7 +375,7 @@ impl Reviewer {
             return answer;
         }
         let spcs = answer.generated_spcs.clone();
-        let namespace = decoded.namespace_ref();
+        let namespace = decoded.namespace();
         match &self.cluster {
             Some(_) if decoded.request.dry_run => {}
             Some(cluster) => {
