@@ -6,18 +6,32 @@ wrk.body = file:read("*a")
 file:close()
 wrk.headers["Content-Type"] = "application/json"
 
--- With BODY_VARY set and not empty, each request's pod gets a generateName of its own (a number
--- put before the body's), so that no two reviews are the same pod and none is answered from a
--- remembered plan (numbered per wrk thread: bench/load runs one).
-if (os.getenv("BODY_VARY") or "") ~= "" then
-  local _, found = wrk.body:gsub('"generateName":"', "", 1)
-  assert(found == 1, "BODY_VARY: the body has no generateName to number")
+-- BODY_VARY makes each request's pod differ from the others' (numbered per wrk thread:
+-- bench/load runs one):
+--   name: a generateName of its own (a number put before the body's), so that no two reviews
+--         are the same pod and none is answered from a remembered plan;
+--   time: its managedFields entry's time a second after the one before, so that every object's
+--         text is new but its kept fields are the same: a workload's pods created a second apart.
+local function vary(pattern, replacement)
+  local _, found = wrk.body:gsub(pattern, "", 1)
+  assert(found == 1, "BODY_VARY: the body has no " .. pattern .. " to change")
   local sent = 0
   function request()
     sent = sent + 1
-    local body = wrk.body:gsub('"generateName":"', '"generateName":"' .. sent .. "-", 1)
+    local body = wrk.body:gsub(pattern, replacement(sent), 1)
     return wrk.format(nil, nil, nil, body)
   end
+end
+
+local mode = os.getenv("BODY_VARY") or ""
+if mode == "name" then
+  vary('"generateName":"', function(sent) return '"generateName":"' .. sent .. "-" end)
+elseif mode == "time" then
+  vary('"time":"[^"]*"', function(sent)
+    return '"time":"' .. os.date("!%Y-%m-%dT%H:%M:%SZ", 1800000000 + sent) .. '"'
+  end)
+else
+  assert(mode == "", "BODY_VARY: name, time or empty, not " .. mode)
 end
 
 function done(summary, latency, requests)

@@ -10,6 +10,7 @@ use kvinject::core::facts::DocumentFacts;
 use kvinject::core::plan::Settings;
 use kvinject::offline::manifest::{self, Format};
 use kvinject::webhook::admission::{self, Route};
+use kvinject::webhook::memo::{ObjectTexts, PlanMemo};
 use libfuzzer_sys::fuzz_target;
 
 static FACTS: LazyLock<DocumentFacts> = LazyLock::new(|| {
@@ -20,6 +21,10 @@ static FACTS: LazyLock<DocumentFacts> = LazyLock::new(|| {
 
 static SETTINGS: LazyLock<Settings> = LazyLock::new(|| Settings::new(None, None, "kvinject"));
 
+/// Object texts kept across inputs, so that each input's object is also looked for among the
+/// objects of the inputs before it (and kept for those after it).
+static MEMO: LazyLock<PlanMemo> = LazyLock::new(|| PlanMemo::new(64).expect("entries"));
+
 fuzz_target!(|body: &[u8]| {
     let decoded = admission::decode(body);
     assert_eq!(
@@ -29,7 +34,7 @@ fuzz_target!(|body: &[u8]| {
     );
     // The read that writes the object's key accepts and refuses the same bodies, and reads the
     // same object from the text it checked.
-    let keyed = admission::decode_keyed(body, kvinject::webhook::memo::MAX_ENTRY_BYTES);
+    let keyed = admission::decode_keyed(body, ObjectTexts::KEY_LIMIT);
     // From its key, not from the text again, whenever the key is within its limit.
     if let Some(key) = keyed.as_ref().ok().and_then(|decoded| decoded.kept_key()) {
         assert_eq!(
@@ -43,6 +48,21 @@ fuzz_target!(|body: &[u8]| {
         format!("{decoded:?}"),
         "the keyed read and the fast read differ"
     );
+    // An object taken by its text (kept from this input or an earlier one) decodes as read,
+    // with the key its own read writes.
+    let key = |decoded: &Result<admission::Decoded, _>| {
+        let key = decoded.as_ref().ok().and_then(|decoded| decoded.kept_key());
+        key.map(|key| key.bytes().map(<[u8]>::to_vec))
+    };
+    for _ in 0..2 {
+        let recalled = admission::decode_recalling(body, MEMO.objects());
+        assert_eq!(
+            format!("{recalled:?}"),
+            format!("{keyed:?}"),
+            "the recalling read and the keyed read differ"
+        );
+        assert_eq!(key(&recalled), key(&keyed), "a recalled key differs");
+    }
     let Ok(decoded) = decoded else {
         return;
     };

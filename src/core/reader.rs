@@ -43,6 +43,18 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The text from here to the end.
+    pub fn rest(&self) -> &'a str {
+        self.text.get(self.at..).unwrap_or_default()
+    }
+
+    /// Takes the next `length` bytes, which must end on a char boundary; their text.
+    pub fn take(&mut self, length: usize) -> Option<&'a str> {
+        let taken = self.text.get(self.at..self.at.checked_add(length)?)?;
+        self.at += length;
+        Some(taken)
+    }
+
     /// Whether only whitespace is left.
     pub fn at_end(&mut self) -> bool {
         self.peek().is_none()
@@ -460,6 +472,11 @@ impl KeptKey {
             limit,
             over: false,
         }
+    }
+
+    /// The heap the key holds (what its bytes have room for).
+    pub fn heap(&self) -> usize {
+        self.bytes.capacity()
     }
 
     /// The bytes written, or `None` once they would have passed the limit.

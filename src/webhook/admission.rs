@@ -26,6 +26,7 @@ use crate::core::pod::{PodView, template_path};
 use crate::core::pruned::{self, Keep};
 use crate::core::reader::{KeptKey, Reader};
 use crate::core::spc::GeneratedSpc;
+use crate::webhook::memo::ObjectTexts;
 
 /// The only AdmissionReview version kvinject registers for.
 pub const ADMISSION_V1: &str = "admission.k8s.io/v1";
@@ -202,7 +203,8 @@ pub struct Decoded<'a> {
 #[derive(Clone)]
 struct Keyed<'a> {
     text: &'a str,
-    key: KeptKey,
+    /// Shared with the memo's texts ([`ObjectTexts`]).
+    key: Arc<KeptKey>,
 }
 
 /// What a log line names an object by, read from its kept fields (so a pod answered from a
@@ -289,7 +291,7 @@ impl<'a> Decoded<'a> {
 
     /// The key of the object's kept fields, when [`decode_keyed`] wrote one.
     pub fn kept_key(&self) -> Option<&KeptKey> {
-        self.keyed.as_ref().map(|keyed| &keyed.key)
+        self.keyed.as_ref().map(|keyed| &*keyed.key)
     }
 
     /// What logs name the object by.
@@ -528,12 +530,30 @@ pub fn decode(body: &[u8]) -> Result<Decoded<'_>, ReviewError> {
 /// use ([`Decoded::object`]). For a server that answers most pods from a remembered plan
 /// ([`crate::webhook::memo`]), which needs only the key.
 pub fn decode_keyed(body: &[u8], limit: usize) -> Result<Decoded<'_>, ReviewError> {
-    decode_with(body, Some(limit))
+    decode_with(body, Some(Keying::Within(limit)))
 }
 
-fn decode_with(body: &[u8], key_limit: Option<usize>) -> Result<Decoded<'_>, ReviewError> {
+/// [`decode_keyed`] within [`ObjectTexts::KEY_LIMIT`], but an object whose text `objects` keeps
+/// is taken with the key kept for it, unread; one read is kept there.
+pub fn decode_recalling<'b>(
+    body: &'b [u8],
+    objects: &ObjectTexts,
+) -> Result<Decoded<'b>, ReviewError> {
+    decode_with(body, Some(Keying::Recalling(objects)))
+}
+
+/// How [`decode_with`] writes an object's key.
+#[derive(Clone, Copy)]
+enum Keying<'m> {
+    /// Within this limit.
+    Within(usize),
+    /// Taken from, or kept in, these texts.
+    Recalling(&'m ObjectTexts),
+}
+
+fn decode_with<'b>(body: &'b [u8], keying: Option<Keying>) -> Result<Decoded<'b>, ReviewError> {
     let body = utf8(body)?;
-    match read_fast(body, key_limit) {
+    match read_fast(body, keying) {
         Some((review, object)) => checked(review, Some(object)),
         None => checked(read_by_serde(body)?, None),
     }
@@ -602,10 +622,10 @@ fn read_by_serde(body: &str) -> Result<WireRequestReview<'_>, ReviewError> {
 /// The envelope and the pruned object (borrowing from `body`) read without serde's machinery;
 /// `None` for anything unusual (a field twice, no request, JSON serde_json would refuse), which
 /// `read_by_serde` then reads or refuses.
-fn read_fast(
-    body: &str,
-    key_limit: Option<usize>,
-) -> Option<(WireRequestReview<'_>, FastObject<'_>)> {
+fn read_fast<'a>(
+    body: &'a str,
+    keying: Option<Keying>,
+) -> Option<(WireRequestReview<'a>, FastObject<'a>)> {
     let mut reader = Reader::new(body);
     let (mut api_version, mut kind, mut request) = (None, None, None);
     let mut first = true;
@@ -615,7 +635,7 @@ fn read_fast(
             "apiVersion" => &mut api_version,
             "kind" => &mut kind,
             "request" if request.is_none() => {
-                request = Some(read_request_fast(&mut reader, key_limit)?);
+                request = Some(read_request_fast(&mut reader, keying)?);
                 continue;
             }
             "request" => return None,
@@ -649,7 +669,7 @@ fn read_fast(
 /// required but never read.
 fn read_request_fast<'a>(
     reader: &mut Reader<'a>,
-    key_limit: Option<usize>,
+    keying: Option<Keying>,
 ) -> Option<(RequestHead<'a>, FastObject<'a>)> {
     let (mut uid, mut kind, mut resource, mut sub_resource) = (None, None, None, None);
     let (mut name, mut namespace, mut operation, mut dry_run) = (None, None, None, None);
@@ -663,8 +683,8 @@ fn read_request_fast<'a>(
                 let pod_create = resource.as_ref().is_some_and(Resource::is_pods)
                     && operation == Some(Operation::Create)
                     && sub_resource.is_none();
-                let key_limit = key_limit.filter(|_| pod_create);
-                once(&mut object, read_object(reader, key_limit)?)?
+                let keying = keying.filter(|_| pod_create);
+                once(&mut object, read_object(reader, keying)?)?
             }
             "uid" => once(&mut uid, string(reader)?)?,
             "kind" => {
@@ -733,13 +753,26 @@ enum FastObject<'a> {
     Keyed(Keyed<'a>),
 }
 
-/// `request.object`: an object's key written when `key_limit` asks for one, else read.
-fn read_object<'a>(reader: &mut Reader<'a>, key_limit: Option<usize>) -> Option<FastObject<'a>> {
-    if let Some(limit) = key_limit
+/// `request.object`: an object's key written (or recalled) when `keying` asks for one, else
+/// read.
+fn read_object<'a>(reader: &mut Reader<'a>, keying: Option<Keying>) -> Option<FastObject<'a>> {
+    if let Some(keying) = keying
         && reader.peek()? == b'{'
     {
+        let (limit, objects) = match keying {
+            Keying::Within(limit) => (limit, None),
+            Keying::Recalling(objects) => (ObjectTexts::KEY_LIMIT, Some(objects)),
+        };
+        if let Some((length, key)) = objects.and_then(|objects| objects.find(reader.rest())) {
+            let text = reader.take(length)?;
+            return Some(FastObject::Keyed(Keyed { text, key }));
+        }
         let mut key = KeptKey::new(limit);
         let text = reader.read_key(pruned::KEPT, &mut key)?;
+        let key = Arc::new(key);
+        if let Some(objects) = objects {
+            objects.remember(text, &key);
+        }
         return Some(FastObject::Keyed(Keyed { text, key }));
     }
     let object = reader.read_kept(pruned::KEPT)?;
@@ -1124,8 +1157,8 @@ mod tests {
         let borrowed = |text: &Cow<str>| matches!(text, Cow::Borrowed(_));
         for (uid, escaped) in [("u1", false), (r#"u\"1"#, true)] {
             let body = body(uid);
-            for key_limit in [None, Some(4096)] {
-                let (review, _) = read_fast(&body, key_limit).unwrap();
+            for keying in [None, Some(Keying::Within(4096))] {
+                let (review, _) = read_fast(&body, keying).unwrap();
                 for envelope in [&review.api_version, &review.kind] {
                     assert!(matches!(envelope, Node::String(text) if borrowed(text)));
                 }
@@ -1331,6 +1364,82 @@ mod tests {
             assert_eq!(key.tree(pruned::KEPT).is_some(), within, "limit {limit}");
             assert_eq!(format!("{keyed:?}"), read, "limit {limit}");
         }
+    }
+
+    /// An object whose text was read before is taken with the key kept for it, unread, and
+    /// decodes as it does read: the envelope around it read anew each time, whatever it says.
+    #[test]
+    fn an_object_recalled_by_its_text_decodes_as_read() {
+        use crate::webhook::memo::PlanMemo;
+
+        let object = r#"{"metadata": {"generateName": "web-", "labels": {"kvinject.io/inject": "true"},
+            "annotations": {"kvinject.io/env.A": "a", "other": "skipped"},
+            "managedFields": [{"manager": "m", "time": "2026-11-28T10:00:00Z"}]},
+           "spec": {"containers": [{"name": "app", "image": "app", "env": [{"name": "A", "value": "1"}]}]}}"#;
+        let body = |uid: &str, object: &str, after: &str| {
+            format!(
+                r#"{{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": {{
+                  "uid": "{uid}", "kind": {{"group": "", "version": "v1", "kind": "Pod"}},
+                  "resource": {{"group": "", "version": "v1", "resource": "pods"}},
+                  "namespace": "shop", "operation": "CREATE", "userInfo": {{}},
+                  "object": {object}{after}"#
+            )
+        };
+        let memo = PlanMemo::new(4).unwrap();
+        let recalled = |body: &str| {
+            decode_recalling(body.as_bytes(), memo.objects()).map(|d| d.kept_key().cloned())
+        };
+        fn keyed(body: &str) -> Result<Decoded<'_>, ReviewError> {
+            decode_keyed(body.as_bytes(), ObjectTexts::KEY_LIMIT)
+        }
+        fn recall<'b>(body: &'b str, memo: &PlanMemo) -> Result<Decoded<'b>, ReviewError> {
+            decode_recalling(body.as_bytes(), memo.objects())
+        }
+        let first = body("u1", object, "}}");
+        let read = recall(&first, &memo).unwrap();
+        assert_eq!(memo.objects().size().0, 1, "kept once read");
+        let key = read.kept_key().unwrap();
+        for (uid, after) in [
+            ("u1", "}}"),
+            (
+                "u2",
+                r#", "oldObject": null, "dryRun": true, "options": {"kind": "CreateOptions"}}}"#,
+            ),
+            ("u3", "\n}\n}\n"),
+        ] {
+            let body = body(uid, object, after);
+            let again = recall(&body, &memo).unwrap();
+            assert!(
+                std::ptr::eq(again.kept_key().unwrap(), key),
+                "recalled: {after}"
+            );
+            assert_eq!(format!("{again:?}"), format!("{:?}", keyed(&body).unwrap()));
+            assert_eq!(again.kept_key().unwrap().bytes(), key.bytes());
+            assert_eq!(again.request.uid, uid);
+        }
+        assert!(!recall(&first, &memo).unwrap().request.dry_run);
+        // After it, whatever would be refused unrecalled is refused as it would be.
+        for after in ["}", "}}x", r#", "uid": "again"}}"#, r#", "object": {}}}"#] {
+            let body = body("u", object, after);
+            assert_eq!(
+                format!("{:?}", recall(&body, &memo).map(|d| d.request)),
+                format!("{:?}", keyed(&body).map(|d| d.request)),
+                "{after}"
+            );
+        }
+        // An object alike in its first bytes and other after them is read, and kept instead.
+        let other = object.replacen(r#""image": "app""#, r#""image": "app:2""#, 1);
+        let body_of_other = body("u", &other, "}}");
+        let read_other = recall(&body_of_other, &memo).unwrap();
+        assert!(!std::ptr::eq(read_other.kept_key().unwrap(), key));
+        assert_eq!(
+            format!("{read_other:?}"),
+            format!("{:?}", keyed(&body_of_other).unwrap())
+        );
+        assert_eq!(memo.objects().size().0, 1);
+        // Not a Pod CREATE: never recalled, never kept.
+        let update = body("u", object, "}}").replacen("CREATE", "UPDATE", 1);
+        assert!(recalled(&update).unwrap().is_none());
     }
 
     /// The text written by hand is byte for byte what serde_json writes for the same review.

@@ -17,6 +17,14 @@
 //! run of bytes ([`write_key`]) that no other pair writes the same: entries are picked by its
 //! seeded hash under the lock and compared in full, byte for byte, outside it.
 //!
+//! The pods of one scale-up are created within a second or two, and their objects then reach
+//! the webhook byte for byte the same: nothing the API server sets per pod (a name from
+//! `generateName`, the uid, the creation time) is set before admission, and `managedFields` gives
+//! its time in seconds. So the memo also keeps the text of the pod objects it read, with the key
+//! their read wrote ([`ObjectTexts`]): an object sent again byte for byte is not read again,
+//! its key is taken as it was written. Only a text read whole and found to be JSON is kept, and
+//! one is taken only for an equal run of bytes in a body, compared in full.
+//!
 //! [`admission::plan_answer`]: crate::webhook::admission::plan_answer
 
 use std::hash::BuildHasher;
@@ -67,28 +75,14 @@ impl Recall {
 /// The remembered answers of one server.
 pub struct PlanMemo {
     hasher: foldhash::fast::RandomState,
-    capacity: usize,
-    entries: Mutex<Entries>,
-}
-
-#[derive(Default)]
-struct Entries {
-    list: Vec<Slot>,
-    bytes: usize,
-    clock: u64,
+    entries: Shelf<Entry>,
+    objects: ObjectTexts,
 }
 
 /// What an entry holds besides its key and what it remembers: its slot in the list, the entry
 /// itself, and the counts of the two `Arc`s it is shared through (the entry's and its names').
-const ENTRY_OVERHEAD: usize = size_of::<Slot>() + size_of::<Entry>() + 4 * size_of::<usize>();
-
-struct Slot {
-    /// The clock when last found or stored.
-    used: u64,
-    /// The entry's hash, held here so that a look-up scans the list alone.
-    hash: u64,
-    entry: Arc<Entry>,
-}
+const ENTRY_OVERHEAD: usize =
+    size_of::<Slot<Entry>>() + size_of::<Entry>() + 4 * size_of::<usize>();
 
 struct Entry {
     /// The namespace and the pod's kept fields, as [`write_key`] writes them.
@@ -98,6 +92,12 @@ struct Entry {
     /// What logs name the pod by: its kept fields' too.
     names: Arc<ObjectNames>,
     bytes: usize,
+}
+
+impl Weighed for Entry {
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 /// A pod's kept fields, as the memo compares them.
@@ -124,11 +124,17 @@ impl PlanMemo {
     /// A memo of at most `capacity` answers (no more than [`MAX_ENTRIES`]) and [`MAX_BYTES`];
     /// `None` for 0 (every pod planned).
     pub fn new(capacity: usize) -> Option<Self> {
+        let capacity = capacity.min(MAX_ENTRIES);
         (capacity > 0).then(|| Self {
             hasher: foldhash::fast::RandomState::default(),
-            capacity: capacity.min(MAX_ENTRIES),
-            entries: Mutex::default(),
+            entries: Shelf::new(capacity),
+            objects: ObjectTexts::new(capacity),
         })
+    }
+
+    /// The texts of the pod objects read for this memo, and their keys.
+    pub fn objects(&self) -> &ObjectTexts {
+        &self.objects
     }
 
     /// The answer to `pod` created in `namespace`: remembered while the facts hold, else
@@ -160,7 +166,7 @@ impl PlanMemo {
         if let Some(entry) = &found
             && entry.asked.iter().all(|asked| asked.holds(facts))
         {
-            self.touch(entry);
+            self.entries.touch(entry);
             return Recalled {
                 answer: entry.answer.clone(),
                 recall: Recall::Hit,
@@ -198,16 +204,155 @@ impl PlanMemo {
 
     /// The answers remembered now, and the bytes they hold.
     pub fn size(&self) -> (usize, usize) {
+        self.entries.size()
+    }
+
+    /// The entry for `key` followed by `tail`.
+    fn find(&self, hash: u64, key: &[u8], tail: &[u8]) -> Option<Arc<Entry>> {
+        self.entries.find(hash, |entry| {
+            let split = entry.key.split_at_checked(key.len());
+            split.is_some_and(|(head, rest)| head == key && rest == tail)
+        })
+    }
+
+    /// Removes `stale` (if still there) and keeps `entry` (if any) under its hash.
+    fn store(&self, stale: Option<&Arc<Entry>>, entry: Option<(u64, Entry)>) {
+        let stale = |_: u64, slot: &Arc<Entry>| stale.is_some_and(|s| Arc::ptr_eq(slot, s));
+        self.entries.store(stale, entry);
+    }
+}
+
+/// The texts of pod objects read whole (each a JSON object of at least [`PICKED_BY`] bytes, at
+/// most [`MAX_ENTRY_BYTES`]) and the keys their reads wrote, bounded as the answers are: as
+/// many entries, and [`MAX_BYTES`] of their own. One text is kept for each run of its first
+/// [`PICKED_BY`] bytes (a workload's pods mostly begin alike): the newest read.
+pub struct ObjectTexts {
+    hasher: foldhash::fast::RandomState,
+    texts: Shelf<ObjectText>,
+}
+
+/// How many of an object's first bytes pick its entry; a shorter object is not kept.
+pub const PICKED_BY: usize = 256;
+
+/// An object's text and the key of its kept fields (written within [`MAX_ENTRY_BYTES`]).
+struct ObjectText {
+    text: Box<str>,
+    key: Arc<KeptKey>,
+    bytes: usize,
+}
+
+impl Weighed for ObjectText {
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl ObjectTexts {
+    /// The limit of the keys kept (and of the keys to write for them).
+    pub const KEY_LIMIT: usize = MAX_ENTRY_BYTES;
+
+    fn new(capacity: usize) -> Self {
+        Self {
+            hasher: foldhash::fast::RandomState::default(),
+            texts: Shelf::new(capacity),
+        }
+    }
+
+    /// The object text `rest` starts with, if kept: its length and its key. A JSON object ends
+    /// where its braces close, so the value at the start of `rest` is that text and no more,
+    /// whatever follows it.
+    pub fn find(&self, rest: &str) -> Option<(usize, Arc<KeptKey>)> {
+        let rest = rest.as_bytes();
+        let hash = self.hasher.hash_one(rest.get(..PICKED_BY)?);
+        let found = self
+            .texts
+            .find(hash, |kept| rest.starts_with(kept.text.as_bytes()))?;
+        self.texts.touch(&found);
+        Some((found.text.len(), found.key.clone()))
+    }
+
+    /// Keeps `text`, an object read whole, with the key its read wrote (unless the key passed
+    /// its limit, or the text is shorter than [`PICKED_BY`] or longer than [`MAX_ENTRY_BYTES`]),
+    /// in place of the text kept for the same first bytes.
+    pub fn remember(&self, text: &str, key: &Arc<KeptKey>) {
+        let (Some(head), Some(written)) = (text.as_bytes().get(..PICKED_BY), key.bytes()) else {
+            return;
+        };
+        if text.len() > MAX_ENTRY_BYTES || written.len() > Self::KEY_LIMIT {
+            return;
+        }
+        let hash = self.hasher.hash_one(head);
+        let kept = ObjectText {
+            text: text.into(),
+            key: key.clone(),
+            // The slot, the entry and its `Arc`'s counts, the key and its, the text, the key's
+            // bytes.
+            bytes: size_of::<Slot<ObjectText>>()
+                + size_of::<ObjectText>()
+                + size_of::<KeptKey>()
+                + 4 * size_of::<usize>()
+                + text.len()
+                + key.heap(),
+        };
+        self.texts.store(|slot, _| slot == hash, Some((hash, kept)));
+    }
+
+    /// The texts kept now, and the bytes they hold.
+    pub fn size(&self) -> (usize, usize) {
+        self.texts.size()
+    }
+}
+
+/// What a [`Shelf`] holds counts as its bytes.
+trait Weighed {
+    fn bytes(&self) -> usize;
+}
+
+/// Entries picked by a seeded hash, at most `capacity` of them and [`MAX_BYTES`] together; the
+/// one used least recently goes first. A look-up picks an entry of its hash under the lock and
+/// compares it after it, so that no request waits on another's comparison.
+struct Shelf<E> {
+    capacity: usize,
+    entries: Mutex<Entries<E>>,
+}
+
+struct Entries<E> {
+    list: Vec<Slot<E>>,
+    bytes: usize,
+    clock: u64,
+}
+
+struct Slot<E> {
+    /// The clock when last found or stored.
+    used: u64,
+    /// The entry's hash, held here so that a look-up scans the list alone.
+    hash: u64,
+    entry: Arc<E>,
+}
+
+impl<E: Weighed> Shelf<E> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            entries: Mutex::new(Entries {
+                list: Vec::new(),
+                bytes: 0,
+                clock: 0,
+            }),
+        }
+    }
+
+    /// The entries held, and their bytes.
+    fn size(&self) -> (usize, usize) {
         self.entries
             .lock()
             .map_or((0, 0), |entries| (entries.list.len(), entries.bytes))
     }
 
-    /// The entry for `key`: one of its hash is picked under the lock and compared in full after
-    /// it, so that no request waits on another's comparison; on a collision, the next one of its
-    /// hash after it. (An entry that moves meanwhile may be passed over: a miss, never a wrong
-    /// entry.)
-    fn find(&self, hash: u64, key: &[u8], tail: &[u8]) -> Option<Arc<Entry>> {
+    /// The first entry of `hash` that `matches`, compared outside the lock; on a collision, the
+    /// next one of its hash after it. (An entry that moves meanwhile may be passed over: a miss,
+    /// never a wrong entry.)
+    fn find(&self, hash: u64, matches: impl Fn(&E) -> bool) -> Option<Arc<E>> {
         let mut from = 0;
         loop {
             let (at, entry) = {
@@ -216,8 +361,7 @@ impl PlanMemo {
                 let at = list.iter().position(|slot| slot.hash == hash)?;
                 (from + at, list[at].entry.clone())
             };
-            let split = entry.key.split_at_checked(key.len());
-            if split.is_some_and(|(head, rest)| head == key && rest == tail) {
+            if matches(&entry) {
                 return Some(entry);
             }
             from = at + 1;
@@ -225,7 +369,7 @@ impl PlanMemo {
     }
 
     /// Marks `entry` as used now: the least recently used go first.
-    fn touch(&self, entry: &Arc<Entry>) {
+    fn touch(&self, entry: &Arc<E>) {
         if let Ok(mut entries) = self.entries.lock() {
             entries.clock += 1;
             let clock = entries.clock;
@@ -235,32 +379,37 @@ impl PlanMemo {
         }
     }
 
-    /// Removes `stale` (if still there) and keeps `entry` (if any) under its hash, making room
-    /// for it.
-    fn store(&self, stale: Option<&Arc<Entry>>, entry: Option<(u64, Entry)>) {
+    /// Removes the entries `stale` picks (by hash and entry) and keeps `entry` (if any) under
+    /// its hash, making room for it.
+    fn store(&self, stale: impl Fn(u64, &Arc<E>) -> bool, entry: Option<(u64, E)>) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
         let entries = &mut *entries;
-        if let Some(at) = stale.and_then(|stale| {
-            (entries.list.iter()).position(|slot| Arc::ptr_eq(&slot.entry, stale))
-        }) {
-            entries.bytes -= entries.list.swap_remove(at).entry.bytes;
-        }
+        let mut removed = 0;
+        entries.list.retain(|slot| {
+            let keep = !stale(slot.hash, &slot.entry);
+            if !keep {
+                removed += slot.entry.bytes();
+            }
+            keep
+        });
+        entries.bytes -= removed;
         let Some((hash, entry)) = entry else {
             return;
         };
-        while entries.list.len() >= self.capacity || entries.bytes + entry.bytes > MAX_BYTES {
+        let bytes = entry.bytes();
+        while entries.list.len() >= self.capacity || entries.bytes + bytes > MAX_BYTES {
             let Some(oldest) = (entries.list.iter().enumerate())
                 .min_by_key(|(_, slot)| slot.used)
                 .map(|(at, _)| at)
             else {
                 break;
             };
-            entries.bytes -= entries.list.swap_remove(oldest).entry.bytes;
+            entries.bytes -= entries.list.swap_remove(oldest).entry.bytes();
         }
         entries.clock += 1;
-        entries.bytes += entry.bytes;
+        entries.bytes += bytes;
         entries.list.push(Slot {
             used: entries.clock,
             hash,
@@ -783,6 +932,120 @@ mod tests {
         assert!(denied.missing_fact, "{denied:?}");
         assert_eq!((recall, memo.size()), (Recall::Stale, (0, 0)));
         assert_eq!(answer(&memo, &pod, "shop", &facts, &plans).1, Recall::Miss);
+    }
+
+    /// A pod's object text of at least [`PICKED_BY`] bytes, named `name`, and its key.
+    fn object_text(name: &str) -> (String, Arc<KeptKey>) {
+        use crate::core::pruned::KEPT;
+        use crate::core::reader::Reader;
+
+        let mut value = injected_pod().to_value();
+        value["metadata"]["generateName"] = json!(name);
+        value["metadata"]["managedFields"] =
+            json!([{"manager": "m", "time": "2026-11-28T10:00:00Z"}]);
+        let text = value.to_string();
+        assert!(text.len() > PICKED_BY, "{}", text.len());
+        let mut key = KeptKey::new(ObjectTexts::KEY_LIMIT);
+        Reader::new(&text).read_key(KEPT, &mut key).unwrap();
+        (text, Arc::new(key))
+    }
+
+    #[test]
+    fn an_object_sent_again_byte_for_byte_is_taken_with_its_key() {
+        let memo = PlanMemo::new(4).unwrap();
+        let objects = memo.objects();
+        let (text, key) = object_text("web-");
+        assert!(objects.find(&text).is_none());
+        objects.remember(&text, &key);
+        // Whatever follows it in the body.
+        for after in ["", "}", r#","oldObject":null,"dryRun":false}}"#, "garbage"] {
+            let (length, found) = objects.find(&format!("{text}{after}")).unwrap();
+            assert_eq!(length, text.len());
+            assert!(Arc::ptr_eq(&found, &key), "the key kept, not a copy");
+        }
+        // Any byte of it other, or the body ending before it does: not found.
+        for at in [0, PICKED_BY - 1, PICKED_BY, text.len() / 2, text.len() - 1] {
+            let mut other = text.clone().into_bytes();
+            other[at] = if other[at] == b' ' { b'\n' } else { b' ' };
+            let other = String::from_utf8(other).unwrap();
+            assert!(objects.find(&other).is_none(), "byte {at} changed");
+        }
+        assert!(objects.find(&text[..text.len() - 1]).is_none());
+        assert!(objects.find(&text[..PICKED_BY]).is_none());
+        assert!(objects.find(&text[..PICKED_BY - 1]).is_none());
+        assert_eq!(objects.size().0, 1);
+    }
+
+    #[test]
+    fn an_object_text_is_kept_only_short_of_its_bounds() {
+        use crate::core::pruned::KEPT;
+        use crate::core::reader::Reader;
+
+        let memo = PlanMemo::new(8).unwrap();
+        let objects = memo.objects();
+        let keyed = |text: &str, limit: usize| {
+            let mut key = KeptKey::new(limit);
+            Reader::new(text).read_key(KEPT, &mut key).unwrap();
+            Arc::new(key)
+        };
+        // Shorter than the bytes that pick it.
+        let short = r#"{"metadata": {"generateName": "web-"}}"#;
+        objects.remember(short, &keyed(short, ObjectTexts::KEY_LIMIT));
+        // Its key past its limit (it stands for nothing).
+        let (text, _) = object_text("web-");
+        objects.remember(&text, &keyed(&text, 10));
+        // Longer than an entry may be.
+        let mut value = injected_pod().to_value();
+        value["metadata"]["annotations"]["note"] = json!("x".repeat(MAX_ENTRY_BYTES));
+        let huge = value.to_string();
+        objects.remember(&huge, &keyed(&huge, ObjectTexts::KEY_LIMIT));
+        assert_eq!(objects.size(), (0, 0));
+        for body in [short, &text, &huge] {
+            assert!(objects.find(body).is_none());
+        }
+    }
+
+    #[test]
+    fn one_object_text_is_kept_for_each_run_of_first_bytes_within_the_bounds() {
+        let memo = PlanMemo::new(3).unwrap();
+        let objects = memo.objects();
+        // Two texts alike in their first bytes, apart after them: the newer is kept.
+        let (first, first_key) = object_text("web-");
+        let second = first.replacen(r#""image":"app""#, r#""image":"app:2""#, 1);
+        assert_eq!(first[..PICKED_BY], second[..PICKED_BY]);
+        assert_ne!(first, second);
+        objects.remember(&first, &first_key);
+        objects.remember(&second, &first_key);
+        assert_eq!(objects.size().0, 1);
+        assert!(objects.find(&first).is_none());
+        assert!(objects.find(&second).is_some());
+        // Texts of other first bytes each have their own, the least recently used going first.
+        let [a, b, c] = ["a-", "b-", "c-"].map(object_text);
+        for (text, key) in [&a, &b] {
+            objects.remember(text, key);
+        }
+        assert!(objects.find(&second).is_some());
+        objects.remember(&c.0, &c.1);
+        assert_eq!(objects.size().0, 3);
+        assert!(objects.find(&a.0).is_none(), "used least recently");
+        assert!(objects.find(&second).is_some() && objects.find(&c.0).is_some());
+        // The bytes stay within the bound, the texts' and the keys' counted.
+        let (_, bytes) = objects.size();
+        let least = second.len() + b.0.len() + c.0.len() + 3 * b.1.heap();
+        assert!(bytes > least && bytes < least + 1024, "{bytes} for {least}");
+        let memo = PlanMemo::new(1000).unwrap();
+        for i in 0..40 {
+            let mut value = injected_pod().to_value();
+            value["metadata"]["generateName"] = json!(format!("{i}-"));
+            value["spec"]["note"] = json!("x".repeat(100_000));
+            let text = value.to_string();
+            memo.objects().remember(&text, &object_text("k-").1);
+        }
+        let (entries, bytes) = memo.objects().size();
+        assert!(
+            bytes <= MAX_BYTES && entries < 40,
+            "{entries} entries, {bytes} bytes"
+        );
     }
 
     #[test]
