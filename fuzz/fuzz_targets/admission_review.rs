@@ -55,7 +55,7 @@ fuzz_target!(|body: &[u8]| {
         key.map(|key| key.bytes().map(<[u8]>::to_vec))
     };
     for _ in 0..2 {
-        let recalled = admission::decode_recalling(body, MEMO.objects());
+        let recalled = admission::decode_recalling(body, &MEMO);
         assert_eq!(
             format!("{recalled:?}"),
             format!("{keyed:?}"),

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
@@ -26,7 +27,7 @@ use crate::core::pod::{PodView, template_path};
 use crate::core::pruned::{self, Keep};
 use crate::core::reader::{KeptKey, Reader};
 use crate::core::spc::GeneratedSpc;
-use crate::webhook::memo::ObjectTexts;
+use crate::webhook::memo::{ObjectTexts, PlanMemo};
 
 /// The only AdmissionReview version kvinject registers for.
 pub const ADMISSION_V1: &str = "admission.k8s.io/v1";
@@ -146,6 +147,33 @@ pub struct RequestHead<'a> {
     object: Option<Node<'static>>,
 }
 
+impl RequestHead<'_> {
+    /// The same, its strings owned.
+    fn lasting(&self) -> RequestHead<'static> {
+        let owned = |text: &Cow<str>| Cow::Owned(text.as_ref().to_owned());
+        RequestHead {
+            uid: owned(&self.uid),
+            kind: GroupVersionKind {
+                group: owned(&self.kind.group),
+                version: owned(&self.kind.version),
+                kind: owned(&self.kind.kind),
+            },
+            resource: Resource {
+                group: owned(&self.resource.group),
+                version: owned(&self.resource.version),
+                resource: owned(&self.resource.resource),
+            },
+            sub_resource: self.sub_resource.as_ref().map(owned),
+            name: owned(&self.name),
+            namespace: self.namespace.as_ref().map(owned),
+            operation: self.operation.clone(),
+            dry_run: self.dry_run,
+            _user_info: IgnoredAny,
+            object: self.object.clone(),
+        }
+    }
+}
+
 /// The kind of a request's object, as `request.kind` names it: kube's `GroupVersionKind` with its
 /// strings borrowed, under the same name, which serde's errors give (a 400's message).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -202,8 +230,11 @@ pub struct Decoded<'a> {
 /// An object [`decode_keyed`] checked and wrote the key of, unread.
 #[derive(Clone)]
 struct Keyed<'a> {
-    text: &'a str,
-    /// Shared with the memo's texts ([`ObjectTexts`]).
+    /// The object's text; `None` for a review recalled whole ([`Recallable`]), whose key is
+    /// within its limit and reads back.
+    text: Option<&'a str>,
+    /// Shared with the memo's texts ([`ObjectTexts`], and
+    /// [`ReviewTexts`](crate::webhook::memo::ReviewTexts)).
     key: Arc<KeptKey>,
 }
 
@@ -279,7 +310,7 @@ impl<'a> Decoded<'a> {
                 keyed
                     .key
                     .tree(pruned::KEPT)
-                    .or_else(|| Reader::new(keyed.text).read_kept(pruned::KEPT))
+                    .or_else(|| Reader::new(keyed.text?).read_kept(pruned::KEPT))
             })
             .as_ref()
     }
@@ -533,13 +564,85 @@ pub fn decode_keyed(body: &[u8], limit: usize) -> Result<Decoded<'_>, ReviewErro
     decode_with(body, Some(Keying::Within(limit)))
 }
 
-/// [`decode_keyed`] within [`ObjectTexts::KEY_LIMIT`], but an object whose text `objects` keeps
-/// is taken with the key kept for it, unread; one read is kept there.
-pub fn decode_recalling<'b>(
-    body: &'b [u8],
-    objects: &ObjectTexts,
-) -> Result<Decoded<'b>, ReviewError> {
-    decode_with(body, Some(Keying::Recalling(objects)))
+/// [`decode_keyed`] within [`ObjectTexts::KEY_LIMIT`], through what `memo` keeps: a review
+/// that is one it keeps but for its uid is taken as that one was decoded, unread
+/// ([`ReviewTexts`](crate::webhook::memo::ReviewTexts)); else an object whose text it keeps is taken with the key kept for it,
+/// unread ([`ObjectTexts`]). A review or an object read is kept there.
+pub fn decode_recalling<'b>(body: &'b [u8], memo: &PlanMemo) -> Result<Decoded<'b>, ReviewError> {
+    if let Some(decoded) = memo.reviews().find(body) {
+        return Ok(decoded);
+    }
+    let decoded = decode_with(body, Some(Keying::Recalling(memo.objects())))?;
+    if let Some((uid_at, recallable)) = Recallable::of(body, &decoded) {
+        memo.reviews().remember(body, uid_at, recallable);
+    }
+    Ok(decoded)
+}
+
+/// A Pod CREATE decoded by the fast read, its object keyed within its limit, and its uid
+/// unescaped: every other byte of its body the same, a body with another plain uid decodes the
+/// same but for the uid ([`Self::decoded`]). Its strings are owned.
+pub struct Recallable {
+    request: RequestHead<'static>,
+    key: Arc<KeptKey>,
+}
+
+impl Recallable {
+    /// What `decoded` (of `body`) stands for, and where its uid lies in `body`; `None` unless
+    /// it is recallable.
+    fn of(body: &[u8], decoded: &Decoded) -> Option<(Range<usize>, Self)> {
+        let keyed = decoded.keyed.as_ref()?;
+        keyed.key.bytes()?;
+        let Cow::Borrowed(uid) = &decoded.request.uid else {
+            return None;
+        };
+        // Borrowed from the body: its place there.
+        let from = (uid.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+        let uid_at = from..from + uid.len();
+        let within = body.get(uid_at.clone()) == Some(uid.as_bytes());
+        (within && !uid.is_empty()).then(|| {
+            let request = decoded.request.lasting();
+            let key = keyed.key.clone();
+            (uid_at, Self { request, key })
+        })
+    }
+
+    /// The review this stands for, with `uid`.
+    pub fn decoded<'b>(&self, uid: &'b str) -> Decoded<'b> {
+        let mut request = self.request.clone();
+        request.uid = Cow::Borrowed(uid);
+        let keyed = Keyed {
+            text: None,
+            key: self.key.clone(),
+        };
+        Decoded {
+            request,
+            object: OnceLock::new(),
+            keyed: Some(keyed),
+            names: OnceLock::new(),
+        }
+    }
+
+    /// The heap it holds besides the key.
+    pub fn heap(&self) -> usize {
+        let request = &self.request;
+        let texts = [
+            &request.kind.group,
+            &request.kind.version,
+            &request.kind.kind,
+            &request.resource.group,
+            &request.resource.version,
+            &request.resource.resource,
+            &request.name,
+        ];
+        let optional = [&request.sub_resource, &request.namespace];
+        texts.iter().map(|text| text.len()).sum::<usize>()
+            + optional
+                .iter()
+                .flat_map(|text| text.as_ref())
+                .map(|t| t.len())
+                .sum::<usize>()
+    }
 }
 
 /// How [`decode_with`] writes an object's key.
@@ -764,7 +867,7 @@ fn read_object<'a>(reader: &mut Reader<'a>, keying: Option<Keying>) -> Option<Fa
             Keying::Recalling(objects) => (ObjectTexts::KEY_LIMIT, Some(objects)),
         };
         if let Some((length, key)) = objects.and_then(|objects| objects.find(reader.rest())) {
-            let text = reader.take(length)?;
+            let text = Some(reader.take(length)?);
             return Some(FastObject::Keyed(Keyed { text, key }));
         }
         let mut key = KeptKey::new(limit);
@@ -773,6 +876,7 @@ fn read_object<'a>(reader: &mut Reader<'a>, keying: Option<Keying>) -> Option<Fa
         if let Some(objects) = objects {
             objects.remember(text, &key);
         }
+        let text = Some(text);
         return Some(FastObject::Keyed(Keyed { text, key }));
     }
     let object = reader.read_kept(pruned::KEPT)?;
@@ -1386,14 +1490,13 @@ mod tests {
             )
         };
         let memo = PlanMemo::new(4).unwrap();
-        let recalled = |body: &str| {
-            decode_recalling(body.as_bytes(), memo.objects()).map(|d| d.kept_key().cloned())
-        };
+        let recalled =
+            |body: &str| decode_recalling(body.as_bytes(), &memo).map(|d| d.kept_key().cloned());
         fn keyed(body: &str) -> Result<Decoded<'_>, ReviewError> {
             decode_keyed(body.as_bytes(), ObjectTexts::KEY_LIMIT)
         }
         fn recall<'b>(body: &'b str, memo: &PlanMemo) -> Result<Decoded<'b>, ReviewError> {
-            decode_recalling(body.as_bytes(), memo.objects())
+            decode_recalling(body.as_bytes(), memo)
         }
         let first = body("u1", object, "}}");
         let read = recall(&first, &memo).unwrap();
@@ -1440,6 +1543,97 @@ mod tests {
         // Not a Pod CREATE: never recalled, never kept.
         let update = body("u", object, "}}").replacen("CREATE", "UPDATE", 1);
         assert!(recalled(&update).unwrap().is_none());
+    }
+
+    /// A review that is the bytes of one decoded before around another plain uid is taken as
+    /// that one was decoded, with its own uid, unread; any other difference, or a uid that is
+    /// not plain, and it is read (and decodes as ever).
+    #[test]
+    fn a_review_recalled_but_for_its_uid_decodes_as_read() {
+        use crate::webhook::memo::PlanMemo;
+
+        let body = |uid: &[u8], dry_run: bool| {
+            let mut body = br#"{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
+              "request": {"uid": ""#
+                .to_vec();
+            body.extend_from_slice(uid);
+            body.extend_from_slice(
+                format!(
+                    r#"", "kind": {{"group": "", "version": "v1", "kind": "Pod"}},
+                  "resource": {{"group": "", "version": "v1", "resource": "pods"}},
+                  "namespace": "shop", "operation": "CREATE", "userInfo": {{"username": "rs"}},
+                  "object": {{"metadata": {{"generateName": "web-", "labels": {{"kvinject.io/inject": "true"}},
+                    "annotations": {{"kvinject.io/env.A": "a"}}}},
+                    "spec": {{"containers": [{{"name": "app", "image": "app"}}]}}}},
+                  "dryRun": {dry_run}, "options": {{"kind": "CreateOptions"}}}}}}"#
+                )
+                .as_bytes(),
+            );
+            body
+        };
+        let memo = PlanMemo::new(4).unwrap();
+        let whole = |decoded: &Decoded| decoded.keyed.as_ref().unwrap().text.is_none();
+        let first = body(b"b8f7a1d2-ab0a-592a-afd0-6ef76d774844", false);
+        let read = decode_recalling(&first, &memo).unwrap();
+        assert!(!whole(&read));
+        assert_eq!(memo.reviews().size().0, 1);
+        let key = read.kept_key().unwrap();
+        // Uids of the same length (the API server's are all 36 bytes): the length of the body
+        // picks the kept one.
+        let accented = format!("\u{e9}{}", "a".repeat(34));
+        for uid in [
+            &b"b8f7a1d2-ab0a-592a-afd0-6ef76d774844"[..],
+            b"0e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b",
+            accented.as_bytes(),
+        ] {
+            let body = body(uid, false);
+            let recalled = decode_recalling(&body, &memo).unwrap();
+            assert!(whole(&recalled), "{}", String::from_utf8_lossy(uid));
+            assert!(std::ptr::eq(recalled.kept_key().unwrap(), key));
+            assert_eq!(recalled.request.uid.as_bytes(), uid);
+            let keyed = decode_keyed(&body, ObjectTexts::KEY_LIMIT).unwrap();
+            assert_eq!(format!("{recalled:?}"), format!("{keyed:?}"));
+            assert_eq!(
+                recalled.kept_key().unwrap().bytes(),
+                keyed.kept_key().unwrap().bytes()
+            );
+        }
+        // Not plain (empty, escaped, a control character, not UTF-8, a quote that ends it
+        // early: each also as long as the first, so that it is compared with it) or another
+        // byte other: read, and as the keyed read reads it.
+        let others = [
+            body(b"", false),
+            body(br#"u\"1"#, false),
+            body(br#"b8f7a1d2-ab0a-592a-afd0-6ef76d7748\""#, false),
+            body(b"b8f7a1d2-ab0a-592a-afd0-6ef76d77484\t", false),
+            body(b"b8f7a1d2-ab0a-592a-afd0-6ef76d77484\xff", false),
+            body(br#"b8f7a1d2-ab0a-592a-afd0-6e", "u": "x"#, false),
+            body(b"u2", false),
+            body(b"0e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b", true),
+        ];
+        for body in &others[2..6] {
+            assert_eq!(body.len(), first.len());
+        }
+        for body in &others {
+            let recalled = decode_recalling(body, &memo);
+            assert!(recalled.as_ref().map_or(true, |d| !whole(d)));
+            let keyed = decode_keyed(body, ObjectTexts::KEY_LIMIT);
+            assert_eq!(format!("{recalled:?}"), format!("{keyed:?}"));
+        }
+        // Each body kept (the first; "u2"; the dry run, a byte shorter) is found again.
+        assert_eq!(memo.reviews().size().0, 3);
+        let dry_run = body(b"1e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b", true);
+        let again = decode_recalling(&dry_run, &memo).unwrap();
+        assert!(whole(&again) && again.request.dry_run);
+        // One of the same length and last bytes is kept in place of the first.
+        let elsewhere = String::from_utf8(first.clone())
+            .unwrap()
+            .replacen("shop", "shoq", 1);
+        let elsewhere = decode_recalling(elsewhere.as_bytes(), &memo).unwrap();
+        assert!(!whole(&elsewhere) && elsewhere.namespace() == "shoq");
+        assert_eq!(memo.reviews().size().0, 3);
+        let first_again = body(b"2e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b", false);
+        assert!(!whole(&decode_recalling(&first_again, &memo).unwrap()));
     }
 
     /// The text written by hand is byte for byte what serde_json writes for the same review.

@@ -28,15 +28,17 @@
 //! [`admission::plan_answer`]: crate::webhook::admission::plan_answer
 
 use std::hash::BuildHasher;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Number;
 
 use crate::core::facts::{Asked, ClusterFacts, RecordingFacts};
 use crate::core::held::Held;
+use crate::core::json::next_escaped;
 use crate::core::node::Node;
 use crate::core::reader::{KeptKey, write_length};
-use crate::webhook::admission::{Answer, ObjectNames};
+use crate::webhook::admission::{Answer, Decoded, ObjectNames, Recallable};
 
 /// Entries kept by default (`--plan-cache-entries`).
 pub const DEFAULT_ENTRIES: usize = 64;
@@ -77,6 +79,7 @@ pub struct PlanMemo {
     hasher: foldhash::fast::RandomState,
     entries: Shelf<Entry>,
     objects: ObjectTexts,
+    reviews: ReviewTexts,
 }
 
 /// What an entry holds besides its key and what it remembers: its slot in the list, the entry
@@ -129,12 +132,18 @@ impl PlanMemo {
             hasher: foldhash::fast::RandomState::default(),
             entries: Shelf::new(capacity),
             objects: ObjectTexts::new(capacity),
+            reviews: ReviewTexts::new(capacity),
         })
     }
 
     /// The texts of the pod objects read for this memo, and their keys.
     pub fn objects(&self) -> &ObjectTexts {
         &self.objects
+    }
+
+    /// The reviews of pods decoded for this memo, but for their uids.
+    pub fn reviews(&self) -> &ReviewTexts {
+        &self.reviews
     }
 
     /// The answer to `pod` created in `namespace`: remembered while the facts hold, else
@@ -298,6 +307,101 @@ impl ObjectTexts {
     }
 
     /// The texts kept now, and the bytes they hold.
+    pub fn size(&self) -> (usize, usize) {
+        self.texts.size()
+    }
+}
+
+/// The bodies of Pod CREATE reviews decoded whole (the object keyed within its limit, the uid
+/// unescaped), but for the uid's text, and what each decoded to ([`Recallable`]): a body that is
+/// the same bytes around another plain uid decodes as it did, with that uid, and is not read.
+/// The pods of one scale-up come as such bodies (the same object, the same requester, options
+/// and namespace). Bounded as [`ObjectTexts`] is; one body is kept for each length and run of
+/// last [`PICKED_BY`] bytes (a workload's pods a second apart end alike): the newest decoded.
+pub struct ReviewTexts {
+    hasher: foldhash::fast::RandomState,
+    texts: Shelf<ReviewText>,
+}
+
+/// A body cut around its uid's text, and what it decoded to.
+struct ReviewText {
+    /// The bytes before the uid's text (its opening quote last).
+    head: Box<[u8]>,
+    /// The bytes after it (its closing quote first).
+    tail: Box<[u8]>,
+    decoded: Recallable,
+    bytes: usize,
+}
+
+impl Weighed for ReviewText {
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl ReviewText {
+    /// The uid's text in `body`, when `body` is this one's bytes around a plain uid (a string
+    /// without escapes or control characters, not empty): no other byte differs.
+    fn uid_in<'b>(&self, body: &'b [u8]) -> Option<&'b str> {
+        let end = body.len().checked_sub(self.tail.len())?;
+        let uid = body.get(self.head.len()..end)?;
+        let plain = !uid.is_empty() && next_escaped(uid).is_none();
+        let same = body.starts_with(&self.head) && body.ends_with(&self.tail);
+        (plain && same).then(|| std::str::from_utf8(uid).ok())?
+    }
+}
+
+impl ReviewTexts {
+    fn new(capacity: usize) -> Self {
+        Self {
+            hasher: foldhash::fast::RandomState::default(),
+            texts: Shelf::new(capacity),
+        }
+    }
+
+    fn hash(&self, body: &[u8]) -> Option<u64> {
+        let last = body.get(body.len().checked_sub(PICKED_BY)?..)?;
+        Some(self.hasher.hash_one((body.len(), last)))
+    }
+
+    /// `body` decoded as the kept body it is but for its uid, if one is.
+    pub fn find<'b>(&self, body: &'b [u8]) -> Option<Decoded<'b>> {
+        let hash = self.hash(body)?;
+        let found = self.texts.find(hash, |kept| kept.uid_in(body).is_some())?;
+        self.texts.touch(&found);
+        Some(found.decoded.decoded(found.uid_in(body)?))
+    }
+
+    /// Keeps `body`, whose uid's text lies at `uid_at`, as `decoded` (in place of the body kept
+    /// for the same length and last bytes), unless it is shorter than [`PICKED_BY`] or its parts
+    /// longer than [`MAX_ENTRY_BYTES`].
+    pub fn remember(&self, body: &[u8], uid_at: Range<usize>, decoded: Recallable) {
+        let (Some(hash), Some(head), Some(tail)) = (
+            self.hash(body),
+            body.get(..uid_at.start),
+            body.get(uid_at.end..),
+        ) else {
+            return;
+        };
+        if head.len() + tail.len() > MAX_ENTRY_BYTES {
+            return;
+        }
+        let kept = ReviewText {
+            // The slot, the entry and its `Arc`'s counts, the parts, the decoded strings.
+            bytes: size_of::<Slot<ReviewText>>()
+                + size_of::<ReviewText>()
+                + 2 * size_of::<usize>()
+                + head.len()
+                + tail.len()
+                + decoded.heap(),
+            head: head.into(),
+            tail: tail.into(),
+            decoded,
+        };
+        self.texts.store(|slot, _| slot == hash, Some((hash, kept)));
+    }
+
+    /// The bodies kept now, and the bytes they hold.
     pub fn size(&self) -> (usize, usize) {
         self.texts.size()
     }

@@ -156,7 +156,7 @@ impl Reviewer {
     /// fields are written as the memo's key and read only when a pod is planned (or denied).
     pub fn decode<'b>(&self, route: Route, body: &'b [u8]) -> Result<Decoded<'b>, ReviewError> {
         match (route, &self.memo) {
-            (Route::Mutate, Some(memo)) => admission::decode_recalling(body, memo.objects()),
+            (Route::Mutate, Some(memo)) => admission::decode_recalling(body, memo),
             _ => admission::decode(body),
         }
     }
