@@ -148,9 +148,16 @@ pub struct RequestHead<'a> {
 }
 
 impl RequestHead<'_> {
-    /// The same, its strings owned.
+    /// The same, its strings owned (the usual group, version, kind and resource names as
+    /// constants, so that a copy of it allocates for its namespace and name only).
     fn lasting(&self) -> RequestHead<'static> {
-        let owned = |text: &Cow<str>| Cow::Owned(text.as_ref().to_owned());
+        let owned = |text: &Cow<str>| match text.as_ref() {
+            "" => Cow::Borrowed(""),
+            "v1" => Cow::Borrowed("v1"),
+            "Pod" => Cow::Borrowed("Pod"),
+            "pods" => Cow::Borrowed("pods"),
+            text => Cow::Owned(text.to_owned()),
+        };
         RequestHead {
             uid: owned(&self.uid),
             kind: GroupVersionKind {
@@ -495,9 +502,9 @@ impl Answer {
     pub fn encode(&self) -> Vec<u8> {
         let patch_len = self.patch.as_ref().map_or(0, |p| p.len());
         let mut out = String::with_capacity(256 + patch_len);
-        out.push_str(r#"{"apiVersion":"#);
-        json::push_string(&mut out, ADMISSION_V1);
-        out.push_str(r#","kind":"AdmissionReview","response":{"uid":"#);
+        out.push_str(
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
+        );
         json::push_string(&mut out, &self.uid);
         out.push_str(r#","allowed":"#);
         out.push_str(if self.message.is_none() {
