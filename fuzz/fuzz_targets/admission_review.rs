@@ -21,10 +21,6 @@ static FACTS: LazyLock<DocumentFacts> = LazyLock::new(|| {
 
 static SETTINGS: LazyLock<Settings> = LazyLock::new(|| Settings::new(None, None, "kvinject"));
 
-/// Object texts kept across inputs, so that each input's object is also looked for among the
-/// objects of the inputs before it (and kept for those after it).
-static MEMO: LazyLock<PlanMemo> = LazyLock::new(|| PlanMemo::new(64).expect("entries"));
-
 fuzz_target!(|body: &[u8]| {
     let decoded = admission::decode(body);
     assert_eq!(
@@ -48,21 +44,7 @@ fuzz_target!(|body: &[u8]| {
         format!("{decoded:?}"),
         "the keyed read and the fast read differ"
     );
-    // An object taken by its text (kept from this input or an earlier one) decodes as read,
-    // with the key its own read writes.
-    let key = |decoded: &Result<admission::Decoded, _>| {
-        let key = decoded.as_ref().ok().and_then(|decoded| decoded.kept_key());
-        key.map(|key| key.bytes().map(<[u8]>::to_vec))
-    };
-    for _ in 0..2 {
-        let recalled = admission::decode_recalling(body, &MEMO);
-        assert_eq!(
-            format!("{recalled:?}"),
-            format!("{keyed:?}"),
-            "the recalling read and the keyed read differ"
-        );
-        assert_eq!(key(&recalled), key(&keyed), "a recalled key differs");
-    }
+    recalls_as_read(body, &keyed);
     let Ok(decoded) = decoded else {
         return;
     };
@@ -123,3 +105,64 @@ fuzz_target!(|body: &[u8]| {
         }
     }
 });
+
+/// The recalling read of `body` and of its variants gives what the keyed read gives (`keyed`
+/// for `body` itself), through a memo of its own (so that a failure reproduces from the input
+/// alone): `body` read, then taken as remembered; its first half then the whole, so that a
+/// remembered text may start a longer body; and, when `body`'s uid was read unescaped, `body`
+/// with that uid's text replaced, as long, by other plain text (taken as remembered) and by
+/// text that is not plain (an escape, a quote, a control character, a byte not UTF-8: read).
+fn recalls_as_read(body: &[u8], keyed: &Result<admission::Decoded, admission::ReviewError>) {
+    let key = |decoded: &Result<admission::Decoded, _>| {
+        let key = decoded.as_ref().ok().and_then(|decoded| decoded.kept_key());
+        key.map(|key| key.bytes().map(<[u8]>::to_vec))
+    };
+    let same = |memo: &PlanMemo, body: &[u8], keyed: &Result<admission::Decoded, _>| {
+        let recalled = admission::decode_recalling(body, memo);
+        assert_eq!(
+            format!("{recalled:?}"),
+            format!("{keyed:?}"),
+            "the recalling read and the keyed read differ"
+        );
+        assert_eq!(key(&recalled), key(keyed), "a recalled key differs");
+    };
+    let memo = PlanMemo::new(4).expect("entries");
+    let half = &body[..body.len() / 2];
+    same(
+        &memo,
+        half,
+        &admission::decode_keyed(half, ObjectTexts::KEY_LIMIT),
+    );
+    for _ in 0..2 {
+        same(&memo, body, keyed);
+    }
+    // The uid's place in the body, when it was borrowed from it.
+    let Some(uid) = keyed.as_ref().ok().map(|decoded| &decoded.request.uid) else {
+        return;
+    };
+    let Some(from) = (uid.as_ptr() as usize).checked_sub(body.as_ptr() as usize) else {
+        return;
+    };
+    if uid.is_empty() || body.get(from..from + uid.len()) != Some(uid.as_bytes()) {
+        return;
+    }
+    let length = uid.len();
+    let plain = vec![b'7'; length];
+    let mut variants = vec![plain];
+    for odd in [&b"\\"[..], b"\"", b"\t", b"\xff"] {
+        let mut text = vec![b'7'; length];
+        let at = length.saturating_sub(odd.len());
+        text.truncate(at);
+        text.extend_from_slice(odd);
+        variants.push(text);
+    }
+    for text in variants {
+        let mut other = body.to_vec();
+        other.splice(from..from + length, text);
+        same(
+            &memo,
+            &other,
+            &admission::decode_keyed(&other, ObjectTexts::KEY_LIMIT),
+        );
+    }
+}

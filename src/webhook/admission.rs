@@ -608,7 +608,9 @@ impl Recallable {
         let uid_at = from..from + uid.len();
         let within = body.get(uid_at.clone()) == Some(uid.as_bytes());
         (within && !uid.is_empty()).then(|| {
-            let request = decoded.request.lasting();
+            // Not the uid: each recall gives its own (and a long one is not held).
+            let mut request = decoded.request.lasting();
+            request.uid = Cow::Borrowed("");
             let key = keyed.key.clone();
             (uid_at, Self { request, key })
         })
@@ -630,10 +632,12 @@ impl Recallable {
         }
     }
 
-    /// The heap it holds besides the key.
+    /// The heap it holds: its owned strings (the uid included), the key and the key's `Arc`
+    /// (shared, but counted here in full).
     pub fn heap(&self) -> usize {
         let request = &self.request;
         let texts = [
+            &request.uid,
             &request.kind.group,
             &request.kind.version,
             &request.kind.kind,
@@ -643,12 +647,15 @@ impl Recallable {
             &request.name,
         ];
         let optional = [&request.sub_resource, &request.namespace];
-        texts.iter().map(|text| text.len()).sum::<usize>()
-            + optional
-                .iter()
-                .flat_map(|text| text.as_ref())
-                .map(|t| t.len())
-                .sum::<usize>()
+        let owned = |text: &Cow<str>| match text {
+            Cow::Owned(text) => text.capacity(),
+            Cow::Borrowed(_) => 0,
+        };
+        texts.into_iter().map(owned).sum::<usize>()
+            + optional.into_iter().flatten().map(owned).sum::<usize>()
+            + size_of::<KeptKey>()
+            + 2 * size_of::<usize>()
+            + self.key.heap()
     }
 }
 
@@ -1618,7 +1625,16 @@ mod tests {
             body(b"u2", false),
             body(b"0e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b", true),
         ];
-        for body in &others[2..6] {
+        // And bytes other before the uid (the head compared too), as long.
+        let mut other_head = first.clone();
+        let at = first
+            .windows(15)
+            .position(|w| w == b"AdmissionReview")
+            .unwrap();
+        other_head[at + 14] = b'x';
+        // First, while the first body is the one kept for its length and last bytes.
+        let others = [&[other_head][..], &others[..]].concat();
+        for body in [&others[0], &others[3], &others[4], &others[5], &others[6]] {
             assert_eq!(body.len(), first.len());
         }
         for body in &others {
@@ -1641,6 +1657,33 @@ mod tests {
         assert_eq!(memo.reviews().size().0, 3);
         let first_again = body(b"2e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b", false);
         assert!(!whole(&decode_recalling(&first_again, &memo).unwrap()));
+
+        // What is kept is counted, and a uid is not kept: bodies with long uids or names stay
+        // within the bound, each counted for its name.
+        let memo = PlanMemo::new(1000).unwrap();
+        for i in 0..40 {
+            // Each of its own length: each kept.
+            let uid = "u".repeat(100_000 + i);
+            decode_recalling(&body(uid.as_bytes(), false), &memo).unwrap();
+        }
+        let (entries, bytes) = memo.reviews().size();
+        assert!(entries == 40 && bytes < 40 * 8192, "{entries} {bytes}");
+        let memo = PlanMemo::new(1000).unwrap();
+        for i in 0..40 {
+            let name = format!(r#""name": "{}", "namespace""#, "n".repeat(100_000 + i));
+            let body = String::from_utf8(body(b"u", false)).unwrap();
+            decode_recalling(body.replacen(r#""namespace""#, &name, 1).as_bytes(), &memo).unwrap();
+        }
+        // The name twice: in the body's tail, and decoded.
+        let (entries, bytes) = memo.reviews().size();
+        assert!(
+            bytes <= crate::webhook::memo::MAX_BYTES,
+            "{entries} {bytes}"
+        );
+        assert!(
+            entries < 40 && bytes > entries * 200_000,
+            "{entries} {bytes}"
+        );
     }
 
     /// The text written by hand is byte for byte what serde_json writes for the same review.

@@ -387,7 +387,7 @@ impl ReviewTexts {
             return;
         }
         let kept = ReviewText {
-            // The slot, the entry and its `Arc`'s counts, the parts, the decoded strings.
+            // The slot, the entry and its `Arc`'s counts, the parts, the decoded strings and key.
             bytes: size_of::<Slot<ReviewText>>()
                 + size_of::<ReviewText>()
                 + 2 * size_of::<usize>()
