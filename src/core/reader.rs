@@ -479,6 +479,12 @@ impl KeptKey {
         self.bytes.capacity()
     }
 
+    /// The heap the key holds shared through an `Arc`: the key, the `Arc`'s two counts, and
+    /// its bytes.
+    pub fn shared_bytes(&self) -> usize {
+        size_of::<Self>() + 2 * size_of::<usize>() + self.heap()
+    }
+
     /// The bytes written, or `None` once they would have passed the limit.
     pub fn bytes(&self) -> Option<&[u8]> {
         (!self.over).then_some(&self.bytes)

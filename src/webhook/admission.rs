@@ -148,9 +148,10 @@ pub struct RequestHead<'a> {
 }
 
 impl RequestHead<'_> {
-    /// The same, its strings owned (the usual group, version, kind and resource names as
-    /// constants, so that a copy of it allocates for its namespace and name only).
-    fn lasting(&self) -> RequestHead<'static> {
+    /// The same without its uid (empty), its strings owned (the usual group, version, kind and
+    /// resource names as constants, so that a copy of it allocates for its namespace and name
+    /// only).
+    fn lasting_without_uid(&self) -> RequestHead<'static> {
         let owned = |text: &Cow<str>| match text.as_ref() {
             "" => Cow::Borrowed(""),
             "v1" => Cow::Borrowed("v1"),
@@ -159,7 +160,7 @@ impl RequestHead<'_> {
             text => Cow::Owned(text.to_owned()),
         };
         RequestHead {
-            uid: owned(&self.uid),
+            uid: Cow::Borrowed(""),
             kind: GroupVersionKind {
                 group: owned(&self.kind.group),
                 version: owned(&self.kind.version),
@@ -608,9 +609,8 @@ impl Recallable {
         let uid_at = from..from + uid.len();
         let within = body.get(uid_at.clone()) == Some(uid.as_bytes());
         (within && !uid.is_empty()).then(|| {
-            // Not the uid: each recall gives its own (and a long one is not held).
-            let mut request = decoded.request.lasting();
-            request.uid = Cow::Borrowed("");
+            // Not the uid: each recall gives its own (and a long one is neither copied nor held).
+            let request = decoded.request.lasting_without_uid();
             let key = keyed.key.clone();
             (uid_at, Self { request, key })
         })
@@ -653,9 +653,7 @@ impl Recallable {
         };
         texts.into_iter().map(owned).sum::<usize>()
             + optional.into_iter().flatten().map(owned).sum::<usize>()
-            + size_of::<KeptKey>()
-            + 2 * size_of::<usize>()
-            + self.key.heap()
+            + self.key.shared_bytes()
     }
 }
 

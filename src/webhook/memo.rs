@@ -82,10 +82,9 @@ pub struct PlanMemo {
     reviews: ReviewTexts,
 }
 
-/// What an entry holds besides its key and what it remembers: its slot in the list, the entry
-/// itself, and the counts of the two `Arc`s it is shared through (the entry's and its names').
-const ENTRY_OVERHEAD: usize =
-    size_of::<Slot<Entry>>() + size_of::<Entry>() + 4 * size_of::<usize>();
+/// What an entry holds besides its key and what it remembers: what shelving it costs, and the
+/// counts of its names' `Arc`.
+const ENTRY_OVERHEAD: usize = shelved::<Entry>() + 2 * size_of::<usize>();
 
 struct Entry {
     /// The namespace and the pod's kept fields, as [`write_key`] writes them.
@@ -218,10 +217,13 @@ impl PlanMemo {
 
     /// The entry for `key` followed by `tail`.
     fn find(&self, hash: u64, key: &[u8], tail: &[u8]) -> Option<Arc<Entry>> {
-        self.entries.find(hash, |entry| {
+        let found = self.entries.find(hash, |entry| {
             let split = entry.key.split_at_checked(key.len());
-            split.is_some_and(|(head, rest)| head == key && rest == tail)
-        })
+            split
+                .is_some_and(|(head, rest)| head == key && rest == tail)
+                .then_some(())
+        });
+        found.map(|(entry, ())| entry)
     }
 
     /// Removes `stale` (if still there) and keeps `entry` (if any) under its hash.
@@ -273,9 +275,9 @@ impl ObjectTexts {
     pub fn find(&self, rest: &str) -> Option<(usize, Arc<KeptKey>)> {
         let rest = rest.as_bytes();
         let hash = self.hasher.hash_one(rest.get(..PICKED_BY)?);
-        let found = self
-            .texts
-            .find(hash, |kept| rest.starts_with(kept.text.as_bytes()))?;
+        let (found, ()) = self.texts.find(hash, |kept| {
+            rest.starts_with(kept.text.as_bytes()).then_some(())
+        })?;
         self.texts.touch(&found);
         Some((found.text.len(), found.key.clone()))
     }
@@ -294,14 +296,7 @@ impl ObjectTexts {
         let kept = ObjectText {
             text: text.into(),
             key: key.clone(),
-            // The slot, the entry and its `Arc`'s counts, the key and its, the text, the key's
-            // bytes.
-            bytes: size_of::<Slot<ObjectText>>()
-                + size_of::<ObjectText>()
-                + size_of::<KeptKey>()
-                + 4 * size_of::<usize>()
-                + text.len()
-                + key.heap(),
+            bytes: shelved::<ObjectText>() + text.len() + key.shared_bytes(),
         };
         self.texts.store(|slot, _| slot == hash, Some((hash, kept)));
     }
@@ -367,9 +362,9 @@ impl ReviewTexts {
     /// `body` decoded as the kept body it is but for its uid, if one is.
     pub fn find<'b>(&self, body: &'b [u8]) -> Option<Decoded<'b>> {
         let hash = self.hash(body)?;
-        let found = self.texts.find(hash, |kept| kept.uid_in(body).is_some())?;
+        let (found, uid) = self.texts.find(hash, |kept| kept.uid_in(body))?;
         self.texts.touch(&found);
-        Some(found.decoded.decoded(found.uid_in(body)?))
+        Some(found.decoded.decoded(uid))
     }
 
     /// Keeps `body`, whose uid's text lies at `uid_at`, as `decoded` (in place of the body kept
@@ -387,13 +382,7 @@ impl ReviewTexts {
             return;
         }
         let kept = ReviewText {
-            // The slot, the entry and its `Arc`'s counts, the parts, the decoded strings and key.
-            bytes: size_of::<Slot<ReviewText>>()
-                + size_of::<ReviewText>()
-                + 2 * size_of::<usize>()
-                + head.len()
-                + tail.len()
-                + decoded.heap(),
+            bytes: shelved::<ReviewText>() + head.len() + tail.len() + decoded.heap(),
             head: head.into(),
             tail: tail.into(),
             decoded,
@@ -405,6 +394,12 @@ impl ReviewTexts {
     pub fn size(&self) -> (usize, usize) {
         self.texts.size()
     }
+}
+
+/// What holding one entry on a [`Shelf`] costs besides the entry's own heap: its slot, the
+/// entry, and the counts of the `Arc` it is shared through.
+const fn shelved<E>() -> usize {
+    size_of::<Slot<E>>() + size_of::<E>() + 2 * size_of::<usize>()
 }
 
 /// What a [`Shelf`] holds counts as its bytes.
@@ -453,10 +448,10 @@ impl<E: Weighed> Shelf<E> {
             .map_or((0, 0), |entries| (entries.list.len(), entries.bytes))
     }
 
-    /// The first entry of `hash` that `matches`, compared outside the lock; on a collision, the
-    /// next one of its hash after it. (An entry that moves meanwhile may be passed over: a miss,
-    /// never a wrong entry.)
-    fn find(&self, hash: u64, matches: impl Fn(&E) -> bool) -> Option<Arc<E>> {
+    /// The first entry of `hash` that `matches` (giving what the comparison found), compared
+    /// outside the lock; on a collision, the next one of its hash after it. (An entry that moves
+    /// meanwhile may be passed over: a miss, never a wrong entry.)
+    fn find<T>(&self, hash: u64, matches: impl Fn(&E) -> Option<T>) -> Option<(Arc<E>, T)> {
         let mut from = 0;
         loop {
             let (at, entry) = {
@@ -465,8 +460,8 @@ impl<E: Weighed> Shelf<E> {
                 let at = list.iter().position(|slot| slot.hash == hash)?;
                 (from + at, list[at].entry.clone())
             };
-            if matches(&entry) {
-                return Some(entry);
+            if let Some(found) = matches(&entry) {
+                return Some((entry, found));
             }
             from = at + 1;
         }
